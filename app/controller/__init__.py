@@ -1,0 +1,1 @@
+"""HTTP and WebSocket handlers (Sanic blueprints): validate, call one service, answer."""

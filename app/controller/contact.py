@@ -1,0 +1,86 @@
+"""/contact/*: friends and groups, the article's routes plus the member list."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+from sanic_ext import openapi
+
+from app.controller.session import require_user, services
+from app.service import contacts, groups, users
+from app.util.binding import id_field, request_fields, text_field
+from app.util.errors import BadRequest
+from app.util.responses import ok, rows
+
+contact_bp = Blueprint("contact", url_prefix="/contact")
+
+
+@contact_bp.post("/addfriend")
+@openapi.summary("Add a friend by mobile (dstname); friendship is mutual")
+async def add_friend(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    friend = await contacts.add_friend(
+        services(request), user, text_field(fields, "dstname", required=True, max_length=20)
+    )
+    return ok(users.public_user(friend, online=services(request).hub.is_online(friend.id)),
+              "friend added")
+
+
+@contact_bp.post("/loadfriend")
+@openapi.summary("List my friends")
+async def load_friends(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    hub = services(request).hub
+    friends = await contacts.friends_of(user)
+    return rows([users.public_user(f, online=hub.is_online(f.id)) for f in friends])
+
+
+@contact_bp.post("/createcommunity")
+@openapi.summary("Create a group (name, icon, memo, cate); the creator joins it")
+async def create_community(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    cate = fields.get("cate") or 1
+    try:
+        cate = int(cate)
+    except (TypeError, ValueError):
+        raise BadRequest("cate must be a whole number") from None
+    group = await groups.create_group(
+        services(request),
+        user,
+        name=text_field(fields, "name", required=True, max_length=groups.MAX_NAME),
+        icon=text_field(fields, "icon", max_length=255),
+        memo=text_field(fields, "memo", max_length=140),
+        cate=max(0, min(cate, 1000)),
+    )
+    return ok(groups.public_group(group), "group created")
+
+
+@contact_bp.post("/joincommunity")
+@openapi.summary("Join a group by its name (dstname); joining twice is harmless")
+async def join_community(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    group = await groups.join_group(
+        services(request), user, text_field(fields, "dstname", required=True,
+                                            max_length=groups.MAX_NAME)
+    )
+    return ok(groups.public_group(group), "joined")
+
+
+@contact_bp.post("/loadcommunity")
+@openapi.summary("List the groups I am in")
+async def load_communities(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    return rows([groups.public_group(g) for g in await groups.groups_of(user)])
+
+
+@contact_bp.post("/members")
+@openapi.summary("List a group's members (id); members only")
+async def members(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    hub = services(request).hub
+    member_list = await groups.members_of(user, id_field(fields, "id") or 0)
+    return rows([users.public_user(m, online=hub.is_online(m.id)) for m in member_list])

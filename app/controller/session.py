@@ -1,0 +1,61 @@
+"""Who is calling: the credential (cookie, `Authorization: Bearer`, or `token` parameter), the
+user it names, and the session cookie that login sets and logout clears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from app.model.tables import User
+from app.service import users
+from app.service.context import ServiceContext
+from app.util.binding import id_field
+from app.util.errors import Forbidden
+
+
+def services(request: Request) -> ServiceContext:
+    return request.app.ctx.services
+
+
+def request_token(request: Request, fields: dict[str, Any] | None = None) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    token = request.args.get("token") or (fields or {}).get("token")
+    if isinstance(token, str) and token:
+        return token
+    return request.cookies.get(services(request).settings.auth.cookie_name)
+
+
+async def require_user(request: Request, fields: dict[str, Any] | None = None) -> User:
+    """The authenticated user; a `userid` (or `id` on /chat) naming someone else is refused."""
+    user = await users.authenticate(request_token(request, fields))
+    claimed = id_field(fields or {}, "userid", required=False)
+    if claimed is not None and claimed != user.id:
+        raise Forbidden("userid does not match your session")
+    request.ctx.user = user
+    return user
+
+
+def is_secure(request: Request) -> bool:
+    return request.scheme in ("https", "wss")
+
+
+def set_session_cookie(request: Request, response: HTTPResponse, token: str) -> None:
+    settings = services(request).settings
+    response.add_cookie(
+        settings.auth.cookie_name,
+        token,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        # Browsers drop Secure cookies on plain-http LAN origins; mark it only under TLS.
+        secure=is_secure(request),
+        max_age=settings.auth.token_ttl_hours * 3600,
+    )
+
+
+def clear_session_cookie(request: Request, response: HTTPResponse) -> None:
+    response.delete_cookie(services(request).settings.auth.cookie_name, path="/")

@@ -1,0 +1,88 @@
+"""/user/*: register, login, logout, find, me — the article's account routes."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+from sanic_ext import openapi
+
+from app.controller.session import (
+    clear_session_cookie,
+    request_token,
+    require_user,
+    services,
+    set_session_cookie,
+)
+from app.service import users
+from app.util.binding import id_field, request_fields, text_field
+from app.util.responses import ok
+
+user_bp = Blueprint("user", url_prefix="/user")
+
+
+def _with_token(user_json: dict, token: str) -> dict:
+    return {**user_json, "token": token}
+
+
+@user_bp.post("/register")
+@openapi.summary("Register an account (also logs in)")
+@openapi.description("Form or JSON: mobile, passwd, nickname, avatar, sex (M/W/U), memo. "
+                     "Answers the user with `token` and sets the session cookie.")
+async def register(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user, token = await users.register(
+        services(request),
+        mobile=text_field(fields, "mobile", required=True, max_length=20),
+        password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
+        nickname=text_field(fields, "nickname", max_length=40),
+        avatar=text_field(fields, "avatar", max_length=255),
+        sex=text_field(fields, "sex", max_length=2, default="U").upper(),
+        memo=text_field(fields, "memo", max_length=140),
+    )
+    response = ok(_with_token(users.public_user(user, online=True), token))
+    set_session_cookie(request, response, token)
+    return response
+
+
+@user_bp.post("/login")
+@openapi.summary("Log in with mobile and passwd")
+@openapi.description("Answers the user with a new `token` and sets the session cookie. "
+                     "Repeated failures for one mobile or address answer 429.")
+async def login(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user, token = await users.login(
+        services(request),
+        mobile=text_field(fields, "mobile", required=True, max_length=20),
+        password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
+        client_ip=request.client_ip or "unknown",
+    )
+    response = ok(_with_token(users.public_user(user, online=True), token))
+    set_session_cookie(request, response, token)
+    return response
+
+
+@user_bp.post("/logout")
+@openapi.summary("End this session: the token stops working and its sockets close")
+async def logout(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    await users.logout(services(request), user, request_token(request, fields) or "")
+    response = ok(None, "logged out")
+    clear_session_cookie(request, response)
+    return response
+
+
+@user_bp.post("/find")
+@openapi.summary("Look up a user by id")
+async def find(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    await require_user(request, fields)
+    user = await users.find(id_field(fields, "id") or 0)
+    return ok(users.public_user(user, online=services(request).hub.is_online(user.id)))
+
+
+@user_bp.route("/me", methods=["GET", "POST"])
+@openapi.summary("The logged-in user (checks the session cookie)")
+async def me(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    return ok(users.public_user(user, online=True))

@@ -1,0 +1,176 @@
+"""The `imchat` command: serve, check-config, init-db, and user administration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+
+from app import __version__
+from app.paths import DEFAULT_CONFIG
+from app.settings import Settings, SettingsError, load_settings
+from app.util.logs import setup_logging
+
+log = logging.getLogger("imchat.main")
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("IMCHAT_CONFIG"):
+        return Path(os.environ["IMCHAT_CONFIG"])
+    for candidate in (Path("config.toml"), DEFAULT_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args.config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    path = _config_path(args.config)
+    sys.stdout.write(
+        f"config OK: {path or '(built-in defaults)'}\n"
+        f"  listen {settings.server.host}:{settings.server.port}, "
+        f"{settings.server.workers} worker(s), mode {settings.server.mode}\n"
+        f"  database {settings.database.engine} "
+        f"({settings.sqlite_path if settings.database.engine == 'sqlite' else settings.database.host})\n"
+        f"  uploads {settings.upload_path}, broker {settings.broker.kind}\n"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from app.runner import serve
+
+    settings = _load(args)
+    setup_logging(settings.log.level, settings.log.access_log)
+    serve(settings, _config_path(args.config))
+    return 0
+
+
+def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> int:
+    from app.model.database import close_database, open_database
+
+    async def run() -> int:
+        await open_database(settings)
+        try:
+            return await job()
+        finally:
+            await close_database()
+
+    return asyncio.run(run())
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    setup_logging("WARNING")
+
+    async def job() -> int:
+        sys.stdout.write(f"database ready: {settings.database.engine}\n")
+        return 0
+
+    return _with_database(settings, job)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if getattr(args, "password_stdin", False):
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("passwords differ")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from app.model.tables import User
+    from app.service import users
+    from app.service.context import ServiceContext
+    from app.service.hub import Hub
+    from app.util.errors import AppError
+
+    settings = _load(args)
+    setup_logging("WARNING")
+    ctx = ServiceContext.build(settings, Hub())
+    password = _read_password(args) if args.user_cmd in ("add", "reset-password") else ""
+
+    async def job() -> int:
+        try:
+            if args.user_cmd == "list":
+                for user in await User.all().order_by("id"):
+                    state = "disabled" if user.disabled else "active"
+                    sys.stdout.write(f"{user.id}\t{user.mobile}\t{user.nickname}\t{state}\n")
+                return 0
+            if args.user_cmd == "add":
+                user = await users.create_user(ctx, args.mobile, password, nickname=args.nickname)
+                sys.stdout.write(f"created user {user.id} ({user.mobile})\n")
+                return 0
+            user = await User.get_or_none(mobile=args.mobile)
+            if user is None:
+                sys.stderr.write(f"no user with mobile {args.mobile}\n")
+                return 1
+            if args.user_cmd in ("disable", "enable"):
+                await users.set_disabled(ctx, user, args.user_cmd == "disable")
+            else:
+                await users.reset_password(ctx, user, password)
+            sys.stdout.write(f"{args.user_cmd}: {user.mobile} done\n")
+            return 0
+        except AppError as error:
+            sys.stderr.write(f"refused: {error.detail}\n")
+            return 1
+
+    return _with_database(settings, job)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imchat", description="imchat chat server")
+    parser.add_argument("--version", action="version", version=f"imchat {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+            aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, aliases=list(aliases))
+        sub.add_argument("--config", help="path to config.toml (default: $IMCHAT_CONFIG, "
+                         "./config.toml, then the built-in one)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("serve", cmd_serve, "start the server")
+    add("check-config", cmd_check_config, "validate the config file and show what it means")
+    add("init-db", cmd_init_db, "create missing tables (existing data is kept)", ("migrate",))
+    user = add("user", cmd_user, "manage accounts")
+    user_cmds = user.add_subparsers(dest="user_cmd", required=True)
+    user_cmds.add_parser("list", help="list accounts")
+    add_user = user_cmds.add_parser("add", help="create an account")
+    add_user.add_argument("mobile")
+    add_user.add_argument("--nickname", default="")
+    add_user.add_argument("--password-stdin", action="store_true",
+                          help="read the password from standard input")
+    for name in ("disable", "enable"):
+        user_cmds.add_parser(name, help=f"{name} an account").add_argument("mobile")
+    reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
+    reset.add_argument("mobile")
+    reset.add_argument("--password-stdin", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except SettingsError as error:
+        sys.stderr.write(f"imchat: configuration error: {error}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

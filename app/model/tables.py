@@ -1,0 +1,148 @@
+"""The tables: users, login tokens, friendships, groups (the article's "community"), memberships,
+chat messages, read marks and attachments.
+
+Times are integer milliseconds since the epoch: portable between SQLite and MySQL, cheap to
+compare and to send on the wire.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class User(Model):
+    id = fields.BigIntField(primary_key=True)
+    mobile = fields.CharField(max_length=20, unique=True)
+    passwd_hash = fields.CharField(max_length=255)
+    nickname = fields.CharField(max_length=40, default="")
+    avatar = fields.CharField(max_length=255, default="")
+    sex = fields.CharField(max_length=2, default="U")
+    memo = fields.CharField(max_length=140, default="")
+    disabled = fields.BooleanField(default=False)
+    # Highest message id pushed to this user's article-protocol (legacy) connections.
+    legacy_delivered_id = fields.BigIntField(default=0)
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_user"
+
+
+class AuthToken(Model):
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="tokens", on_delete=fields.CASCADE
+    )
+    # sha256 of the token: a leaked table does not leak usable credentials.
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_ms = fields.BigIntField(default=now_ms)
+    expires_ms = fields.BigIntField()
+
+    class Meta:
+        table = "im_token"
+
+
+class Friendship(Model):
+    """One row per direction: (owner, friend) and (friend, owner) are both stored."""
+
+    id = fields.BigIntField(primary_key=True)
+    owner: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="friendships", on_delete=fields.CASCADE
+    )
+    friend: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="befriended_by", on_delete=fields.CASCADE
+    )
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_friendship"
+        unique_together = (("owner", "friend"),)
+
+
+class Community(Model):
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=40, unique=True)
+    owner: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="owned_communities", on_delete=fields.CASCADE
+    )
+    icon = fields.CharField(max_length=255, default="")
+    memo = fields.CharField(max_length=140, default="")
+    cate = fields.IntField(default=1)
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_community"
+
+
+class Membership(Model):
+    id = fields.BigIntField(primary_key=True)
+    community: fields.ForeignKeyRelation[Community] = fields.ForeignKeyField(
+        "models.Community", related_name="memberships", on_delete=fields.CASCADE
+    )
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="memberships", on_delete=fields.CASCADE
+    )
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_membership"
+        unique_together = (("community", "user"),)
+
+
+class Message(Model):
+    """A stored chat message; `id` is the server id, growing in commit order."""
+
+    id = fields.BigIntField(primary_key=True)
+    cmd = fields.SmallIntField()  # 10 one-to-one, 11 group
+    sender_id = fields.BigIntField()
+    dst_user_id = fields.BigIntField(null=True)
+    community_id = fields.BigIntField(null=True)
+    cid = fields.CharField(max_length=64, null=True)
+    media = fields.SmallIntField(default=1)
+    content = fields.TextField()
+    pic = fields.CharField(max_length=255, default="")
+    url = fields.CharField(max_length=255, default="")
+    memo = fields.CharField(max_length=255, default="")
+    amount = fields.IntField(default=0)
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_message"
+        unique_together = (("sender_id", "cid"),)
+        indexes = (("dst_user_id", "id"), ("community_id", "id"), ("sender_id", "id"))
+
+
+class ReadMark(Model):
+    """How far a user has read one conversation (a peer user or a group)."""
+
+    id = fields.BigIntField(primary_key=True)
+    user_id = fields.BigIntField()
+    cmd = fields.SmallIntField()
+    peer_id = fields.BigIntField()
+    last_read_id = fields.BigIntField(default=0)
+    updated_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_readmark"
+        unique_together = (("user_id", "cmd", "peer_id"),)
+
+
+class Attachment(Model):
+    id = fields.BigIntField(primary_key=True)
+    sha256 = fields.CharField(max_length=64, unique=True)
+    stored_name = fields.CharField(max_length=100)
+    mime = fields.CharField(max_length=100)
+    size = fields.BigIntField()
+    width = fields.IntField(default=0)
+    height = fields.IntField(default=0)
+    uploader_id = fields.BigIntField()
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_attachment"

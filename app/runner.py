@@ -1,0 +1,58 @@
+"""Running the server process(es): Sanic's app loader with the create_app factory, the listen
+options from settings (backlog, TLS, workers) and the open-file limit raised to the hard limit."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from functools import partial
+from pathlib import Path
+
+from sanic import Sanic
+from sanic.worker.loader import AppLoader
+
+from app.settings import Settings, load_settings
+
+log = logging.getLogger("imchat.runner")
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: each connection is one descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _factory(config_path: str | None) -> Sanic:
+    # Worker processes rebuild the app from the same file (and environment) the parent read.
+    from app.server import create_app
+
+    return create_app(load_settings(config_path), name="imchat")
+
+
+def serve(settings: Settings, config_path: Path | None) -> None:
+    limit = raise_open_file_limit()
+    log.info("open-file limit %d: room for about %d connections per process", limit,
+             max(0, limit - 64))
+    loader = AppLoader(factory=partial(_factory, str(config_path) if config_path else None))
+    app = loader.load()
+    ssl = None
+    if settings.server.tls_cert:
+        ssl = {"cert": str(settings.resolve_path(settings.server.tls_cert)),
+               "key": str(settings.resolve_path(settings.server.tls_key))}
+    app.prepare(
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        backlog=settings.server.backlog,
+        ssl=ssl,
+        access_log=settings.log.access_log,
+        single_process=settings.server.workers == 1,
+        motd=False,
+    )
+    Sanic.serve(primary=app, app_loader=loader)

@@ -1,0 +1,112 @@
+"""create_app(): build the Sanic app from settings — blueprints from a list, the database and
+the hub opened in `before_server_start` and closed in `after_server_stop`, one error handler."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+from sanic import Blueprint, Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse
+
+from app.controller.attach import attach_bp
+from app.controller.contact import contact_bp
+from app.controller.user import user_bp
+from app.model.database import close_database, open_database
+from app.paths import ASSET_DIR
+from app.service.context import ServiceContext
+from app.service.hub import Hub
+from app.service.uploads import is_inline_safe
+from app.settings import Settings
+from app.util.errors import AppError
+from app.util.responses import fail
+
+log = logging.getLogger("imchat.server")
+
+BLUEPRINTS: list[Blueprint] = [user_bp, contact_bp, attach_bp]
+
+_app_numbers = itertools.count(1)
+
+
+def create_app(settings: Settings, name: str | None = None) -> Sanic:
+    # Sanic keeps a registry of apps by name; tests build one app per test.
+    app = Sanic(name or f"imchat{next(_app_numbers)}")
+    app.config.update(
+        REQUEST_MAX_SIZE=settings.storage.max_upload_mb * 1024 * 1024 + 64 * 1024,
+        REQUEST_TIMEOUT=30,
+        RESPONSE_TIMEOUT=60,
+        KEEP_ALIVE_TIMEOUT=30,
+        PROXIES_COUNT=settings.server.proxies_count,
+        FORWARDED_SECRET=None,
+        ACCESS_LOG=settings.log.access_log,
+        NOISY_EXCEPTIONS=False,
+        OAS_UI_DEFAULT="swagger",
+        OAS_URL_PREFIX="/docs",
+        OAS_AUTODOC=False,
+        CORS=False,
+        TEMPLATING_ENABLE_ASYNC=True,
+    )
+    app.ext.openapi.describe(
+        "imchat",
+        version=__import__("app").__version__,
+        description="HTTP API of imchat. Responses use the envelope "
+        '`{"code":0,"msg":"","data":...}`; failures `{"code":-1,"msg":...}`.',
+    )
+    app.ctx.settings = settings
+    for blueprint in BLUEPRINTS:
+        app.blueprint(blueprint)
+    app.static("/asset", str(ASSET_DIR), name="asset")
+    settings.upload_path.mkdir(parents=True, exist_ok=True)
+    app.static("/resource", str(settings.upload_path), name="resource")
+
+    app.error_handler.add(AppError, _render_app_error)
+    app.error_handler.add(SanicException, _render_sanic_error)
+    app.error_handler.add(Exception, _render_unexpected)
+    app.on_response(_security_headers)
+    app.before_server_start(_open_resources)
+    app.after_server_stop(_close_resources)
+    return app
+
+
+async def _open_resources(app: Sanic, _loop: Any = None) -> None:
+    settings: Settings = app.ctx.settings
+    await open_database(settings)
+    app.ctx.hub = Hub()
+    app.ctx.services = ServiceContext.build(settings, app.ctx.hub)
+
+
+async def _close_resources(app: Sanic, _loop: Any = None) -> None:
+    await close_database()
+
+
+def _render_app_error(request: Request, error: AppError) -> HTTPResponse:
+    return fail(error.detail, status=error.status, reason=error.reason)
+
+
+def _render_sanic_error(request: Request, error: SanicException) -> HTTPResponse:
+    status = getattr(error, "status_code", 500) or 500
+    if status >= 500:
+        log.error("server error on %s %s: %s", request.method, request.path, error)
+        return fail("internal server error", status=status, reason="internal")
+    return fail(str(error) or "request failed", status=status, reason="http_error")
+
+
+def _render_unexpected(request: Request, error: Exception) -> HTTPResponse:
+    # Log the details for the admin; the client learns nothing about the internals.
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return fail("internal server error", status=500, reason="internal")
+
+
+def _security_headers(request: Request, response: HTTPResponse) -> None:
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/resource/"):
+        headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; media-src 'self'"
+        headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        if not is_inline_safe(request.path):
+            headers["Content-Disposition"] = "attachment"
+    else:
+        headers.setdefault("X-Frame-Options", "DENY")

@@ -1,0 +1,162 @@
+"""Uploads: decide the type by content, re-encode pictures (dropping EXIF and anything hidden),
+refuse decompression bombs, store under a server-made name, and keep identical files once
+(the article's "秒传")."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import io
+import os
+import secrets
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.model.tables import Attachment, User
+from app.service.context import ServiceContext
+from app.util.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+
+PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
+                   "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
+THUMB_EDGE = 320
+RASTER_EXTENSIONS = {"png", "jpg", "gif", "webp"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFile:
+    url: str
+    thumb_url: str
+    mime: str
+    width: int
+    height: int
+
+
+def _sniff_audio(data: bytes) -> tuple[str, str] | None:
+    """Voice messages: a few container formats browsers record and play, by magic bytes."""
+    if data[:4] == b"OggS":
+        return "ogg", "audio/ogg"
+    if data[:4] == b"\x1aE\xdf\xa3":
+        return "webm", "audio/webm"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav", "audio/wav"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3", "audio/mpeg"
+    if data[4:8] == b"ftyp" and data[8:11] in (b"M4A", b"mp4", b"iso"):
+        return "m4a", "audio/mp4"
+    return None
+
+
+def _reencode_picture(data: bytes, max_pixels: int) -> tuple[bytes, bytes, str, str, int, int]:
+    """Return (picture, thumbnail, extension, mime, width, height) or raise an AppError."""
+    with warnings.catch_warnings():
+        # Pillow only warns below twice MAX_IMAGE_PIXELS; treat every bomb warning as refusal.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=list(PICTURE_FORMATS))
+            width, height = image.size
+            if width * height > max_pixels or width <= 0 or height <= 0:
+                raise BadRequest(f"picture too large: {width}x{height} pixels")
+            fmt = image.format or ""
+            extension, mime = PICTURE_FORMATS[fmt]
+            frames = getattr(image, "n_frames", 1)
+            if frames * width * height > max_pixels * 4:
+                raise BadRequest("animated picture has too many frames")
+            image.load()
+            out = io.BytesIO()
+            if fmt == "GIF" and frames > 1:
+                image.save(out, format="GIF", save_all=True, optimize=False,
+                           loop=image.info.get("loop", 0), duration=image.info.get("duration", 100))
+            elif fmt == "JPEG":
+                upright = ImageOps.exif_transpose(image)
+                upright = upright.convert("RGB") if upright.mode not in ("RGB", "L") else upright
+                upright.save(out, format="JPEG", quality=88, optimize=True)
+                width, height = upright.size
+            elif fmt == "WEBP" and frames > 1:
+                image.save(out, format="WEBP", save_all=True, quality=85)
+            else:
+                image.save(out, format=fmt)
+            thumb = image.copy() if frames == 1 else image.convert("RGBA")
+            if fmt == "JPEG":
+                thumb = ImageOps.exif_transpose(thumb)
+            thumb.thumbnail((THUMB_EDGE, THUMB_EDGE))
+            thumb_out = io.BytesIO()
+            thumb.convert("RGBA" if thumb.mode in ("RGBA", "LA", "P") else "RGB").save(
+                thumb_out, format="WEBP", quality=80
+            )
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise BadRequest("picture refused: too many pixels (decompression bomb)") from None
+        except UnidentifiedImageError:
+            raise UnsupportedMedia("not a picture imchat accepts (PNG, JPEG, GIF, WebP)") from None
+        except (OSError, ValueError, SyntaxError, EOFError):
+            raise BadRequest("the picture is damaged and cannot be read") from None
+    return out.getvalue(), thumb_out.getvalue(), extension, mime, width, height
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+async def store_upload(ctx: ServiceContext, uploader: User, data: bytes) -> StoredFile:
+    limit = ctx.settings.storage.max_upload_mb * 1024 * 1024
+    if not data:
+        raise BadRequest("the file is empty")
+    if len(data) > limit:
+        raise PayloadTooLarge(f"files are limited to {ctx.settings.storage.max_upload_mb} MB")
+    digest = hashlib.sha256(data).hexdigest()
+    known = await Attachment.get_or_none(sha256=digest)
+    if known is not None and (ctx.settings.upload_path / known.stored_name).exists():
+        return _stored(known)
+
+    audio = _sniff_audio(data)
+    thumb: bytes = b""
+    if audio is not None:
+        extension, mime = audio
+        body, width, height = data, 0, 0
+    else:
+        body, thumb, extension, mime, width, height = await asyncio.to_thread(
+            _reencode_picture, data, ctx.settings.storage.max_image_pixels
+        )
+    name = f"{secrets.token_hex(16)}.{extension}"
+    directory = ctx.settings.upload_path
+    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_write_atomically, directory / name, body)
+    if thumb:
+        await asyncio.to_thread(_write_atomically, directory / _thumb_name(name), thumb)
+    if known is not None:  # the row survived but its file was removed: point it at the new file
+        known.stored_name, known.mime, known.size = name, mime, len(body)
+        await known.save()
+        return _stored(known)
+    record, _created = await Attachment.get_or_create(
+        sha256=digest,
+        defaults={"stored_name": name, "mime": mime, "size": len(body), "width": width,
+                  "height": height, "uploader_id": uploader.id},
+    )
+    return _stored(record)
+
+
+def _thumb_name(name: str) -> str:
+    return name.rsplit(".", 1)[0] + "_t.webp"
+
+
+def _stored(record: Attachment) -> StoredFile:
+    is_picture = record.mime.startswith("image/")
+    return StoredFile(
+        url=f"/resource/{record.stored_name}",
+        thumb_url=f"/resource/{_thumb_name(record.stored_name)}" if is_picture else "",
+        mime=record.mime,
+        width=record.width,
+        height=record.height,
+    )
+
+
+def is_inline_safe(filename: str) -> bool:
+    """Re-encoded raster pictures may be shown inline; everything else is served as a download."""
+    return filename.rsplit(".", 1)[-1].lower() in RASTER_EXTENSIONS

@@ -1,0 +1,157 @@
+"""Accounts and sessions: register, log in and out, look up, authenticate a token."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+
+from app.model.tables import AuthToken, User, now_ms
+from app.service.context import ServiceContext
+from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
+from app.util.security import new_token, token_digest
+
+log = logging.getLogger("imchat.users")
+
+MOBILE_PATTERN = re.compile(r"^[0-9A-Za-z_.+-]{3,20}$")
+SEXES = {"M", "W", "U"}
+MIN_PASSWORD = 6
+MAX_PASSWORD = 128
+
+
+def public_user(user: User, *, online: bool = False) -> dict[str, Any]:
+    """The article's user JSON, without secrets."""
+    return {
+        "id": user.id,
+        "mobile": user.mobile,
+        "avatar": user.avatar,
+        "sex": user.sex,
+        "nickname": user.nickname,
+        "online": 1 if online else 0,
+        "memo": user.memo,
+        "createat": user.created_ms,
+    }
+
+
+def check_mobile(mobile: str) -> str:
+    if not MOBILE_PATTERN.match(mobile):
+        raise BadRequest("mobile must be 3-20 letters, digits or _.+-")
+    return mobile
+
+
+def check_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise BadRequest(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+    return password
+
+
+async def issue_token(ctx: ServiceContext, user: User) -> str:
+    token = new_token()
+    ttl_ms = ctx.settings.auth.token_ttl_hours * 3600 * 1000
+    await AuthToken.create(user=user, token_hash=token_digest(token), expires_ms=now_ms() + ttl_ms)
+    return token
+
+
+async def create_user(
+    ctx: ServiceContext,
+    mobile: str,
+    password: str,
+    nickname: str = "",
+    avatar: str = "",
+    sex: str = "U",
+    memo: str = "",
+) -> User:
+    """Create an account (used by registration and by the admin CLI)."""
+    check_mobile(mobile)
+    check_password(password)
+    if sex not in SEXES:
+        raise BadRequest("sex must be M, W or U")
+    if avatar and not avatar.startswith(("/resource/", "/asset/")):
+        raise BadRequest("avatar must be an uploaded picture (/resource/...) or a built-in one")
+    if await User.filter(mobile=mobile).exists():
+        raise Conflict("this mobile is already registered")
+    passwd_hash = await ctx.passwords.hash(password)
+    try:
+        return await User.create(
+            mobile=mobile,
+            passwd_hash=passwd_hash,
+            nickname=nickname or mobile,
+            avatar=avatar,
+            sex=sex,
+            memo=memo,
+        )
+    except IntegrityError:  # registered concurrently between the check and the insert
+        raise Conflict("this mobile is already registered") from None
+
+
+async def register(ctx: ServiceContext, **fields: Any) -> tuple[User, str]:
+    if not ctx.settings.auth.registration_open:
+        raise Forbidden("registration is closed; ask an administrator for an account")
+    user = await create_user(ctx, **fields)
+    log.info("registered user %s", user.id)
+    return user, await issue_token(ctx, user)
+
+
+async def login(ctx: ServiceContext, mobile: str, password: str, client_ip: str) -> tuple[User, str]:
+    limiter = ctx.login_limiter
+    keys = (f"m:{mobile}", f"ip:{client_ip}")
+    if any(limiter.blocked(key) for key in keys):
+        raise Throttled("too many login attempts, wait a minute and try again")
+    user = await User.get_or_none(mobile=mobile)
+    valid = await ctx.passwords.verify(user.passwd_hash if user else None, password)
+    if user is None or not valid:
+        for key in keys:
+            limiter.hit(key)
+        raise Refused("wrong mobile or password")
+    if user.disabled:
+        raise Forbidden("this account is disabled")
+    limiter.reset(keys[0])
+    if ctx.passwords.needs_rehash(user.passwd_hash):
+        user.passwd_hash = await ctx.passwords.hash(password)
+        await user.save(update_fields=["passwd_hash"])
+    return user, await issue_token(ctx, user)
+
+
+async def authenticate(token: str | None) -> User:
+    """The user a bearer token names; Unauthorized if missing, unknown, expired or disabled."""
+    if not token or len(token) > 200:
+        raise Unauthorized()
+    record = await AuthToken.get_or_none(token_hash=token_digest(token)).select_related("user")
+    if record is None:
+        raise Unauthorized("your session is not valid, please log in")
+    if record.expires_ms <= now_ms():
+        await record.delete()
+        raise Unauthorized("your session has expired, please log in again")
+    if record.user.disabled:
+        raise Unauthorized("this account is disabled")
+    return record.user
+
+
+async def logout(ctx: ServiceContext, user: User, token: str) -> None:
+    await AuthToken.filter(token_hash=token_digest(token), user_id=user.id).delete()
+    ctx.hub.session_ended(user.id, token_digest(token))
+
+
+async def find(user_id: int) -> User:
+    user = await User.get_or_none(id=user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return user
+
+
+async def set_disabled(ctx: ServiceContext, user: User, disabled: bool) -> None:
+    user.disabled = disabled
+    await user.save(update_fields=["disabled"])
+    if disabled:
+        await AuthToken.filter(user_id=user.id).delete()
+        ctx.hub.session_ended(user.id, None)
+
+
+async def reset_password(ctx: ServiceContext, user: User, password: str) -> None:
+    check_password(password)
+    user.passwd_hash = await ctx.passwords.hash(password)
+    await user.save(update_fields=["passwd_hash"])
+    await AuthToken.filter(user_id=user.id).delete()
+    ctx.hub.session_ended(user.id, None)

@@ -1,0 +1,276 @@
+"""Typed settings: the one object read from `config.toml`, with `IMCHAT_<SECTION>_<KEY>` overrides.
+
+Every key an admin may set is a field below. Loading refuses unknown keys, wrong types and unsafe
+values in production mode, naming the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "IMCHAT_"
+
+
+class SettingsError(ValueError):
+    """A config file or environment variable that cannot be used; the message names the key."""
+
+
+@dataclasses.dataclass
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8081
+    workers: int = 1
+    # Origins (scheme://host[:port]) whose pages may open the chat WebSocket besides the
+    # site's own; "*" is refused in production.
+    public_origins: list[str] = dataclasses.field(default_factory=list)
+    tls_cert: str = ""
+    tls_key: str = ""
+    backlog: int = 4096
+    mode: Literal["development", "production"] = "development"
+    # Trust X-Forwarded-For / X-Forwarded-Proto from this many proxies (0 = none).
+    proxies_count: int = 0
+
+
+@dataclasses.dataclass
+class DatabaseSettings:
+    engine: Literal["sqlite", "mysql"] = "sqlite"
+    path: str = "data/imchat.db"
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "imchat"
+    password: str = ""
+    name: str = "imchat"
+    pool_size: int = 10
+
+
+@dataclasses.dataclass
+class StorageSettings:
+    upload_dir: str = "resource"
+    max_upload_mb: int = 10
+    max_image_pixels: int = 40_000_000
+
+
+@dataclasses.dataclass
+class BrokerSettings:
+    kind: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+
+
+@dataclasses.dataclass
+class AuthSettings:
+    registration_open: bool = True
+    token_ttl_hours: int = 24 * 14
+    login_attempts_per_minute: int = 10
+    cookie_name: str = "imchat_token"
+    # argon2id cost; OWASP's minimum is m=19 MiB, t=2, p=1 (about 50 ms a hash here).
+    argon2_memory_kib: int = 19 * 1024
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+
+
+@dataclasses.dataclass
+class ChatSettings:
+    allow_strangers: bool = False
+    max_message_bytes: int = 16 * 1024
+    messages_per_second: int = 20
+    max_buffered_kb: int = 256
+    ping_interval_seconds: float = 20.0
+    ping_timeout_seconds: float = 20.0
+    history_page_size: int = 50
+    offline_push_limit: int = 1000
+
+
+@dataclasses.dataclass
+class LogSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = False
+
+
+@dataclasses.dataclass
+class TestingSettings:
+    # Serves /_test/echo for the WebSocket conformance suite; refused in production.
+    websocket_echo: bool = False
+
+
+@dataclasses.dataclass
+class Settings:
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    database: DatabaseSettings = dataclasses.field(default_factory=DatabaseSettings)
+    storage: StorageSettings = dataclasses.field(default_factory=StorageSettings)
+    broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
+    auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    chat: ChatSettings = dataclasses.field(default_factory=ChatSettings)
+    log: LogSettings = dataclasses.field(default_factory=LogSettings)
+    testing: TestingSettings = dataclasses.field(default_factory=TestingSettings)
+    # Where relative paths in the file are anchored: the config file's own directory.
+    base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def upload_path(self) -> Path:
+        return self.resolve_path(self.storage.upload_dir)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.resolve_path(self.database.path)
+
+
+def _sections() -> dict[str, type]:
+    return {
+        f.name: typing.get_type_hints(Settings)[f.name]
+        for f in dataclasses.fields(Settings)
+        if f.name != "base_dir"
+    }
+
+
+def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
+    """Check `value` against the field's type; environment strings are parsed first."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if isinstance(value, str) and value.upper() in allowed:
+            value = value.upper()
+        if value not in allowed:
+            raise SettingsError(f"{key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin in (list, types.GenericAlias) or hint == list[str]:
+        if from_env and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise SettingsError(f"{key}: must be a list of strings, got {value!r}")
+        return value
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise SettingsError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if from_env and isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise SettingsError(f"{key}: must be a whole number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{key}: must be a whole number, got {value!r}")
+        return value
+    if hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise SettingsError(f"{key}: must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{key}: must be a string, got {value!r}")
+        return value
+    raise SettingsError(f"{key}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _apply(section_obj: Any, section: str, values: Mapping[str, Any], from_env: bool) -> None:
+    hints = typing.get_type_hints(type(section_obj))
+    for key, value in values.items():
+        name = f"{section}.{key}"
+        if key not in hints:
+            known = ", ".join(hints)
+            raise SettingsError(f"{name}: unknown key (known keys in [{section}]: {known})")
+        setattr(section_obj, key, _coerce(name, hints[key], value, from_env))
+
+
+def _validate(settings: Settings) -> None:
+    s = settings
+    checks: list[tuple[bool, str]] = [
+        (0 <= s.server.port <= 65535, "server.port: must be between 0 and 65535"),
+        (s.server.workers >= 1, "server.workers: must be at least 1"),
+        (s.server.backlog >= 1, "server.backlog: must be at least 1"),
+        (bool(s.server.tls_cert) == bool(s.server.tls_key),
+         "server.tls_cert / server.tls_key: set both or neither"),
+        (s.database.pool_size >= 1, "database.pool_size: must be at least 1"),
+        (1 <= s.storage.max_upload_mb <= 1024, "storage.max_upload_mb: must be 1..1024"),
+        (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
+        (s.auth.token_ttl_hours >= 1, "auth.token_ttl_hours: must be at least 1"),
+        (s.auth.login_attempts_per_minute >= 1, "auth.login_attempts_per_minute: must be >= 1"),
+        (s.auth.argon2_memory_kib >= 8 * 1024, "auth.argon2_memory_kib: must be at least 8192"),
+        (s.auth.argon2_time_cost >= 1, "auth.argon2_time_cost: must be at least 1"),
+        (s.auth.argon2_parallelism >= 1, "auth.argon2_parallelism: must be at least 1"),
+        (1024 <= s.chat.max_message_bytes <= 1024 * 1024,
+         "chat.max_message_bytes: must be between 1024 and 1048576"),
+        (s.chat.messages_per_second >= 1, "chat.messages_per_second: must be at least 1"),
+        (s.chat.max_buffered_kb >= 16, "chat.max_buffered_kb: must be at least 16"),
+        (s.chat.ping_interval_seconds > 0, "chat.ping_interval_seconds: must be positive"),
+        (s.chat.ping_timeout_seconds > 0, "chat.ping_timeout_seconds: must be positive"),
+        (1 <= s.chat.history_page_size <= 500, "chat.history_page_size: must be 1..500"),
+        (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
+        (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
+         "broker.url: must be a redis:// URL when broker.kind is redis"),
+    ]
+    for origin in s.server.public_origins:
+        checks.append((origin == "*" or origin.startswith(("http://", "https://")),
+                       f"server.public_origins: {origin!r} must start with http:// or https://"))
+    if s.server.mode == "production":
+        checks += [
+            ("*" not in s.server.public_origins,
+             "server.public_origins: '*' is refused in production (it allows cross-site hijacking)"),
+            (not s.testing.websocket_echo, "testing.websocket_echo: must be off in production"),
+            (s.database.engine != "mysql" or bool(s.database.password),
+             "database.password: an empty MySQL password is refused in production"),
+            (s.auth.argon2_memory_kib >= 19 * 1024,
+             "auth.argon2_memory_kib: below OWASP's 19 MiB minimum is refused in production"),
+            (s.log.level != "DEBUG", "log.level: DEBUG is refused in production (it logs request data)"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise SettingsError(message)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read `path` (if given), then environment overrides; raise SettingsError on any bad key."""
+    settings = Settings()
+    sections = _sections()
+    if path is not None:
+        config_path = Path(path)
+        try:
+            with config_path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {config_path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_path}: not valid TOML: {exc}") from None
+        settings.base_dir = config_path.resolve().parent
+        for section, values in data.items():
+            if section not in sections:
+                raise SettingsError(f"[{section}]: unknown section (known: {', '.join(sections)})")
+            if not isinstance(values, dict):
+                raise SettingsError(f"{section}: must be a [section] table")
+            _apply(getattr(settings, section), section, values, from_env=False)
+    env = os.environ if environ is None else environ
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is None:
+            continue  # IMCHAT_CONFIG and other non-setting variables
+        _apply(getattr(settings, section), section, {rest[len(section) + 1:]: raw}, from_env=True)
+    _validate(settings)
+    return settings

@@ -1,0 +1,1 @@
+"""Small helpers shared by controllers and services: errors, responses, binding, security."""
