@@ -4,6 +4,7 @@ pool), and creating missing tables on start without touching existing data."""
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 from tortoise import Tortoise
@@ -46,9 +47,12 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
                 "charset": "utf8mb4",
             },
         }
+    # The connection is named after the engine: Tortoise caches compiled SQL per connection
+    # name, and SQLite's "?" placeholders must never be reused on MySQL in the same process.
+    name = db.engine
     return {
-        "connections": {"default": connection},
-        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
+        "connections": {name: connection},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": name}},
         "use_tz": False,
         "timezone": "UTC",
     }
@@ -57,8 +61,11 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
 async def open_database(settings: Settings, create_tables: bool = True) -> None:
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
     if create_tables:
-        # safe=True: CREATE TABLE IF NOT EXISTS, so a later start keeps every row.
-        await Tortoise.generate_schemas(safe=True)
+        # safe=True: CREATE TABLE IF NOT EXISTS, so a later start keeps every row. MySQL
+        # answers each existing table with a warning that aiomysql turns into a Python one.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*already exists")
+            await Tortoise.generate_schemas(safe=True)
     log.info("database ready (%s)", settings.database.engine)
 
 

@@ -1,0 +1,44 @@
+# imchat: `make run` starts the server on the embedded default (SQLite, no other service);
+# `make test` runs the whole test suite. Both set up .venv themselves.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.toml
+
+.PHONY: run test lint bench venv assets clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,browser,bench,binary]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv assets
+	$(BIN)/imchat serve --config $(CONFIG)
+
+test: venv assets
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+# Third-party browser files come from the npm registry, pinned by package-lock.json.
+assets:
+	@if [ -f package.json ]; then $(MAKE) --no-print-directory -s asset/vendor/.built; fi
+
+asset/vendor/.built: package.json package-lock.json scripts/build_assets.sh
+	sh scripts/build_assets.sh
+	touch $@
+
+clean:
+	rm -rf $(VENV) build dist node_modules asset/vendor *.egg-info

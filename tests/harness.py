@@ -1,0 +1,97 @@
+"""Running a real imchat server inside the test's event loop on port 0, on SQLite or MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sanic import Sanic
+
+from app.server import create_app
+from app.settings import Settings, load_settings
+
+MYSQL_HOST = os.environ.get("IMCHAT_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("IMCHAT_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("IMCHAT_TEST_MYSQL_USER", "root")
+MYSQL_PASSWORD = os.environ.get("IMCHAT_TEST_MYSQL_PASSWORD", "")
+
+
+def make_settings(tmp_path: Path, backend: str, mysql_db: str | None = None,
+                  **overrides: dict[str, Any]) -> Settings:
+    env = {
+        "IMCHAT_DATABASE_PATH": str(tmp_path / "imchat.db"),
+        "IMCHAT_STORAGE_UPLOAD_DIR": str(tmp_path / "resource"),
+        # The cheapest argon2 the settings accept: tests hash many passwords.
+        "IMCHAT_AUTH_ARGON2_MEMORY_KIB": "8192",
+        "IMCHAT_AUTH_ARGON2_TIME_COST": "1",
+        "IMCHAT_SERVER_HOST": "127.0.0.1",
+        "IMCHAT_SERVER_PORT": "0",
+    }
+    if backend == "mysql":
+        env.update({
+            "IMCHAT_DATABASE_ENGINE": "mysql",
+            "IMCHAT_DATABASE_HOST": MYSQL_HOST,
+            "IMCHAT_DATABASE_PORT": str(MYSQL_PORT),
+            "IMCHAT_DATABASE_USER": MYSQL_USER,
+            "IMCHAT_DATABASE_PASSWORD": MYSQL_PASSWORD,
+            "IMCHAT_DATABASE_NAME": mysql_db or "imchat_test",
+            "IMCHAT_DATABASE_POOL_SIZE": "5",
+        })
+    for section, values in overrides.items():
+        for key, value in values.items():
+            rendered = ",".join(value) if isinstance(value, list) else str(value)
+            env[f"IMCHAT_{section.upper()}_{key.upper()}"] = rendered
+    return load_settings(None, environ=env)
+
+
+@dataclasses.dataclass
+class RunningServer:
+    app: Sanic
+    settings: Settings
+    host: str
+    port: int
+    _server: Any
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=15.0, **kwargs)
+
+    async def stop(self) -> None:
+        await self._server.before_stop()
+        for connection in list(self._server.connections):
+            connection.close_if_idle() or connection.abort()
+        await self._server.close()
+        await self._server.after_stop()
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    app = create_app(settings, name=f"imchat_test_{uuid.uuid4().hex[:8]}")
+    protocol = getattr(app.ctx, "protocol_class", None)
+    server = await app.create_server(
+        host="127.0.0.1",
+        port=0,
+        return_asyncio_server=True,
+        protocol=protocol,
+        backlog=1024,
+        access_log=False,
+    )
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    port = server.server.sockets[0].getsockname()[1]
+    running = RunningServer(app, settings, "127.0.0.1", port, server)
+    await asyncio.sleep(0)
+    return running
