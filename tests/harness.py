@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import uuid
@@ -76,12 +75,13 @@ class RunningServer:
         await self._server.after_stop()
 
 
-async def start_server(settings: Settings) -> RunningServer:
+async def start_server(settings: Settings, port: int = 0) -> RunningServer:
+    """Serve a fresh app for `settings`; `port` 0 picks a free one (a restart passes the old)."""
     app = create_app(settings, name=f"imchat_test_{uuid.uuid4().hex[:8]}")
     protocol = getattr(app.ctx, "protocol_class", None)
     server = await app.create_server(
         host="127.0.0.1",
-        port=0,
+        port=port,
         return_asyncio_server=True,
         protocol=protocol,
         backlog=1024,
@@ -93,5 +93,4 @@ async def start_server(settings: Settings) -> RunningServer:
     await server.after_start()
     port = server.server.sockets[0].getsockname()[1]
     running = RunningServer(app, settings, "127.0.0.1", port, server)
-    await asyncio.sleep(0)
     return running
