@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from functools import partial
 from pathlib import Path
 
 from app import __version__
@@ -19,13 +18,16 @@ from app.util.logs import setup_logging
 
 log = logging.getLogger("imchat.main")
 
+# Where scripts/install.sh puts the admin's config: found without --config on an appliance.
+INSTALLED_CONFIG = Path("/etc/imchat/config.toml")
+
 
 def _config_path(arg: str | None) -> Path | None:
     if arg:
         return Path(arg)
     if os.environ.get("IMCHAT_CONFIG"):
         return Path(os.environ["IMCHAT_CONFIG"])
-    for candidate in (Path("config.toml"), DEFAULT_CONFIG):
+    for candidate in (Path("config.toml"), INSTALLED_CONFIG, DEFAULT_CONFIG):
         if candidate.is_file():
             return candidate
     return None
@@ -58,8 +60,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_root_on_service_data(settings: Settings) -> None:
+    """As root, touching the service's SQLite file would leave root-owned files (the database,
+    its -wal/-shm) that the `imchat` service user then cannot write: refuse and say how."""
+    if settings.database.engine != "sqlite" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    folder = settings.sqlite_path.parent
+    if folder.is_dir() and folder.stat().st_uid != 0:
+        import pwd
+
+        try:
+            owner = pwd.getpwuid(folder.stat().st_uid).pw_name
+        except KeyError:
+            owner = str(folder.stat().st_uid)
+        raise SystemExit(f"imchat: {folder} belongs to {owner}; run this as that user, e.g. "
+                         f"sudo -u {owner} imchat ...")
+
+
 def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> int:
     from app.model.database import close_database, open_database
+
+    _refuse_root_on_service_data(settings)
 
     async def run() -> int:
         await open_database(settings)
@@ -131,6 +152,38 @@ def cmd_user(args: argparse.Namespace) -> int:
     return _with_database(settings, job)
 
 
+def cmd_copy_db(args: argparse.Namespace) -> int:
+    from app.dbcopy import CopyError, copy_database, describe
+
+    source = load_settings(Path(args.from_config))
+    target = load_settings(Path(args.to_config))
+    setup_logging("INFO" if args.verbose else "WARNING")
+    sys.stdout.write(f"copying {describe(source)} -> {describe(target)}\n")
+    try:
+        report = asyncio.run(copy_database(source, target, batch=args.batch_size,
+                                           force=args.force))
+    except CopyError as error:
+        sys.stderr.write(f"copy-db refused: {error}\n")
+        return 1
+    for table, rows in report.rows.items():
+        sys.stdout.write(f"  {table}: {rows} rows\n")
+    sys.stdout.write(f"copied {report.total} rows; every table's row count matches\n")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from app.dbcopy import CopyError, backup_sqlite
+
+    settings = _load(args)
+    try:
+        size = backup_sqlite(settings, Path(args.file))
+    except CopyError as error:
+        sys.stderr.write(f"backup refused: {error}\n")
+        return 1
+    sys.stdout.write(f"backup written: {args.file} ({size} bytes)\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imchat", description="imchat chat server")
     parser.add_argument("--version", action="version", version=f"imchat {__version__}")
@@ -160,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
     reset.add_argument("mobile")
     reset.add_argument("--password-stdin", action="store_true")
+    # `imchat user add X --config F` as well as `imchat user --config F add X`.
+    for sub in user_cmds.choices.values():
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    backup = add("backup", cmd_backup, "copy the SQLite database to a file while it is in use")
+    backup.add_argument("file", help="the new backup file (must not exist)")
+    copy = commands.add_parser(
+        "copy-db", help="copy every row to another database (e.g. SQLite to MySQL)",
+        description="Copy every row of every imchat table, keeping ids, from the database of "
+        "--from-config to the database of --to-config (tables are created there). A target "
+        "that already holds rows is refused unless --force.")
+    copy.add_argument("--from-config", required=True, help="config.toml of the source")
+    copy.add_argument("--to-config", required=True, help="config.toml of the target")
+    copy.add_argument("--batch-size", type=int, default=1000, help="rows per insert (1000)")
+    copy.add_argument("--force", action="store_true",
+                      help="empty the target's imchat tables first (their rows are deleted)")
+    copy.add_argument("--verbose", action="store_true", help="log progress per table")
+    copy.set_defaults(handler=cmd_copy_db)
     return parser
 
 

@@ -12,6 +12,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from app.settings import Settings, load_settings
+from app.websocket import ImchatHttpProtocol
 
 log = logging.getLogger("imchat.runner")
 
@@ -53,6 +54,7 @@ def serve(settings: Settings, config_path: Path | None) -> None:
         ssl=ssl,
         access_log=settings.log.access_log,
         single_process=settings.server.workers == 1,
+        protocol=ImchatHttpProtocol,
         motd=False,
     )
     Sanic.serve(primary=app, app_loader=loader)

@@ -12,20 +12,26 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
 from app.controller.attach import attach_bp
+from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
+from app.controller.message import message_bp
 from app.controller.user import user_bp
 from app.model.database import close_database, open_database
 from app.paths import ASSET_DIR
+from app.service.broker import make_broker
+from app.service.chat import ChatRuntime
 from app.service.context import ServiceContext
 from app.service.hub import Hub
+from app.service.messages import MessageWriter
 from app.service.uploads import is_inline_safe
 from app.settings import Settings
 from app.util.errors import AppError
 from app.util.responses import fail
+from app.websocket import ImchatHttpProtocol, close_all
 
 log = logging.getLogger("imchat.server")
 
-BLUEPRINTS: list[Blueprint] = [user_bp, contact_bp, attach_bp]
+BLUEPRINTS: list[Blueprint] = [user_bp, contact_bp, attach_bp, message_bp, chat_bp]
 
 _app_numbers = itertools.count(1)
 
@@ -55,6 +61,8 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
         '`{"code":0,"msg":"","data":...}`; failures `{"code":-1,"msg":...}`.',
     )
     app.ctx.settings = settings
+    # The server must run with imchat's own WebSocket data path (see app/websocket/).
+    app.ctx.protocol_class = ImchatHttpProtocol
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
     app.static("/asset", str(ASSET_DIR), name="asset")
@@ -66,6 +74,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.error_handler.add(Exception, _render_unexpected)
     app.on_response(_security_headers)
     app.before_server_start(_open_resources)
+    app.before_server_stop(_stop_chat)
     app.after_server_stop(_close_resources)
     return app
 
@@ -73,11 +82,25 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
 async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     settings: Settings = app.ctx.settings
     await open_database(settings)
-    app.ctx.hub = Hub()
-    app.ctx.services = ServiceContext.build(settings, app.ctx.hub)
+    hub = Hub(make_broker(settings.broker.kind, settings.broker.url))
+    await hub.start()
+    writer = MessageWriter()
+    writer.start()
+    app.ctx.hub = hub
+    app.ctx.writer = writer
+    app.ctx.chat = ChatRuntime(hub, writer, settings.chat)
+    app.ctx.services = ServiceContext.build(settings, hub)
+
+
+async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
+    # Tell every client first (1001), then make sure every accepted message is stored.
+    close_all(app, 1001, "server shutting down")
+    await app.ctx.writer.drain()
 
 
 async def _close_resources(app: Sanic, _loop: Any = None) -> None:
+    await app.ctx.writer.stop()
+    await app.ctx.hub.stop()
     await close_database()
 
 

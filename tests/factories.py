@@ -4,8 +4,8 @@ client makes them (form-encoded bodies, the session cookie)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import io
+import itertools
 from typing import Any
 
 import httpx
@@ -66,3 +66,51 @@ def png_bytes(width: int = 40, height: int = 30, color: str = "red", **save: Any
 async def close_all(*users: TestUser) -> None:
     for user in users:
         await user.client.aclose()
+
+
+async def connect(server: RunningServer, user: TestUser, *, v2: bool = True,
+                  since: int | None = None, **kwargs: Any) -> Any:
+    """A real WebSocket client on /chat, authenticated the article's way (?id=&token=)."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    url = f"{server.ws_url}/chat?id={user.id}&token={user.token}"
+    if v2:
+        url += "&v=2"
+    if since is not None:
+        url += f"&since={since}"
+    ws = await ws_connect(url, open_timeout=10, **kwargs)
+    if v2:  # the presence snapshot is the first frame of every v2 session
+        first = await recv_json(ws)
+        assert first["cmd"] == 104 and isinstance(first["online"], list), first
+    return ws
+
+
+async def recv_json(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
+    import asyncio
+    import json
+
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws: Any, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The first frame matching `predicate`, skipping others (presence, typing...)."""
+    import asyncio
+
+    async def scan() -> dict[str, Any]:
+        while True:
+            frame = await recv_json(ws, timeout)
+            if predicate(frame):
+                return frame
+
+    return await asyncio.wait_for(scan(), timeout)
+
+
+async def assert_silent(ws: Any, wait: float = 0.3) -> None:
+    """Nothing arrives on `ws` within `wait` seconds."""
+    import asyncio
+
+    try:
+        frame = await asyncio.wait_for(ws.recv(), wait)
+    except TimeoutError:
+        return
+    raise AssertionError(f"expected no frame, got {frame!r}")

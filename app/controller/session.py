@@ -59,3 +59,17 @@ def set_session_cookie(request: Request, response: HTTPResponse, token: str) -> 
 
 def clear_session_cookie(request: Request, response: HTTPResponse) -> None:
     response.delete_cookie(services(request).settings.auth.cookie_name, path="/")
+
+
+def origin_allowed(request: Request) -> bool:
+    """A browser's `Origin` must be this site or a configured public origin (cookies make
+    cross-site WebSocket hijacking possible otherwise); no `Origin` means not a browser."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    allowed = services(request).settings.server.public_origins
+    if "*" in allowed or origin in allowed:
+        return True
+    scheme, _, host = origin.partition("://")
+    own_scheme = "https" if is_secure(request) else "http"
+    return scheme == own_scheme and host.lower() == (request.host or "").lower()

@@ -103,7 +103,9 @@ class Message(Model):
     sender_id = fields.BigIntField()
     dst_user_id = fields.BigIntField(null=True)
     community_id = fields.BigIntField(null=True)
-    cid = fields.CharField(max_length=64, null=True)
+    # The client's own id for the message, or one the server made ("~..."): unique per sender,
+    # so a resend is recognised. cid leads the index because the writer looks rows up by it.
+    cid = fields.CharField(max_length=64)
     media = fields.SmallIntField(default=1)
     content = fields.TextField()
     pic = fields.CharField(max_length=255, default="")
@@ -114,7 +116,7 @@ class Message(Model):
 
     class Meta:
         table = "im_message"
-        unique_together = (("sender_id", "cid"),)
+        unique_together = (("cid", "sender_id"),)
         indexes = (("dst_user_id", "id"), ("community_id", "id"), ("sender_id", "id"))
 
 

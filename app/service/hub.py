@@ -1,29 +1,204 @@
-"""The hub: which connections each user has open, which online users are in which group, and
-delivery of events to them. Services call it only after their transaction has committed."""
+"""The hub: this process's open chat sessions by user, the group → online members index, and the
+delivery of broker envelopes to them. Services publish through the hub only after commit.
+
+Fan-out never scans all connections: a group message goes to `group_members[group]`, a
+one-to-one message to the two users' sessions. A frame is encoded once per envelope and the
+same bytes are written to every recipient; a recipient that cannot keep up is closed by its
+connection (never awaited), so nobody waits for anybody.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+from app.model.tables import Friendship, Membership, User, now_ms
+from app.service.broker import Broker, Envelope
+from app.service.messages import encode
+from app.websocket.connection import encode_text_frame
+
+if TYPE_CHECKING:
+    from app.service.chat import ChatSession
 
 log = logging.getLogger("imchat.hub")
 
+CMD_PRESENCE = 104
+CLOSE_SESSION_ENDED = 4001  # application close code: logged out, disabled or expired
+
 
 class Hub:
-    def __init__(self) -> None:
-        self.connections: dict[int, set[Any]] = {}
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.sessions: dict[int, list[ChatSession]] = {}
         self.group_members: dict[int, set[int]] = {}
+        self.user_groups: dict[int, set[int]] = {}
+        self.user_friends: dict[int, set[int]] = {}
+        # Highest message id written to a user's v1 connections; persisted in the background.
+        self.legacy_cursor: dict[int, int] = {}
+        self._dirty_cursors: set[int] = set()
+        self._session_ids = itertools.count(1)
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start(self.deliver)
+        self._maintenance = asyncio.get_running_loop().create_task(
+            self._maintain(), name="hub-maintenance")
+
+    async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.persist_cursors()
+        await self.broker.stop()
+
+    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                session.close(code, reason)
+
+    async def _maintain(self, every: float = 30.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.expire_sessions()
+                await self.persist_cursors()
+            except Exception:
+                log.exception("hub maintenance failed; retrying next round")
+
+    def expire_sessions(self) -> None:
+        now = now_ms()
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                if session.expires_ms <= now:
+                    session.close(CLOSE_SESSION_ENDED, "session expired")
+
+    async def persist_cursors(self) -> None:
+        dirty, self._dirty_cursors = self._dirty_cursors, set()
+        for user_id in dirty:
+            cursor = self.legacy_cursor.get(user_id)
+            if cursor:
+                await User.filter(id=user_id, legacy_delivered_id__lt=cursor).update(
+                    legacy_delivered_id=cursor)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def next_session_id(self) -> int:
+        return next(self._session_ids)
+
+    async def attach(self, session: ChatSession) -> None:
+        """Register a session; the first one of a user loads its groups and friends."""
+        user_id = session.user_id
+        first = user_id not in self.sessions
+        if first:
+            groups = set(await Membership.filter(user_id=user_id).values_list(
+                "community_id", flat=True))
+            friends = set(await Friendship.filter(owner_id=user_id).values_list(
+                "friend_id", flat=True))
+            if user_id in self.sessions:  # another device attached while we were loading
+                first = False
+            else:
+                self.user_groups[user_id] = groups
+                self.user_friends[user_id] = friends
+                for group_id in groups:
+                    self.group_members.setdefault(group_id, set()).add(user_id)
+                self.sessions[user_id] = []
+        self.sessions[user_id].append(session)
+        if first:
+            self._announce(user_id, online=True)
+
+    def detach(self, session: ChatSession) -> None:
+        user_id = session.user_id
+        sessions = self.sessions.get(user_id)
+        if not sessions or session not in sessions:
+            return
+        sessions.remove(session)
+        if sessions:
+            return
+        del self.sessions[user_id]
+        for group_id in self.user_groups.pop(user_id, ()):
+            members = self.group_members.get(group_id)
+            if members is not None:
+                members.discard(user_id)
+                if not members:
+                    del self.group_members[group_id]
+        self._announce(user_id, online=False)
+        self.user_friends.pop(user_id, None)
+
+    def is_online(self, user_id: int) -> bool:
+        return user_id in self.sessions
+
+    def online_friends(self, user_id: int) -> list[int]:
+        return sorted(f for f in self.user_friends.get(user_id, ()) if f in self.sessions)
+
+    def _announce(self, user_id: int, online: bool) -> None:
+        friends = tuple(self.user_friends.get(user_id, ()))
+        if friends:
+            payload = encode({"cmd": CMD_PRESENCE, "userid": user_id, "online": int(online)})
+            self.publish(Envelope(payload, user_ids=friends, v2_only=True))
+
+    def advance_legacy_cursor(self, user_id: int, message_id: int) -> None:
+        if message_id > self.legacy_cursor.get(user_id, 0):
+            self.legacy_cursor[user_id] = message_id
+            self._dirty_cursors.add(user_id)
+
+    # -- what services call after commit ----------------------------------------------------
+
+    def publish(self, envelope: Envelope) -> None:
+        self.broker.publish(envelope)
+
+    def member_joined(self, group_id: int, user_id: int) -> None:
+        self.publish(Envelope(b"", user_ids=(user_id,), group_id=group_id, control="joined"))
+
+    def friendship_added(self, user_id: int, friend_id: int) -> None:
+        self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
+        self.publish(Envelope((token_hash or "").encode(), user_ids=(user_id,), control="ended"))
 
-    def friendship_added(self, user_id: int, friend_id: int) -> None:
-        """Two users became friends."""
+    # -- delivery (the broker calls this on every node) -------------------------------------
 
-    def member_joined(self, group_id: int, user_id: int) -> None:
-        """A user joined a group: route the group's messages to their open connections."""
-        if user_id in self.connections:
-            self.group_members.setdefault(group_id, set()).add(user_id)
+    def deliver(self, envelope: Envelope) -> None:
+        if envelope.control:
+            self._control(envelope)
+            return
+        targets = (self.group_members.get(envelope.group_id, ()) if envelope.group_id
+                   else envelope.user_ids)
+        frame: bytes | None = None
+        sessions_by_user = self.sessions
+        for user_id in targets:
+            sessions = sessions_by_user.get(user_id)
+            if not sessions:
+                continue
+            for session in sessions:
+                if session.sid == envelope.skip_session or (envelope.v2_only and not session.v2):
+                    continue
+                if frame is None:
+                    frame = encode_text_frame(envelope.payload)
+                session.push(frame, envelope.message_id)
 
-    def is_online(self, user_id: int) -> bool:
-        return bool(self.connections.get(user_id))
+    def _control(self, envelope: Envelope) -> None:
+        if envelope.control == "joined":
+            user_id = envelope.user_ids[0]
+            if user_id in self.sessions:
+                self.user_groups.setdefault(user_id, set()).add(envelope.group_id)
+                self.group_members.setdefault(envelope.group_id, set()).add(user_id)
+        elif envelope.control == "friends":
+            a, b = envelope.user_ids
+            for user_id, friend_id in ((a, b), (b, a)):
+                if user_id in self.sessions:
+                    self.user_friends.setdefault(user_id, set()).add(friend_id)
+                    if friend_id in self.sessions:
+                        payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id, "online": 1})
+                        self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+        elif envelope.control == "ended":
+            token_hash = envelope.payload.decode()
+            for session in list(self.sessions.get(envelope.user_ids[0], ())):
+                if not token_hash or session.token_hash == token_hash:
+                    session.close(CLOSE_SESSION_ENDED, "session ended")

@@ -114,8 +114,9 @@ async def login(ctx: ServiceContext, mobile: str, password: str, client_ip: str)
     return user, await issue_token(ctx, user)
 
 
-async def authenticate(token: str | None) -> User:
-    """The user a bearer token names; Unauthorized if missing, unknown, expired or disabled."""
+async def authenticate_token(token: str | None) -> AuthToken:
+    """The live token record (with its user); Unauthorized if missing, unknown, expired or
+    the account is disabled."""
     if not token or len(token) > 200:
         raise Unauthorized()
     record = await AuthToken.get_or_none(token_hash=token_digest(token)).select_related("user")
@@ -126,7 +127,12 @@ async def authenticate(token: str | None) -> User:
         raise Unauthorized("your session has expired, please log in again")
     if record.user.disabled:
         raise Unauthorized("this account is disabled")
-    return record.user
+    return record
+
+
+async def authenticate(token: str | None) -> User:
+    """The user a bearer token names."""
+    return (await authenticate_token(token)).user
 
 
 async def logout(ctx: ServiceContext, user: User, token: str) -> None:

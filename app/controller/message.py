@@ -1,0 +1,54 @@
+"""/message/*: history of one conversation, the conversation list, read marks (HTTP side of the
+chat; sending is the WebSocket's job)."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+from sanic_ext import openapi
+
+from app.controller.session import require_user, services
+from app.service import groups, messages
+from app.util.binding import id_field, request_fields
+from app.util.errors import BadRequest, Forbidden
+from app.util.responses import rows
+
+message_bp = Blueprint("message", url_prefix="/message")
+
+
+def _conversation(fields: dict) -> tuple[int, int]:
+    cmd = id_field(fields, "cmd") or 0
+    if cmd not in (messages.CMD_SINGLE, messages.CMD_GROUP):
+        raise BadRequest("cmd must be 10 (one to one) or 11 (group)")
+    return cmd, id_field(fields, "dstid") or 0
+
+
+@message_bp.post("/history")
+@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first")
+async def history(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    cmd, dstid = _conversation(fields)
+    page = services(request).settings.chat.history_page_size
+    limit = min(id_field(fields, "limit", required=False) or page, 500)
+    found = await messages.history(user.id, cmd, dstid, id_field(fields, "before", required=False),
+                                   limit)
+    return rows([messages.wire_message(r) for r in found])
+
+
+@message_bp.post("/conversations")
+@openapi.summary("My conversations: last message, unread count, read mark; newest first")
+async def conversations(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    return rows(await messages.conversations(user.id))
+
+
+@message_bp.post("/receipts")
+@openapi.summary("How far others have read one conversation (cmd, dstid)")
+async def receipts(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    cmd, dstid = _conversation(fields)
+    if cmd == messages.CMD_GROUP and not await groups.is_member(dstid, user.id):
+        raise Forbidden("only members can see a group's read marks")
+    return rows(await messages.read_marks_of(cmd, dstid, user.id))

@@ -1,0 +1,395 @@
+"""A chat session: one authenticated WebSocket speaking the article's frames (v1) or the
+extended protocol (v2). It validates every frame as hostile input, applies the rules (friends
+only, members only, rate limits), hands messages to the batched writer, and after the commit
+publishes them through the hub and acknowledges the sender.
+
+Frames arrive synchronously from the connection's data path; anything that needs the database
+runs in the writer task or in a short task, never blocking the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import ujson
+
+from app.service import messages
+from app.service.broker import Envelope
+from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
+from app.settings import ChatSettings
+from app.util.errors import AppError, BadRequest, Forbidden, Throttled, Unavailable
+from app.websocket.connection import WsConnection, encode_text_frame
+
+if TYPE_CHECKING:
+    from app.service.hub import Hub
+    from app.service.messages import MessageWriter
+
+log = logging.getLogger("imchat.chat")
+
+CMD_HEART = 0
+CMD_ACK = 100
+CMD_ERROR = 101
+CMD_READ = 102
+CMD_TYPING = 103
+CMD_PRESENCE = 104
+CMD_SYNC = 106
+CMD_SYNC_END = 107
+SYNC_PAGE = 500
+HEARTBEAT_FRAME = encode_text_frame(b'{"cmd":0}')
+TYPING_INTERVAL = 0.5
+LINK_PREFIXES = ("/resource/", "/asset/")
+
+
+class ChatRuntime:
+    """What all sessions of this process share: the hub, the writer and the chat settings."""
+
+    __slots__ = ("hub", "writer", "settings", "paused", "tasks")
+
+    def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings) -> None:
+        self.hub = hub
+        self.writer = writer
+        self.settings = settings
+        # Sessions whose reading is paused while the writer catches up.
+        self.paused: set[ChatSession] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def writer_progressed(self) -> None:
+        if self.paused and self.writer.backlog < self.writer.high_water // 2:
+            paused, self.paused = self.paused, set()
+            for session in paused:
+                session.conn.resume_reading()
+
+
+def _int(frame: dict[str, Any], name: str, *, default: int | None = None, low: int = 0,
+         high: int = 2**63 - 1) -> int:
+    value = frame.get(name, default)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _text(frame: dict[str, Any], name: str, limit: int) -> str:
+    value = frame.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be text")
+    if len(value) > limit:
+        raise BadRequest(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _link(frame: dict[str, Any], name: str) -> str:
+    value = _text(frame, name, 255)
+    # Pictures and voice come from this server only: no tracking pixels, no javascript: URLs.
+    if value and (not value.startswith(LINK_PREFIXES) or ".." in value or "\\" in value):
+        raise BadRequest(f"{name} must be a /resource/ or /asset/ path of this server")
+    return value
+
+
+class ChatSession:
+    """One connection's protocol state (kept small: thousands of these live at once)."""
+
+    __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
+                 "pending", "since", "caught_up", "tokens", "refilled", "typing_at", "__weakref__")
+
+    def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
+                 expires_ms: int, since: int | None) -> None:
+        self.runtime = runtime
+        self.hub = runtime.hub
+        self.user_id = user_id
+        self.v2 = v2
+        self.sid = runtime.hub.next_session_id()
+        self.conn: WsConnection = None  # type: ignore[assignment]  # set by on_open
+        self.token_hash = token_hash
+        self.expires_ms = expires_ms
+        # Live frames held back (with their message ids) while the connect-time catch-up runs.
+        self.pending: list[tuple[int, bytes]] | None = []
+        self.since = since
+        # The last message id the catch-up sent; held-back live frames at or below it are dupes.
+        self.caught_up = 0
+        self.tokens = float(runtime.settings.messages_per_second)
+        self.refilled = time.monotonic()
+        self.typing_at = 0.0
+
+    # -- WsHandler --------------------------------------------------------------------------
+
+    def on_open(self, conn: WsConnection) -> None:
+        self.conn = conn
+        # Read nothing until the session knows the user's groups and friends.
+        conn.pause_reading()
+        self.runtime.spawn(self._attach())
+
+    def on_text(self, conn: WsConnection, text: str) -> None:
+        try:
+            frame = ujson.loads(text)
+        except ValueError:
+            self._refuse(BadRequest("the frame is not valid JSON"), None)
+            return
+        if not isinstance(frame, dict):
+            self._refuse(BadRequest("the frame must be a JSON object"), None)
+            return
+        cid = frame.get("cid") if isinstance(frame.get("cid"), str) else None
+        try:
+            cmd = frame.get("cmd")
+            if cmd in (CMD_SINGLE, CMD_GROUP):
+                self._message(frame, cmd)
+            elif cmd == CMD_HEART:
+                conn.send_frame(HEARTBEAT_FRAME)
+            elif cmd == CMD_READ:
+                self._read(frame)
+            elif cmd == CMD_TYPING:
+                self._typing(frame)
+            elif cmd == CMD_SYNC:
+                self._sync_request(frame)
+            else:
+                raise BadRequest(f"unknown cmd {cmd!r}")
+        except AppError as error:
+            self._refuse(error, cid)
+
+    def on_close(self, conn: WsConnection) -> None:
+        self.pending = None
+        self.runtime.paused.discard(self)
+        self.hub.detach(self)
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def push(self, frame: bytes, message_id: int) -> None:
+        """Deliver a live frame (from the hub), or hold it while catching up."""
+        if self.pending is not None:
+            self.pending.append((message_id, frame))
+            return
+        if self.conn.send_frame(frame) and message_id and not self.v2:
+            self.hub.advance_legacy_cursor(self.user_id, message_id)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.conn is not None:
+            self.conn.close(code, reason)
+
+    def _send_json(self, obj: dict[str, Any]) -> None:
+        self.conn.send_frame(encode_text_frame(encode(obj)))
+
+    def _refuse(self, error: AppError, cid: str | None) -> None:
+        if self.v2:
+            body: dict[str, Any] = {"cmd": CMD_ERROR, "code": -1, "reason": error.reason,
+                                    "msg": error.detail}
+            if cid is not None:
+                body["cid"] = cid[:64]
+            self._send_json(body)
+        else:
+            log.info("refused a frame from user %s: %s", self.user_id, error.detail)
+
+    # -- connect-time catch-up --------------------------------------------------------------
+
+    async def _attach(self) -> None:
+        try:
+            await self.hub.attach(self)
+            if self.conn.closed:
+                self.hub.detach(self)
+                return
+            if self.v2:
+                if self.since is not None:
+                    await self._sync_from(self.since, until_current=True)
+                self._send_json({"cmd": CMD_PRESENCE,
+                                 "online": self.hub.online_friends(self.user_id)})
+            else:
+                await self._legacy_push()
+        except Exception:
+            log.exception("starting the chat session of user %s failed", self.user_id)
+            self.close(1011, "internal error")
+            return
+        finally:
+            held, self.pending = self.pending, None
+        for message_id, frame in held or ():
+            if not message_id or message_id > self.caught_up:
+                self.push(frame, message_id)
+        if not self.conn.closed:
+            self.conn.resume_reading()
+
+    async def _legacy_push(self) -> None:
+        from app.model.tables import User
+
+        cursor = self.hub.legacy_cursor.get(self.user_id)
+        if cursor is None:
+            cursor = (await User.get(id=self.user_id)).legacy_delivered_id
+            self.hub.legacy_cursor.setdefault(self.user_id, cursor)
+        rows = await messages.newest_missed_by(
+            self.user_id, cursor, self.runtime.settings.offline_push_limit)
+        for row in rows:
+            self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+        self.caught_up = rows[-1]["id"] if rows else cursor
+        if rows:
+            self.hub.advance_legacy_cursor(self.user_id, rows[-1]["id"])
+
+    async def _sync_from(self, since: int, until_current: bool, limit: int = SYNC_PAGE) -> None:
+        while True:
+            rows = await messages.missed_by(self.user_id, since, limit)
+            for row in rows:
+                self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+            if rows:
+                since = rows[-1]["id"]
+            more = len(rows) == limit
+            if not (until_current and more) or self.conn.closed:
+                break
+        self.caught_up = max(self.caught_up, since)
+        self._send_json({"cmd": CMD_SYNC_END, "upto": since, "more": more})
+
+    # -- chat messages ----------------------------------------------------------------------
+
+    def _take_token(self) -> None:
+        now = time.monotonic()
+        rate = self.runtime.settings.messages_per_second
+        self.tokens = min(2.0 * rate, self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.tokens < 1.0:
+            raise Throttled("you are sending too fast; the message was not sent")
+        self.tokens -= 1.0
+
+    def _message(self, frame: dict[str, Any], cmd: int) -> None:
+        limit = self.runtime.settings.max_message_bytes
+        dstid = _int(frame, "dstid", low=1)
+        media = _int(frame, "media", default=1, low=1, high=99)
+        content = _text(frame, "content", limit)
+        url = _link(frame, "url")
+        pic = _link(frame, "pic")
+        memo = _text(frame, "memo", 255)
+        amount = _int(frame, "amount", default=0, low=-(2**31), high=2**31 - 1)
+        cid = frame.get("cid")
+        if cid is None:
+            cid = messages.server_cid()
+        elif (not isinstance(cid, str) or not 1 <= len(cid) <= 64
+              or cid.startswith(SERVER_CID_PREFIX)):
+            raise BadRequest("cid must be 1-64 characters and not start with ~")
+        if not (content or url):
+            raise BadRequest("an empty message cannot be sent")
+        if cmd == CMD_SINGLE:
+            if dstid == self.user_id:
+                raise BadRequest("you cannot send a message to yourself")
+            if (not self.runtime.settings.allow_strangers
+                    and dstid not in self.hub.user_friends.get(self.user_id, ())):
+                raise Forbidden("you can only message your friends")
+        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
+            raise Forbidden("only members can post to this group")
+        self._take_token()
+        draft = Draft(cmd, self.user_id, dstid, media, content, pic, url, memo, amount, cid,
+                      int(time.time() * 1000), self._stored)
+        if cmd == CMD_SINGLE and self.runtime.settings.allow_strangers:
+            self.runtime.spawn(self._submit_to_existing_user(draft))
+            return
+        self._submit(draft)
+
+    async def _submit_to_existing_user(self, draft: Draft) -> None:
+        from app.model.tables import User
+
+        if await User.filter(id=draft.dstid, disabled=False).exists():
+            self._submit(draft)
+        else:
+            self._refuse(BadRequest("no such user"), draft.cid)
+
+    def _submit(self, draft: Draft) -> None:
+        writer = self.runtime.writer
+        writer.submit(draft)
+        if writer.backlog >= writer.high_water and not self.conn.closed:
+            # The database is behind: stop reading from this client until it catches up.
+            self.conn.pause_reading()
+            self.runtime.paused.add(self)
+
+    def _stored(self, draft: Draft, row: dict[str, Any] | None, duplicate: bool) -> None:
+        """Runs in the writer task after the commit."""
+        self.runtime.writer_progressed()
+        client_cid = None if draft.cid.startswith(SERVER_CID_PREFIX) else draft.cid
+        if row is None:
+            self._refuse(Unavailable("the message could not be stored; send it again"),
+                         client_cid)
+            return
+        message_id = row["id"]
+        if not duplicate:
+            payload = encode(messages.wire_message(row))
+            if draft.cmd == CMD_SINGLE:
+                envelope = Envelope(payload, user_ids=(draft.dstid, draft.sender_id),
+                                    message_id=message_id, skip_session=self.sid)
+            else:
+                envelope = Envelope(payload, group_id=draft.dstid, message_id=message_id,
+                                    skip_session=self.sid)
+            self.hub.publish(envelope)
+        if self.v2:
+            ack: dict[str, Any] = {"cmd": CMD_ACK, "id": message_id, "ts": row["created_ms"],
+                                   "tcmd": draft.cmd, "dstid": draft.dstid}
+            if client_cid is not None:
+                ack["cid"] = client_cid
+            if duplicate:
+                ack["duplicate"] = True
+            if self.conn is not None and not self.conn.closed:
+                self._send_json(ack)
+        else:
+            self.hub.advance_legacy_cursor(self.user_id, message_id)
+
+    # -- receipts, typing, sync (v2) --------------------------------------------------------
+
+    def _require_v2(self) -> None:
+        if not self.v2:
+            raise BadRequest("this frame needs a v=2 connection")
+
+    def _conversation(self, frame: dict[str, Any]) -> tuple[int, int]:
+        tcmd = _int(frame, "tcmd", low=CMD_SINGLE, high=CMD_GROUP)
+        dstid = _int(frame, "dstid", low=1)
+        if tcmd == CMD_SINGLE:
+            if (dstid not in self.hub.user_friends.get(self.user_id, ())
+                    and not self.runtime.settings.allow_strangers):
+                raise Forbidden("not a conversation of yours")
+        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
+            raise Forbidden("not a conversation of yours")
+        return tcmd, dstid
+
+    def _read(self, frame: dict[str, Any]) -> None:
+        self._require_v2()
+        tcmd, dstid = self._conversation(frame)
+        message_id = _int(frame, "id", low=1)
+        self.runtime.spawn(self._store_read(tcmd, dstid, message_id))
+
+    async def _store_read(self, tcmd: int, dstid: int, message_id: int) -> None:
+        try:
+            mark = await messages.mark_read(self.user_id, tcmd, dstid, message_id)
+        except Exception:
+            log.exception("storing a read mark failed")
+            self._refuse(Unavailable("the read mark could not be stored"), None)
+            return
+        payload = encode({"cmd": CMD_READ, "userid": self.user_id, "tcmd": tcmd,
+                          "dstid": dstid, "id": mark})
+        if tcmd == CMD_SINGLE:
+            envelope = Envelope(payload, user_ids=(dstid, self.user_id), v2_only=True,
+                                skip_session=self.sid)
+        else:
+            envelope = Envelope(payload, group_id=dstid, v2_only=True, skip_session=self.sid)
+        self.hub.publish(envelope)
+
+    def _typing(self, frame: dict[str, Any]) -> None:
+        self._require_v2()
+        tcmd, dstid = self._conversation(frame)
+        now = time.monotonic()
+        if now - self.typing_at < TYPING_INTERVAL:
+            return  # typing notices are advisory: extra ones are dropped silently
+        self.typing_at = now
+        payload = encode({"cmd": CMD_TYPING, "userid": self.user_id, "tcmd": tcmd,
+                          "dstid": dstid})
+        if tcmd == CMD_SINGLE:
+            self.hub.publish(Envelope(payload, user_ids=(dstid,), v2_only=True))
+        else:
+            self.hub.publish(Envelope(payload, group_id=dstid, v2_only=True,
+                                      skip_session=self.sid))
+
+    def _sync_request(self, frame: dict[str, Any]) -> None:
+        self._require_v2()
+        since = _int(frame, "since", default=0, low=0)
+        limit = _int(frame, "limit", default=SYNC_PAGE, low=1, high=SYNC_PAGE)
+        self.runtime.spawn(self._sync_from(since, until_current=False, limit=limit))

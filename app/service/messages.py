@@ -1,0 +1,336 @@
+"""Chat messages: the batched writer (group commit, exactly-once by `cid`), and the queries that
+read them back — history, what a user missed, conversations with unread counts, read marks.
+
+A message is stored before anyone is told about it. The writer takes everything queued since
+its last commit and writes it in one transaction ("合并数据库的写次数"), so under load one
+commit carries many messages. Every row has a `cid` (the client's own id, or one the server
+makes): `INSERT IGNORE` on the unique (cid, sender) pair plus one read-back turns a resend into
+the original message instead of a second one, even across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import ujson
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from app.model.tables import Membership, Message, ReadMark, now_ms
+from app.util.errors import Forbidden
+
+log = logging.getLogger("imchat.messages")
+
+CMD_SINGLE = 10
+CMD_GROUP = 11
+SERVER_CID_PREFIX = "~"
+MAX_BATCH = 500
+
+_COLUMNS = ("cmd", "sender_id", "dst_user_id", "community_id", "cid", "media", "content", "pic",
+            "url", "memo", "amount", "created_ms")
+_SELECT = "id, " + ", ".join(_COLUMNS)
+
+
+@dataclasses.dataclass(slots=True)
+class Draft:
+    """A message accepted from a client, waiting for the writer."""
+
+    cmd: int
+    sender_id: int
+    dstid: int
+    media: int
+    content: str
+    pic: str
+    url: str
+    memo: str
+    amount: int
+    cid: str
+    created_ms: int
+    # Called once with (draft, stored row, was_duplicate) after the commit, or with an error.
+    done: Callable[[Draft, dict[str, Any] | None, bool], None]
+
+
+def server_cid() -> str:
+    return SERVER_CID_PREFIX + secrets.token_urlsafe(15)
+
+
+def wire_message(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the article's message JSON, plus `ts` and the client's `cid`."""
+    message = {
+        "id": row["id"],
+        "userid": row["sender_id"],
+        "cmd": row["cmd"],
+        "dstid": row["dst_user_id"] if row["cmd"] == CMD_SINGLE else row["community_id"],
+        "media": row["media"],
+        "content": row["content"],
+        "pic": row["pic"],
+        "url": row["url"],
+        "memo": row["memo"],
+        "amount": row["amount"],
+        "ts": row["created_ms"],
+    }
+    cid = row.get("cid")
+    if cid and not cid.startswith(SERVER_CID_PREFIX):
+        message["cid"] = cid
+    return message
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def _connection_name() -> str:
+    name = Message._meta.default_connection
+    assert name is not None, "the database is not open"
+    return name
+
+
+class _Sql:
+    """The few raw statements the hot path needs, in the connection's placeholder style."""
+
+    def __init__(self, dialect: str) -> None:
+        mark = "?" if dialect == "sqlite" else "%s"
+        self.mark = mark
+        ignore = "INSERT OR IGNORE" if dialect == "sqlite" else "INSERT IGNORE"
+        self.insert = (f"{ignore} INTO im_message ({', '.join(_COLUMNS)}) "
+                       f"VALUES ({', '.join([mark] * len(_COLUMNS))})")
+
+    def marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
+
+class MessageWriter:
+    """The single writer task of this process: queue in, batched commits out."""
+
+    def __init__(self, max_batch: int = MAX_BATCH, high_water: int = 5000) -> None:
+        self.max_batch = max_batch
+        self.high_water = high_water
+        self._queue: asyncio.Queue[Draft] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._sql: _Sql | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.batches = 0
+        self.written = 0
+
+    def start(self) -> None:
+        connection = Tortoise.get_connection(_connection_name())
+        self._sql = _Sql(connection.capabilities.dialect)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, draft: Draft) -> None:
+        self._idle.clear()
+        self._queue.put_nowait(draft)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is committed (used at shutdown)."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            first = await queue.get()
+            batch = [first]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                rows = await self._write(batch)
+            except Exception:
+                log.exception("storing %d messages failed; their senders get an error", len(batch))
+                for draft in batch:
+                    draft.done(draft, None, False)
+            else:
+                self.batches += 1
+                for draft, (row, duplicate) in zip(batch, rows, strict=True):
+                    try:
+                        draft.done(draft, row, duplicate)
+                    except Exception:
+                        log.exception("delivering message %s failed", row.get("id"))
+            if queue.empty():
+                self._idle.set()
+
+    async def _write(self, batch: Sequence[Draft]) -> list[tuple[dict[str, Any], bool]]:
+        assert self._sql is not None
+        sql = self._sql
+        keys = {(d.cid, d.sender_id) for d in batch}
+        cids = sorted({d.cid for d in batch})
+        select = f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(cids))})"
+        async with in_transaction(_connection_name()) as connection:
+            before = await connection.execute_query_dict(select, cids)
+            existing = {(r["cid"], r["sender_id"]) for r in before} & keys
+            fresh: list[Draft] = []
+            seen: set[tuple[str, int]] = set(existing)
+            for draft in batch:
+                key = (draft.cid, draft.sender_id)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(draft)
+            if fresh:
+                await connection.execute_many(sql.insert, [_values(d) for d in fresh])
+                after = await connection.execute_query_dict(select, cids)
+            else:
+                after = before
+        stored = {(r["cid"], r["sender_id"]): r for r in after}
+        self.written += len(fresh)
+        results: list[tuple[dict[str, Any], bool]] = []
+        fresh_ids = {id(d) for d in fresh}
+        for draft in batch:
+            row = stored[(draft.cid, draft.sender_id)]
+            results.append((row, id(draft) not in fresh_ids))
+        return results
+
+
+def _values(draft: Draft) -> tuple[Any, ...]:
+    single = draft.cmd == CMD_SINGLE
+    return (draft.cmd, draft.sender_id, draft.dstid if single else None,
+            None if single else draft.dstid, draft.cid, draft.media, draft.content, draft.pic,
+            draft.url, draft.memo, draft.amount, draft.created_ms)
+
+
+async def _query(sql: str, values: Iterable[Any]) -> list[dict[str, Any]]:
+    connection: BaseDBAsyncClient = Tortoise.get_connection(_connection_name())
+    if connection.capabilities.dialect != "sqlite":
+        sql = sql.replace("?", "%s")
+    return await connection.execute_query_dict(sql, list(values))
+
+
+async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
+    """Messages of the user's conversations after `since_id`, oldest first: sent to them, sent
+    by them one to one (for their other devices), and their groups' since they joined."""
+    sql = f"""
+        SELECT {_SELECT} FROM (
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
+            UNION ALL
+            SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
+            UNION ALL
+            SELECT m.id, {", ".join("m." + c for c in _COLUMNS)}
+              FROM im_membership s JOIN im_message m
+                ON m.community_id = s.community_id AND m.id > ?
+             WHERE s.user_id = ? AND m.created_ms >= s.created_ms
+        ) AS missed ORDER BY id LIMIT {int(limit)}"""
+    return await _query(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
+
+
+async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
+    """Like missed_by, but when more than `limit` are waiting keep the newest `limit`."""
+    rows = await missed_by(user_id, since_id, limit + 1)
+    if len(rows) <= limit:
+        return rows
+    newest_first = await _query(
+        f"""SELECT {_SELECT} FROM (
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
+            UNION ALL
+            SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
+            UNION ALL
+            SELECT m.id, {", ".join("m." + c for c in _COLUMNS)}
+              FROM im_membership s JOIN im_message m
+                ON m.community_id = s.community_id AND m.id > ?
+             WHERE s.user_id = ? AND m.created_ms >= s.created_ms
+        ) AS missed ORDER BY id DESC LIMIT {int(limit)}""",
+        (user_id, since_id, user_id, since_id, since_id, user_id),
+    )
+    return list(reversed(newest_first))
+
+
+async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
+                  limit: int) -> list[dict[str, Any]]:
+    """One conversation's messages below `before_id`, oldest first; participants only."""
+    before = before_id or 2**62
+    if cmd == CMD_GROUP:
+        if not await Membership.filter(community_id=peer_id, user_id=user_id).exists():
+            raise Forbidden("only members can read a group's messages")
+        rows = await _query(
+            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
+            f"ORDER BY id DESC LIMIT {int(limit)}", (peer_id, before))
+    else:
+        rows = await _query(
+            f"""SELECT {_SELECT} FROM (
+                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
+                UNION ALL
+                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
+            ) AS conversation ORDER BY id DESC LIMIT {int(limit)}""",
+            (peer_id, user_id, before, user_id, peer_id, before))
+    return list(reversed(rows))
+
+
+async def conversations(user_id: int) -> list[dict[str, Any]]:
+    """Each conversation the user has messages in: last message, unread count, read mark."""
+    direct = await _query(
+        f"""SELECT peer, MAX(id) AS last_id FROM (
+            SELECT dst_user_id AS peer, id FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE}
+            UNION ALL
+            SELECT sender_id AS peer, id FROM im_message WHERE dst_user_id = ?
+        ) AS pairs GROUP BY peer""", (user_id, user_id))
+    groups = await _query(
+        """SELECT m.community_id AS peer, MAX(m.id) AS last_id
+             FROM im_membership s JOIN im_message m ON m.community_id = s.community_id
+            WHERE s.user_id = ? GROUP BY m.community_id""", (user_id,))
+    marks = {(r.cmd, r.peer_id): r.last_read_id for r in await ReadMark.filter(user_id=user_id)}
+    wanted = [(CMD_SINGLE, r["peer"], r["last_id"]) for r in direct]
+    wanted += [(CMD_GROUP, r["peer"], r["last_id"]) for r in groups]
+    if not wanted:
+        return []
+    last_ids = [w[2] for w in wanted]
+    last_rows = {r["id"]: r for r in await _query(
+        f"SELECT {_SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(last_ids))})",
+        last_ids)}
+    result = []
+    for cmd, peer, last_id in wanted:
+        read_id = marks.get((cmd, peer), 0)
+        if cmd == CMD_SINGLE:
+            unread_rows = await _query(
+                "SELECT COUNT(*) AS n FROM im_message WHERE dst_user_id = ? AND sender_id = ? "
+                "AND id > ?", (user_id, peer, read_id))
+        else:
+            unread_rows = await _query(
+                "SELECT COUNT(*) AS n FROM im_message WHERE community_id = ? AND sender_id <> ? "
+                "AND id > ?", (peer, user_id, read_id))
+        result.append({"cmd": cmd, "dstid": peer, "last": wire_message(last_rows[last_id]),
+                       "unread": int(unread_rows[0]["n"]), "read_id": read_id})
+    result.sort(key=lambda c: c["last"]["id"], reverse=True)
+    return result
+
+
+async def mark_read(user_id: int, cmd: int, peer_id: int, message_id: int) -> int:
+    """Move the user's read mark forward (never back); answer the mark now stored."""
+    try:
+        mark, created = await ReadMark.get_or_create(
+            user_id=user_id, cmd=cmd, peer_id=peer_id,
+            defaults={"last_read_id": message_id, "updated_ms": now_ms()})
+    except IntegrityError:  # created concurrently by another device of the same user
+        mark, created = await ReadMark.get(user_id=user_id, cmd=cmd, peer_id=peer_id), False
+    if created:
+        return message_id
+    if message_id > mark.last_read_id:
+        await ReadMark.filter(id=mark.id, last_read_id__lt=message_id).update(
+            last_read_id=message_id, updated_ms=now_ms())
+        return message_id
+    return mark.last_read_id
+
+
+async def read_marks_of(cmd: int, peer_id: int, user_id: int) -> list[dict[str, Any]]:
+    """Who has read how far in one conversation (for showing receipts after a reload)."""
+    if cmd == CMD_GROUP:
+        marks = await ReadMark.filter(cmd=CMD_GROUP, peer_id=peer_id)
+    else:
+        marks = await ReadMark.filter(cmd=CMD_SINGLE, peer_id=user_id, user_id=peer_id)
+    return [{"userid": m.user_id, "id": m.last_read_id} for m in marks]
