@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,16 @@ async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     """Serve a fresh app for `settings`; `port` 0 picks a free one (a restart passes the old)."""
     app = create_app(settings, name=f"imchat_test_{uuid.uuid4().hex[:8]}")
     protocol = getattr(app.ctx, "protocol_class", None)
+    # Sanic treats port 0 as "use 8000": bind the socket ourselves so the kernel picks one.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.setblocking(False)
     server = await app.create_server(
-        host="127.0.0.1",
-        port=port,
+        sock=sock,
         return_asyncio_server=True,
         protocol=protocol,
-        backlog=1024,
         access_log=False,
     )
     assert server is not None

@@ -26,7 +26,7 @@ async def chat(request: Request) -> None:
     claimed = id_field(query, "id", required=False)
     if claimed is not None and claimed != record.user.id:
         raise Forbidden("id does not match your session")
-    since = id_field(query, "since", required=False)
+    since = id_field(query, "since", required=False, minimum=0)
     runtime: ChatRuntime = request.app.ctx.chat
     settings = runtime.settings
     session = ChatSession(runtime, record.user.id, v2=request.args.get("v") == "2",

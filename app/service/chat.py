@@ -198,10 +198,10 @@ class ChatSession:
                 self.hub.detach(self)
                 return
             if self.v2:
-                if self.since is not None:
-                    await self._sync_from(self.since, until_current=True)
                 self._send_json({"cmd": CMD_PRESENCE,
                                  "online": self.hub.online_friends(self.user_id)})
+                if self.since is not None:
+                    await self._sync_from(self.since, until_current=True)
             else:
                 await self._legacy_push()
         except Exception:

@@ -63,18 +63,19 @@ def text_field(
     return text
 
 
-def id_field(fields: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+def id_field(fields: dict[str, Any], name: str, *, required: bool = True,
+             minimum: int = 1) -> int | None:
     value = fields.get(name)
     if value is None or value == "":
         if required:
             raise BadRequest(f"{name} is required")
         return None
     if isinstance(value, bool):
-        raise BadRequest(f"{name} must be a positive whole number")
+        raise BadRequest(f"{name} must be a whole number of at least {minimum}")
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a positive whole number") from None
-    if number <= 0 or number > 2**63 - 1:
-        raise BadRequest(f"{name} must be a positive whole number")
+        raise BadRequest(f"{name} must be a whole number of at least {minimum}") from None
+    if number < minimum or number > 2**63 - 1:
+        raise BadRequest(f"{name} must be a whole number of at least {minimum}")
     return number
