@@ -92,7 +92,7 @@ async def recv_json(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def recv_until(ws: Any, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:  # noqa: ASYNC109
+async def recv_until(ws: Any, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
     """The first frame matching `predicate`, skipping others (presence, typing...)."""
     import asyncio
 
