@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench venv assets clean
+.PHONY: run test lint bench venv assets clean conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: venv assets
 test: venv assets
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
+	bash scripts/autobahn.sh
+
+# WebSocket conformance (Autobahn|Testsuite fuzzingclient); also part of `make test`.
+conformance: venv
+	bash scripts/autobahn.sh
 
 lint: venv
 	$(BIN)/ruff check .

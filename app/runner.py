@@ -57,4 +57,8 @@ def serve(settings: Settings, config_path: Path | None) -> None:
         protocol=ImchatHttpProtocol,
         motd=False,
     )
-    Sanic.serve(primary=app, app_loader=loader)
+    if settings.server.workers == 1:
+        # One process, no worker manager: the lightest set-up, and the appliance default.
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)

@@ -65,6 +65,10 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.ctx.protocol_class = ImchatHttpProtocol
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
+    if settings.testing.websocket_echo:
+        from app.controller.echo import echo_bp
+
+        app.blueprint(echo_bp)
     app.static("/asset", str(ASSET_DIR), name="asset")
     settings.upload_path.mkdir(parents=True, exist_ok=True)
     app.static("/resource", str(settings.upload_path), name="resource")

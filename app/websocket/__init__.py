@@ -1,0 +1,45 @@
+"""imchat's WebSocket transport: the upgraded-connection data path inside the Sanic app.
+
+Owns the public names the chat code uses. Routing, middleware and authentication stay
+Sanic's; after :func:`accept_websocket` the socket is served by the ``websockets`` sans-io
+core, synchronously in ``data_received`` (see ``protocol.py`` and ``connection.py``).
+
+Usage::
+
+    app.run(..., protocol=ImchatHttpProtocol)
+
+    @bp.get("/chat")
+    async def chat(request):
+        user = authenticate(request)          # raise 401/403 here: no 101 is ever sent
+        await accept_websocket(request, hub_handler, max_message_bytes=64 * 1024)
+"""
+
+from app.websocket.connection import (
+    BinaryWsHandler,
+    WsConnection,
+    WsHandler,
+    encode_binary_frame,
+    encode_text_frame,
+)
+from app.websocket.protocol import (
+    CLOSE_TIMEOUT,
+    HandshakeRejected,
+    ImchatHttpProtocol,
+    accept_websocket,
+    close_all,
+    open_connections,
+)
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "BinaryWsHandler",
+    "HandshakeRejected",
+    "ImchatHttpProtocol",
+    "WsConnection",
+    "WsHandler",
+    "accept_websocket",
+    "close_all",
+    "encode_binary_frame",
+    "encode_text_frame",
+    "open_connections",
+]

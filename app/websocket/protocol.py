@@ -1,0 +1,300 @@
+"""The Sanic protocol class that hands an upgraded connection to imchat's own frame loop.
+
+This module owns :class:`ImchatHttpProtocol` (pass it to ``app.run(protocol=...)`` /
+``app.create_server(protocol=...)``), :func:`accept_websocket` (called from an ordinary GET
+route handler after it has authenticated the request), and the per-app registry used by
+:func:`close_all` at shutdown.
+
+How the upgrade works, mirroring Sanic's own ``WebSocketProtocol.websocket_handshake``:
+HTTP routing, request middleware and the route handler are Sanic's. The handler calls
+:func:`accept_websocket`, which lets ``websockets.server.ServerProtocol.accept`` judge the
+handshake, writes the 101 straight to the transport and swaps ``data_received`` over to
+:class:`~app.websocket.connection.WsConnection`. Then it marks the request as answered by
+a response whose ``send`` does nothing, and moves Sanic's HTTP stream to its RESPONSE
+stage: Sanic writes nothing more, an exception raised by the handler afterwards is logged
+instead of being sent as an HTTP error into the WebSocket stream, and the connection task
+finishes as soon as the handler returns. No task, future or Request object stays alive per
+connection; the keep-alive/request/response timers of ``HttpProtocol`` are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Set
+from typing import Any
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException, ServerError
+from sanic.http import Stage
+from sanic.response.types import BaseHTTPResponse
+from sanic.server.protocols.http_protocol import HttpProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Request as WsRequest
+from websockets.protocol import OPEN
+
+from app.websocket.connection import SANSIO_LOG, ImchatServerProtocol, WsConnection, WsHandler
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "HandshakeRejected",
+    "ImchatHttpProtocol",
+    "accept_websocket",
+    "close_all",
+    "open_connections",
+]
+
+log = logging.getLogger("imchat.websocket")
+
+#: Seconds a peer gets to complete a closing handshake before the TCP connection is dropped.
+CLOSE_TIMEOUT = 10.0
+
+# Attribute of app.ctx holding that app's set of open WsConnections: one registry per app,
+# so two apps in one process (tests) never see each other's sockets.
+_REGISTRY_ATTR = "imchat_ws_connections"
+
+
+class HandshakeRejected(SanicException):
+    """The request reached a WebSocket route but is not a valid WebSocket handshake.
+
+    Carries the status websockets chose (426 with ``Upgrade: websocket`` for a plain HTTP
+    request, 400 for a malformed handshake); Sanic renders it like any other 4xx.
+    """
+
+    quiet = True
+
+
+class _SwitchedProtocols(BaseHTTPResponse):
+    """Stands in for the 101 already written, so Sanic believes the request was answered."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = 101
+
+    async def send(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class _AlwaysWritable:
+    """Stands in for SanicProtocol's write-gate Event after an upgrade: the WebSocket path
+    never waits for the transport (a full buffer closes the connection instead)."""
+
+    __slots__ = ()
+
+    def is_set(self) -> bool:
+        return True
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    async def wait(self) -> bool:
+        return True
+
+
+# Stateless stand-ins shared by all upgraded connections.
+_ALWAYS_WRITABLE = _AlwaysWritable()
+_NO_BUFFER = b""
+
+
+class ImchatHttpProtocol(HttpProtocol):
+    """Sanic's HTTP/1.1 protocol, plus a synchronous WebSocket data path after an upgrade."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ws: WsConnection | None = None
+
+    # ------------------------------------------------------------------ upgrade
+
+    def _upgrade(self, conn: WsConnection, max_buffered_bytes: int) -> None:
+        callback = self._callback_check_timeouts
+        if callback is not None:
+            # HTTP keep-alive/request/response timeouts must not cut a live WebSocket.
+            callback.cancel()
+            self._callback_check_timeouts = None
+        self.ws = conn
+        task = self._task
+        if task is not None:
+            # Once Sanic's connection task has wound down, its HTTP-only state is dead
+            # weight carried for the socket's whole life (about 2 KB).
+            task.add_done_callback(self._drop_http_state)
+        transport = self.transport
+        assert transport is not None
+        # The high-water mark is the laggard limit: when a write leaves more than this
+        # unsent, the transport calls pause_writing and the connection is closed 1013.
+        transport.set_write_buffer_limits(high=max_buffered_bytes, low=max_buffered_bytes // 4)
+        # Bytes the client sent right after its handshake are frames, not HTTP.
+        leftover = bytes(self.recv_buffer)
+        self.recv_buffer.clear()
+        # HttpProtocol pauses reading when its request buffer fills; frames must flow.
+        transport.resume_reading()
+        conn._start(leftover)
+
+    def _drop_http_state(self, _task: object = None) -> None:
+        if self.ws is None:
+            return
+        self._data_received = None  # only HTTP's receive_more() waits on it
+        self._can_write = _ALWAYS_WRITABLE  # only HTTP's send() waits on it
+        self.conn_info = None
+        self.recv_buffer = _NO_BUFFER
+
+    # --------------------------------------------------- asyncio.Protocol callbacks
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        if ws is None:
+            super().data_received(data)
+        else:
+            ws._feed(data)
+
+    def eof_received(self) -> bool | None:
+        ws = self.ws
+        if ws is not None:
+            ws._feed_eof()
+        # Returning a false value lets the transport close itself (as for plain HTTP).
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        ws = self.ws
+        if ws is None:
+            super().connection_lost(exc)
+            return
+        ws._lost()
+        self.connections.discard(self)
+        if self.conn_info is not None:
+            self.conn_info.lost = True
+        task = self._task
+        if task is not None:
+            # The route handler is still running after the upgrade: stop it, as Sanic
+            # does for a vanished HTTP client.
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        ws = self.ws
+        if ws is None:
+            super().pause_writing()
+        else:
+            ws._too_slow()
+
+    def resume_writing(self) -> None:
+        if self.ws is None:
+            super().resume_writing()
+
+    # ------------------------------------------------------- Sanic server hooks
+
+    def close(self, timeout: float | None = None) -> None:
+        # Sanic calls this when the HTTP connection task ends, which after an upgrade is
+        # right away: the WebSocket closes itself through its own handshake instead.
+        if self.ws is None:
+            super().close(timeout)
+
+    def close_if_idle(self) -> bool:
+        # Sanic's graceful shutdown calls this for every connection: say "going away".
+        ws = self.ws
+        if ws is None:
+            return super().close_if_idle()
+        ws.close(1001, "server shutdown")
+        return False
+
+
+def _registry(app: Sanic) -> set[WsConnection]:
+    registry: set[WsConnection] | None = getattr(app.ctx, _REGISTRY_ATTR, None)
+    if registry is None:
+        registry = set()
+        setattr(app.ctx, _REGISTRY_ATTR, registry)
+    return registry
+
+
+def open_connections(app: Sanic) -> Set[WsConnection]:
+    """The app's open WebSocket connections in this process (a live view: do not mutate)."""
+    return _registry(app)
+
+
+def close_all(app: Sanic, code: int = 1001, reason: str = "server shutdown") -> int:
+    """Start the closing handshake on every open WebSocket of ``app``; returns how many.
+
+    Sanic's graceful shutdown already does this per connection (through
+    ``ImchatHttpProtocol.close_if_idle``); call it from a ``before_server_stop`` listener to
+    tell clients earlier, or when serving through ``create_server``.
+    """
+    conns = list(_registry(app))
+    for conn in conns:
+        conn.close(code, reason)
+    return len(conns)
+
+
+async def accept_websocket(
+    request: Request,
+    handler: WsHandler,
+    *,
+    max_message_bytes: int = 64 * 1024,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    max_buffered_bytes: int = 256 * 1024,
+    close_timeout: float = CLOSE_TIMEOUT,
+) -> None:
+    """Upgrade ``request`` to a WebSocket served by ``handler``; returns once the 101 is out.
+
+    Call it from a GET route handler after authenticating (a refused client never gets a
+    101) and return right after it: the route's job is done, Sanic sends nothing more, and
+    ``handler`` gets every later event. Raises :class:`HandshakeRejected` (4xx) when the
+    request is not a valid WebSocket handshake.
+
+    ``max_message_bytes``: larger messages close with 1009. ``ping_interval``/``ping_timeout``:
+    keepalive (None disables). ``max_buffered_bytes``: a client whose unsent backlog exceeds
+    this is closed with 1013.
+    """
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    if not isinstance(protocol, ImchatHttpProtocol):
+        raise ServerError(
+            "WebSocket routes need the server to run with protocol=ImchatHttpProtocol"
+        )
+    if protocol.ws is not None:
+        raise ServerError("accept_websocket called twice for one connection")
+    stream = request.stream
+    if stream is None or request.responded:
+        raise ServerError("accept_websocket called after the request was answered")
+
+    # state=OPEN: the HTTP request was already parsed by Sanic, so the core's parser must
+    # start at frames (in CONNECTING it would wait for a request line); accept() only
+    # validates the handshake and builds the response, which we write ourselves.
+    proto = ImchatServerProtocol(max_size=max_message_bytes, state=OPEN, logger=SANSIO_LOG)
+    response = proto.accept(WsRequest(request.path, Headers(request.headers.items())))
+    if response.status_code != 101:
+        headers = {k: v for k, v in response.headers.raw_items() if k.lower() == "upgrade"}
+        raise HandshakeRejected(
+            response.body.decode(errors="replace").strip() or response.reason_phrase,
+            status_code=response.status_code,
+            headers=headers,
+        )
+
+    # From here on the request counts as answered, whatever happens to the socket.
+    stream.response = _SwitchedProtocols()
+    stream.stage = Stage.RESPONSE
+    stream.upgrade_websocket = True
+    stream.keep_alive = False
+    request.responded = True
+
+    if transport.is_closing():
+        return  # The client left during authentication: there is nobody to open for.
+    transport.write(response.serialize())
+
+    conn = WsConnection(
+        transport,
+        proto,
+        handler,
+        peer=f"{request.client_ip}:{request.port}",
+        loop=protocol.loop,
+        registry=_registry(request.app),
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+    )
+    log.debug("websocket open %s %s", conn.peer, request.path)
+    protocol._upgrade(conn, max_buffered_bytes)
