@@ -617,3 +617,21 @@ async def test_history_pages_by_id_and_is_for_participants_only(server):
     assert [(c_["cmd"], c_["unread"]) for c_ in conversations] == [(11, 1), (10, 6)]
     await wa.close()
     await close_all(a, b, c)
+
+
+async def test_devices_connecting_at_once_all_get_group_messages(server):
+    owner = await register(server)
+    member = await register(server)
+    group_id = await make_group(owner, "many-devices", member)
+    devices = await asyncio.gather(*(connect(server, member) for _ in range(6)))
+    w_owner = await connect(server, owner)
+    await w_owner.send(text(group_id, "to every device", cmd=11))
+    for ws in devices:
+        assert (await recv_until(ws, is_message))["content"] == "to every device"
+    for ws in devices:
+        await ws.close()
+    await asyncio.sleep(0.1)
+    hub = server.app.ctx.hub
+    assert member.id not in hub.sessions and member.id not in hub.group_members.get(group_id, ())
+    await w_owner.close()
+    await close_all(owner, member)

@@ -40,6 +40,7 @@ class Hub:
         self.legacy_cursor: dict[int, int] = {}
         self._dirty_cursors: set[int] = set()
         self._session_ids = itertools.count(1)
+        self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
@@ -92,25 +93,37 @@ class Hub:
         return next(self._session_ids)
 
     async def attach(self, session: ChatSession) -> None:
-        """Register a session; the first one of a user loads its groups and friends."""
+        """Register a session; the first one of a user loads its groups and friends, and the
+        user's other devices wait for that load instead of starting another."""
         user_id = session.user_id
-        first = user_id not in self.sessions
-        if first:
-            groups = set(await Membership.filter(user_id=user_id).values_list(
-                "community_id", flat=True))
-            friends = set(await Friendship.filter(owner_id=user_id).values_list(
-                "friend_id", flat=True))
-            if user_id in self.sessions:  # another device attached while we were loading
-                first = False
-            else:
-                self.user_groups[user_id] = groups
-                self.user_friends[user_id] = friends
+        loading = self._loading.get(user_id)
+        if loading is not None:
+            await asyncio.shield(loading)
+        elif user_id not in self.sessions:
+            loading = self._loading[user_id] = asyncio.get_running_loop().create_future()
+            # Index the user before loading, so a "joined"/"friends" event that arrives while
+            # the queries run is kept (merged below) rather than lost.
+            self.sessions[user_id] = []
+            groups = self.user_groups.setdefault(user_id, set())
+            friends = self.user_friends.setdefault(user_id, set())
+            try:
+                groups |= set(await Membership.filter(user_id=user_id).values_list(
+                    "community_id", flat=True))
+                friends |= set(await Friendship.filter(owner_id=user_id).values_list(
+                    "friend_id", flat=True))
                 for group_id in groups:
                     self.group_members.setdefault(group_id, set()).add(user_id)
-                self.sessions[user_id] = []
-        self.sessions[user_id].append(session)
-        if first:
+            except BaseException:
+                if not self.sessions.get(user_id):
+                    self._forget(user_id)
+                raise
+            finally:
+                del self._loading[user_id]
+                loading.set_result(None)
+            self.sessions.setdefault(user_id, []).append(session)
             self._announce(user_id, online=True)
+            return
+        self.sessions.setdefault(user_id, []).append(session)
 
     def detach(self, session: ChatSession) -> None:
         user_id = session.user_id
@@ -118,17 +131,20 @@ class Hub:
         if not sessions or session not in sessions:
             return
         sessions.remove(session)
-        if sessions:
+        if sessions or user_id in self._loading:
             return
-        del self.sessions[user_id]
+        self._forget(user_id)
+        self._announce(user_id, online=False)
+        self.user_friends.pop(user_id, None)
+
+    def _forget(self, user_id: int) -> None:
+        self.sessions.pop(user_id, None)
         for group_id in self.user_groups.pop(user_id, ()):
             members = self.group_members.get(group_id)
             if members is not None:
                 members.discard(user_id)
                 if not members:
                     del self.group_members[group_id]
-        self._announce(user_id, online=False)
-        self.user_friends.pop(user_id, None)
 
     def is_online(self, user_id: int) -> bool:
         return user_id in self.sessions
