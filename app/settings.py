@@ -220,6 +220,8 @@ def _validate(settings: Settings) -> None:
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
          "broker.url: must be a redis:// URL when broker.kind is redis"),
+        (s.server.workers == 1 or s.broker.kind == "redis",
+         "broker.kind: several workers must share messages through redis (set kind = \"redis\")"),
     ]
     for origin in s.server.public_origins:
         checks.append((origin == "*" or origin.startswith(("http://", "https://")),

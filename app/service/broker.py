@@ -1,12 +1,20 @@
 """The broker between the hub and delivery: services publish Envelopes, every node's hub gets
-them. `memory` hands them straight to this process's hub; a Redis broker (for several workers
-or machines) implements the same three methods."""
+them. `memory` hands them straight to this process's hub; `redis` (several workers or
+machines) also sends them over Redis pub/sub to every other node."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
+import secrets
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+import ujson
+
+log = logging.getLogger("imchat.broker")
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -52,7 +60,105 @@ class MemoryBroker:
         self._deliver = None
 
 
+class RedisBroker:
+    """Delivers locally at once (lowest latency for the common case of both users on this
+    node) and publishes to Redis for the other nodes; a node ignores its own publications.
+    A session id only means something on the node that made it, so others drop `skip_session`.
+    """
+
+    CHANNEL = "imchat:envelopes"
+
+    def __init__(self, url: str, max_pending: int = 100_000) -> None:
+        self.url = url
+        self.node = secrets.token_hex(6)
+        self._deliver: Deliver | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_pending)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._redis: Any = None
+        self.dropped = 0
+
+    async def start(self, deliver: Deliver) -> None:
+        import redis.asyncio as redis
+
+        self._deliver = deliver
+        self._redis = redis.from_url(self.url)
+        await self._redis.ping()  # fail the start, naming the URL, if Redis is not there
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self.CHANNEL)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._receive(pubsub), name="broker-receive"),
+                       loop.create_task(self._send(), name="broker-send")]
+
+    def publish(self, envelope: Envelope) -> None:
+        if self._deliver is not None:
+            self._deliver(envelope)
+        wire = ujson.dumps({
+            "n": self.node, "p": envelope.payload.decode("utf-8", "surrogatepass"),
+            "u": envelope.user_ids, "g": envelope.group_id, "m": envelope.message_id,
+            "v": envelope.v2_only, "c": envelope.control,
+        }, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        try:
+            self._outbox.put_nowait(wire)
+        except asyncio.QueueFull:
+            # Redis is down or far behind: other nodes' clients catch up by sync.
+            self.dropped += 1
+
+    async def _send(self) -> None:
+        while True:
+            first = await self._outbox.get()
+            batch = [first]
+            while not self._outbox.empty() and len(batch) < 500:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for wire in batch:
+                        pipe.publish(self.CHANNEL, wire)
+                    await pipe.execute()
+            except Exception:
+                log.exception("publishing %d envelopes to Redis failed", len(batch))
+                await asyncio.sleep(1.0)
+            finally:
+                for _ in batch:
+                    self._outbox.task_done()
+
+    async def _receive(self, pubsub: Any) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    self._on_wire(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the Redis subscription failed; resubscribing")
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await pubsub.subscribe(self.CHANNEL)
+
+    def _on_wire(self, data: bytes) -> None:
+        try:
+            body = ujson.loads(data)
+        except ValueError:
+            log.warning("ignored a malformed envelope on %s", self.CHANNEL)
+            return
+        if body.get("n") == self.node or self._deliver is None:
+            return
+        self._deliver(Envelope(
+            body["p"].encode("utf-8", "surrogatepass"), user_ids=tuple(body["u"]),
+            group_id=body["g"], message_id=body["m"], v2_only=body["v"], control=body["c"]))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), 5.0)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._redis is not None:
+            await self._redis.aclose()
+        self._deliver = None
+
+
 def make_broker(kind: str, url: str) -> Broker:
-    if kind == "memory":
-        return MemoryBroker()
-    raise ValueError(f"broker.kind {kind!r} is not available in this build")
+    if kind == "redis":
+        return RedisBroker(url)
+    return MemoryBroker()

@@ -1,0 +1,69 @@
+"""Two imchat nodes sharing one database and the Redis at 127.0.0.1:6379: a user on one node
+chats with a user on the other (the `redis` broker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+
+from tests.factories import befriend, close_all, connect, make_group, recv_until, register
+from tests.harness import make_settings, start_server
+
+REDIS_URL = os.environ.get("IMCHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_available() -> bool:
+    host, port = "127.0.0.1", 6379
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_settings(tmp_path):
+    if not redis_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Redis at 127.0.0.1:6379 is unreachable")
+        pytest.skip("cluster tests skipped: no Redis at 127.0.0.1:6379")
+    return make_settings(tmp_path, "sqlite", broker={"kind": "redis", "url": REDIS_URL})
+
+
+async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp_path):
+    """Node B runs as a second app in this process on the same SQLite file."""
+    node_a = await start_server(redis_settings)
+    node_b = await start_server(redis_settings)
+    try:
+        a = await register(node_a)
+        b = await register(node_b)
+        c = await register(node_b)
+        await befriend(a, b)
+        group_id = await make_group(a, "cluster-group", b, c)
+        wa = await connect(node_a, a)
+        wb = await connect(node_b, b)
+        wc = await connect(node_b, c, v2=False)
+        await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": "across"}))
+        got = await recv_until(wb, lambda f: f.get("cmd") == 10)
+        assert got["content"] == "across" and got["userid"] == a.id
+        await wb.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1, "content": "all"}))
+        assert (await recv_until(wa, lambda f: f.get("cmd") == 11))["content"] == "all"
+        assert (await recv_until(wc, lambda f: f.get("cmd") == 11))["content"] == "all"
+        for ws in (wa, wb, wc):
+            await ws.close()
+        await close_all(a, b, c)
+    finally:
+        await node_b.stop()
+        await node_a.stop()
+
+
+def test_several_workers_need_the_redis_broker(tmp_path):
+    from app.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="broker.kind"):
+        make_settings(tmp_path, "sqlite", server={"workers": 2})
+    assert make_settings(tmp_path, "sqlite", server={"workers": 2},
+                         broker={"kind": "redis"}).server.workers == 2
