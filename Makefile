@@ -6,35 +6,41 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench venv assets clean conformance
+.PHONY: run test lint bench venv dev assets clean conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the dependency list changes.
+# Reinstall when the dependency list changes; `make run` needs only the server's own.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,browser,bench,binary]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,browser,bench,binary]'
+	touch $(VENV)/.installed $@
+
 venv: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
 
 run: venv assets
 	$(BIN)/imchat serve --config $(CONFIG)
 
-test: venv assets
+test: dev assets
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 	bash scripts/autobahn.sh
 
 # WebSocket conformance (Autobahn|Testsuite fuzzingclient); also part of `make test`.
-conformance: venv
+conformance: dev
 	bash scripts/autobahn.sh
 
-lint: venv
+lint: dev
 	$(BIN)/ruff check .
 
-bench: venv
+bench: dev
 	$(BIN)/python bench/run.py
 
 # Third-party browser files come from the npm registry, pinned by package-lock.json.
