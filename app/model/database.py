@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 from tortoise import Tortoise
@@ -71,3 +72,20 @@ async def open_database(settings: Settings, create_tables: bool = True) -> None:
 
 async def close_database() -> None:
     await Tortoise.close_connections()
+
+
+def connection_name() -> str:
+    from app.model.tables import User
+
+    name = User._meta.default_connection
+    assert name is not None, "the database is not open"
+    return name
+
+
+async def fetch_all(sql: str, values: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    """Run a raw SELECT written with `?` placeholders on either engine; rows as dicts. For the
+    hot paths where building the query through the ORM costs more than running it."""
+    connection = Tortoise.get_connection(connection_name())
+    if connection.capabilities.dialect != "sqlite":
+        sql = sql.replace("?", "%s")
+    return await connection.execute_query_dict(sql, list(values))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
+from app.model.database import fetch_all
 from app.service import messages
 from app.service.broker import Envelope
 from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
@@ -217,12 +218,12 @@ class ChatSession:
             self.conn.resume_reading()
 
     async def _legacy_push(self) -> None:
-        from app.model.tables import User
-
         cursor = self.hub.legacy_cursor.get(self.user_id)
         if cursor is None:
-            cursor = (await User.get(id=self.user_id)).legacy_delivered_id
-            self.hub.legacy_cursor.setdefault(self.user_id, cursor)
+            rows = await fetch_all("SELECT legacy_delivered_id FROM im_user WHERE id = ?",
+                                   (self.user_id,))
+            cursor = rows[0]["legacy_delivered_id"] if rows else 0
+            cursor = self.hub.legacy_cursor.setdefault(self.user_id, cursor)
         rows = await messages.newest_missed_by(
             self.user_id, cursor, self.runtime.settings.offline_push_limit)
         for row in rows:

@@ -15,7 +15,8 @@ import itertools
 import logging
 from typing import TYPE_CHECKING
 
-from app.model.tables import Friendship, Membership, User, now_ms
+from app.model.database import fetch_all
+from app.model.tables import User, now_ms
 from app.service.broker import Broker, Envelope
 from app.service.messages import encode
 from app.websocket.connection import encode_text_frame
@@ -27,6 +28,10 @@ log = logging.getLogger("imchat.hub")
 
 CMD_PRESENCE = 104
 CLOSE_SESSION_ENDED = 4001  # application close code: logged out, disabled or expired
+# A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
+_GROUPS_AND_FRIENDS_SQL = (
+    "SELECT 1 AS kind, community_id AS peer FROM im_membership WHERE user_id = ? "
+    "UNION ALL SELECT 2 AS kind, friend_id AS peer FROM im_friendship WHERE owner_id = ?")
 
 
 class Hub:
@@ -107,10 +112,9 @@ class Hub:
             groups = self.user_groups.setdefault(user_id, set())
             friends = self.user_friends.setdefault(user_id, set())
             try:
-                groups |= set(await Membership.filter(user_id=user_id).values_list(
-                    "community_id", flat=True))
-                friends |= set(await Friendship.filter(owner_id=user_id).values_list(
-                    "friend_id", flat=True))
+                rows = await fetch_all(_GROUPS_AND_FRIENDS_SQL, (user_id, user_id))
+                groups |= {r["peer"] for r in rows if r["kind"] == 1}
+                friends |= {r["peer"] for r in rows if r["kind"] == 2}
                 for group_id in groups:
                     self.group_members.setdefault(group_id, set()).add(user_id)
             except BaseException:

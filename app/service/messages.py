@@ -15,16 +15,16 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ujson
 from tortoise import Tortoise
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from app.model.tables import Membership, Message, ReadMark, now_ms
+from app.model.database import connection_name, fetch_all
+from app.model.tables import Membership, ReadMark, now_ms
 from app.util.errors import Forbidden
 
 log = logging.getLogger("imchat.messages")
@@ -87,12 +87,6 @@ def encode(message: dict[str, Any]) -> bytes:
     return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
-def _connection_name() -> str:
-    name = Message._meta.default_connection
-    assert name is not None, "the database is not open"
-    return name
-
-
 class _Sql:
     """The few raw statements the hot path needs, in the connection's placeholder style."""
 
@@ -122,7 +116,7 @@ class MessageWriter:
         self.written = 0
 
     def start(self) -> None:
-        connection = Tortoise.get_connection(_connection_name())
+        connection = Tortoise.get_connection(connection_name())
         self._sql = _Sql(connection.capabilities.dialect)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
 
@@ -174,7 +168,7 @@ class MessageWriter:
         keys = {(d.cid, d.sender_id) for d in batch}
         cids = sorted({d.cid for d in batch})
         select = f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(cids))})"
-        async with in_transaction(_connection_name()) as connection:
+        async with in_transaction(connection_name()) as connection:
             before = await connection.execute_query_dict(select, cids)
             existing = {(r["cid"], r["sender_id"]) for r in before} & keys
             fresh: list[Draft] = []
@@ -206,13 +200,6 @@ def _values(draft: Draft) -> tuple[Any, ...]:
             draft.url, draft.memo, draft.amount, draft.created_ms)
 
 
-async def _query(sql: str, values: Iterable[Any]) -> list[dict[str, Any]]:
-    connection: BaseDBAsyncClient = Tortoise.get_connection(_connection_name())
-    if connection.capabilities.dialect != "sqlite":
-        sql = sql.replace("?", "%s")
-    return await connection.execute_query_dict(sql, list(values))
-
-
 async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
     """Messages of the user's conversations after `since_id`, oldest first: sent to them, sent
     by them one to one (for their other devices), and their groups' since they joined."""
@@ -227,7 +214,7 @@ async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, A
                 ON m.community_id = s.community_id AND m.id > ?
              WHERE s.user_id = ? AND m.created_ms >= s.created_ms
         ) AS missed ORDER BY id LIMIT {int(limit)}"""
-    return await _query(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
+    return await fetch_all(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
 
 
 async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
@@ -235,7 +222,7 @@ async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict
     rows = await missed_by(user_id, since_id, limit + 1)
     if len(rows) <= limit:
         return rows
-    newest_first = await _query(
+    newest_first = await fetch_all(
         f"""SELECT {_SELECT} FROM (
             SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
             UNION ALL
@@ -258,11 +245,11 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
     if cmd == CMD_GROUP:
         if not await Membership.filter(community_id=peer_id, user_id=user_id).exists():
             raise Forbidden("only members can read a group's messages")
-        rows = await _query(
+        rows = await fetch_all(
             f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
             f"ORDER BY id DESC LIMIT {int(limit)}", (peer_id, before))
     else:
-        rows = await _query(
+        rows = await fetch_all(
             f"""SELECT {_SELECT} FROM (
                 SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
                 UNION ALL
@@ -274,13 +261,13 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:
     """Each conversation the user has messages in: last message, unread count, read mark."""
-    direct = await _query(
+    direct = await fetch_all(
         f"""SELECT peer, MAX(id) AS last_id FROM (
             SELECT dst_user_id AS peer, id FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE}
             UNION ALL
             SELECT sender_id AS peer, id FROM im_message WHERE dst_user_id = ?
         ) AS pairs GROUP BY peer""", (user_id, user_id))
-    groups = await _query(
+    groups = await fetch_all(
         """SELECT m.community_id AS peer, MAX(m.id) AS last_id
              FROM im_membership s JOIN im_message m ON m.community_id = s.community_id
             WHERE s.user_id = ? GROUP BY m.community_id""", (user_id,))
@@ -290,18 +277,18 @@ async def conversations(user_id: int) -> list[dict[str, Any]]:
     if not wanted:
         return []
     last_ids = [w[2] for w in wanted]
-    last_rows = {r["id"]: r for r in await _query(
+    last_rows = {r["id"]: r for r in await fetch_all(
         f"SELECT {_SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(last_ids))})",
         last_ids)}
     result = []
     for cmd, peer, last_id in wanted:
         read_id = marks.get((cmd, peer), 0)
         if cmd == CMD_SINGLE:
-            unread_rows = await _query(
+            unread_rows = await fetch_all(
                 "SELECT COUNT(*) AS n FROM im_message WHERE dst_user_id = ? AND sender_id = ? "
                 "AND id > ?", (user_id, peer, read_id))
         else:
-            unread_rows = await _query(
+            unread_rows = await fetch_all(
                 "SELECT COUNT(*) AS n FROM im_message WHERE community_id = ? AND sender_id <> ? "
                 "AND id > ?", (peer, user_id, read_id))
         result.append({"cmd": cmd, "dstid": peer, "last": wire_message(last_rows[last_id]),
