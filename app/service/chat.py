@@ -267,7 +267,7 @@ class ChatSession:
         amount = _int(frame, "amount", default=0, low=-(2**31), high=2**31 - 1)
         cid = frame.get("cid")
         if cid is None:
-            cid = messages.server_cid()
+            cid = self.runtime.writer.new_cid()
         elif (not isinstance(cid, str) or not 1 <= len(cid) <= 64
               or cid.startswith(SERVER_CID_PREFIX)):
             raise BadRequest("cid must be 1-64 characters and not start with ~")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -56,10 +57,6 @@ class Draft:
     created_ms: int
     # Called once with (draft, stored row, was_duplicate) after the commit, or with an error.
     done: Callable[[Draft, dict[str, Any] | None, bool], None]
-
-
-def server_cid() -> str:
-    return SERVER_CID_PREFIX + secrets.token_urlsafe(15)
 
 
 def wire_message(row: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +111,13 @@ class MessageWriter:
         self._idle.set()
         self.batches = 0
         self.written = 0
+        # Server-made cids: a random prefix per writer and a counter, unique across processes
+        # and restarts without a system call per message.
+        self._cid_prefix = SERVER_CID_PREFIX + secrets.token_urlsafe(9) + "."
+        self._cid_counter = itertools.count(1)
+
+    def new_cid(self) -> str:
+        return f"{self._cid_prefix}{next(self._cid_counter):x}"
 
     def start(self) -> None:
         connection = Tortoise.get_connection(connection_name())
@@ -168,8 +172,12 @@ class MessageWriter:
         keys = {(d.cid, d.sender_id) for d in batch}
         cids = sorted({d.cid for d in batch})
         select = f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(cids))})"
+        # Server-made cids are new by construction: only client cids can be resends.
+        client_cids = [c for c in cids if not c.startswith(SERVER_CID_PREFIX)]
         async with in_transaction(connection_name()) as connection:
-            before = await connection.execute_query_dict(select, cids)
+            before = (await connection.execute_query_dict(
+                f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(client_cids))})",
+                client_cids) if client_cids else [])
             existing = {(r["cid"], r["sender_id"]) for r in before} & keys
             fresh: list[Draft] = []
             seen: set[tuple[str, int]] = set(existing)
