@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench venv dev assets clean conformance
+.PHONY: run test lint bench binary venv dev assets clean conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ conformance: dev
 
 lint: dev
 	$(BIN)/ruff check .
+
+# One self-contained executable, dist/imchat (PyInstaller one-file); see docs/admin.md.
+binary: dev assets
+	bash scripts/build_binary.sh
 
 bench: dev
 	$(BIN)/python bench/run.py

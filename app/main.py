@@ -28,8 +28,11 @@ def _config_path(arg: str | None) -> Path | None:
     if os.environ.get("IMCHAT_CONFIG"):
         return Path(os.environ["IMCHAT_CONFIG"])
     for candidate in (Path("config.toml"), INSTALLED_CONFIG, DEFAULT_CONFIG):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # e.g. `sudo -u imchat imchat ...` run from root's home folder
+            continue
     return None
 
 
@@ -115,13 +118,15 @@ def _read_password(args: argparse.Namespace) -> str:
 def cmd_user(args: argparse.Namespace) -> int:
     from app.model.tables import User
     from app.service import users
+    from app.service.broker import make_broker
     from app.service.context import ServiceContext
     from app.service.hub import Hub
     from app.util.errors import AppError
 
     settings = _load(args)
     setup_logging("WARNING")
-    ctx = ServiceContext.build(settings, Hub())
+    # This process holds no chat connections: a local hub is enough whatever the broker.
+    ctx = ServiceContext.build(settings, Hub(make_broker("memory", "")))
     password = _read_password(args) if args.user_cmd in ("add", "reset-password") else ""
 
     async def job() -> int:
@@ -157,6 +162,8 @@ def cmd_copy_db(args: argparse.Namespace) -> int:
 
     source = load_settings(Path(args.from_config))
     target = load_settings(Path(args.to_config))
+    _refuse_root_on_service_data(source)
+    _refuse_root_on_service_data(target)
     setup_logging("INFO" if args.verbose else "WARNING")
     sys.stdout.write(f"copying {describe(source)} -> {describe(target)}\n")
     try:
@@ -175,6 +182,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from app.dbcopy import CopyError, backup_sqlite
 
     settings = _load(args)
+    # Even a read-only open of a WAL database creates its -wal/-shm files when they are missing.
+    _refuse_root_on_service_data(settings)
     try:
         size = backup_sqlite(settings, Path(args.file))
     except CopyError as error:

@@ -31,9 +31,17 @@ def raise_open_file_limit() -> int:
 
 def _factory(config_path: str | None) -> Sanic:
     # Worker processes rebuild the app from the same file (and environment) the parent read.
+    from app.reload import attach
     from app.server import create_app
+    from app.util.logs import setup_logging
 
-    return create_app(load_settings(config_path), name="imchat")
+    settings = load_settings(config_path)
+    app = create_app(settings, name="imchat")
+    # Sanic() has just set its own log format in this process: imchat's again.
+    setup_logging(settings.log.level, settings.log.access_log)
+    # SIGHUP re-reads the config; READY=1 / STOPPING=1 go to systemd (Type=notify).
+    attach(app, config_path)
+    return app
 
 
 def serve(settings: Settings, config_path: Path | None) -> None:
@@ -61,4 +69,8 @@ def serve(settings: Settings, config_path: Path | None) -> None:
         # One process, no worker manager: the lightest set-up, and the appliance default.
         Sanic.serve_single(primary=app)
     else:
+        from app.reload import install_main_process_handler
+
+        # SIGHUP to the main process: check the file, then relay it to every worker.
+        install_main_process_handler(config_path)
         Sanic.serve(primary=app, app_loader=loader)

@@ -1,0 +1,124 @@
+"""`imchat copy-db` with the installed binary: SQLite filled through the smoke flow, copied to
+a throwaway MariaDB database (every row of every table, ids kept), refused when the target is
+not empty, forced, and copied back to SQLite."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.appliance.helpers import Installed, clean_env, smoke_flow, start
+from tests.harness import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER
+
+
+def _mysql(database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                           password=MYSQL_PASSWORD, database=database, connect_timeout=3,
+                           autocommit=True, charset="utf8mb4")
+
+
+@pytest.fixture
+def mysql_target() -> Iterator[str]:
+    try:
+        connection = _mysql()
+    except pymysql.err.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT} is "
+                        f"unreachable: {error}")
+        pytest.skip(f"no MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT}")
+    name = f"imchat_copy_{uuid.uuid4().hex[:10]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        connection.close()
+
+
+def _sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with sqlite3.connect(path) as db:
+        names = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'im\\_%' "
+            "ESCAPE '\\' ORDER BY name")]
+        return {name: db.execute(f'SELECT * FROM "{name}" ORDER BY id').fetchall()
+                for name in names}
+
+
+def _mysql_tables(database: str) -> dict[str, list[tuple[Any, ...]]]:
+    connection = _mysql(database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW TABLES")
+            names = sorted(row[0] for row in cursor.fetchall())
+            tables = {}
+            for name in names:
+                cursor.execute(f"SELECT * FROM `{name}` ORDER BY id")
+                tables[name] = [tuple(row) for row in cursor.fetchall()]
+            return tables
+    finally:
+        connection.close()
+
+
+def test_copy_sqlite_to_mysql_keeps_every_row(installed: Installed, tmp_path: Path,
+                                              mysql_target: str) -> None:
+    running = start(installed, tmp_path / "run")
+    try:
+        running.wait_ready()
+        smoke_flow(running.base_url, running.ws_url)
+        assert running.stop() == 0  # the message writer flushes on the way out
+    finally:
+        running.kill()
+    source_db = tmp_path / "run" / "data" / "imchat.db"
+    with sqlite3.connect(source_db) as db:
+        # Non-ASCII text must survive the copy (utf8mb4 on MySQL).
+        db.execute("UPDATE im_user SET nickname = 'Zoë 张 😀' WHERE id = 1")
+        if not db.execute("SELECT COUNT(*) FROM im_readmark").fetchone()[0]:
+            db.execute("INSERT INTO im_readmark (user_id, cmd, peer_id, last_read_id, "
+                       "updated_ms) VALUES (2, 10, 1, 1, 1)")
+    source = _sqlite_tables(source_db)
+    empty = [name for name, rows in source.items() if not rows]
+    assert not empty, f"the smoke flow left tables empty: {empty}"
+
+    target_config = tmp_path / "mysql.toml"
+    target_config.write_text(
+        f'[database]\nengine = "mysql"\nhost = "{MYSQL_HOST}"\nport = {MYSQL_PORT}\n'
+        f'user = "{MYSQL_USER}"\npassword = "{MYSQL_PASSWORD}"\nname = "{mysql_target}"\n')
+    source_config = tmp_path / "run" / "config.toml"
+
+    def copy(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(installed.binary), "copy-db", *args], cwd=tmp_path,
+                              env=clean_env(tmp_path), capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    copied = copy("--from-config", str(source_config), "--to-config", str(target_config),
+                  "--batch-size", "2")  # several batches per table
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert _mysql_tables(mysql_target) == source
+
+    refused = copy("--from-config", str(source_config), "--to-config", str(target_config))
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+
+    forced = copy("--from-config", str(source_config), "--to-config", str(target_config),
+                  "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert _mysql_tables(mysql_target) == source
+
+    # And back: MySQL to a new SQLite file gives the same rows again.
+    back = tmp_path / "back.toml"
+    back.write_text(f'[database]\npath = "{tmp_path / "back" / "imchat.db"}"\n')
+    returned = copy("--from-config", str(target_config), "--to-config", str(back))
+    assert returned.returncode == 0, returned.stderr
+    assert _sqlite_tables(tmp_path / "back" / "imchat.db") == source
+
+    same = copy("--from-config", str(source_config), "--to-config", str(source_config))
+    assert same.returncode == 1 and "same database" in same.stderr
