@@ -15,6 +15,7 @@ from app.controller.attach import attach_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
 from app.controller.message import message_bp
+from app.controller.pages import pages_bp
 from app.controller.user import user_bp
 from app.model.database import close_database, open_database
 from app.paths import ASSET_DIR
@@ -31,7 +32,7 @@ from app.websocket import ImchatHttpProtocol, close_all
 
 log = logging.getLogger("imchat.server")
 
-BLUEPRINTS: list[Blueprint] = [user_bp, contact_bp, attach_bp, message_bp, chat_bp]
+BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp]
 
 _app_numbers = itertools.count(1)
 

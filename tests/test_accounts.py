@@ -155,3 +155,30 @@ async def test_malformed_json_body_is_400(server):
         response = await client.post("/user/login", content=b"{not json",
                                      headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["code"] == -1
+
+
+async def test_update_profile(server):
+    user = await register(server, nickname="Before")
+    body = await user.post("/user/update", nickname="After", avatar="/asset/img/avatar/a1.png",
+                           sex="w", memo="hello")
+    assert body["code"] == 0 and body["data"]["nickname"] == "After"
+    assert body["data"]["sex"] == "W" and body["data"]["avatar"] == "/asset/img/avatar/a1.png"
+    me = (await user.client.post("/user/me")).json()["data"]
+    assert me["memo"] == "hello" and me["nickname"] == "After"
+    for bad in ({"avatar": "https://evil.example/a.png"}, {"avatar": "/resource/../x"},
+                {"sex": "Q"}, {"nickname": "n" * 41}):
+        response = await user.client.post("/user/update", data=bad)
+        assert response.status_code == 400, bad
+    assert (await user.client.post("/user/me")).json()["data"]["nickname"] == "After"
+    await close_all(user)
+
+
+async def test_article_client_posts_for_sticker_pack_info(server):
+    async with server.client() as client:
+        response = await client.post("/asset/plugins/doutu/imface/info.json")
+        assert response.status_code == 200 and "assets" in response.json()
+        for path in ("/asset/plugins/../../app/settings.py", "/asset/plugins/doutu/imface/1.png",
+                     "/asset/plugins/%2e%2e/%2e%2e/config.toml"):
+            refused = await client.post(path)
+            assert refused.status_code in (400, 404, 405) or refused.json()["code"] == -1, path
+            assert b"Settings" not in refused.content and b"[server]" not in refused.content

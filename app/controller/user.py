@@ -72,6 +72,20 @@ async def logout(request: Request) -> HTTPResponse:
     return response
 
 
+@user_bp.post("/update")
+@openapi.summary("Change my profile: any of nickname, avatar, sex, memo")
+async def update(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    limits = {"nickname": 40, "avatar": 255, "sex": 2, "memo": 140}
+    changes = {name: text_field(fields, name, max_length=limit)
+               for name, limit in limits.items() if name in fields}
+    if "sex" in changes:
+        changes["sex"] = changes["sex"].upper()
+    user = await users.update_profile(user, changes)
+    return ok(users.public_user(user, online=True), "profile updated")
+
+
 @user_bp.post("/find")
 @openapi.summary("Look up a user by id")
 async def find(request: Request) -> HTTPResponse:

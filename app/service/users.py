@@ -48,6 +48,12 @@ def check_password(password: str) -> str:
     return password
 
 
+def check_avatar(avatar: str) -> str:
+    if avatar and (not avatar.startswith(("/resource/", "/asset/")) or ".." in avatar):
+        raise BadRequest("avatar must be an uploaded picture (/resource/...) or a built-in one")
+    return avatar
+
+
 async def issue_token(ctx: ServiceContext, user: User) -> str:
     token = new_token()
     ttl_ms = ctx.settings.auth.token_ttl_hours * 3600 * 1000
@@ -69,8 +75,7 @@ async def create_user(
     check_password(password)
     if sex not in SEXES:
         raise BadRequest("sex must be M, W or U")
-    if avatar and not avatar.startswith(("/resource/", "/asset/")):
-        raise BadRequest("avatar must be an uploaded picture (/resource/...) or a built-in one")
+    check_avatar(avatar)
     if await User.filter(mobile=mobile).exists():
         raise Conflict("this mobile is already registered")
     passwd_hash = await ctx.passwords.hash(password)
@@ -154,6 +159,21 @@ async def authenticate(token: str | None) -> User:
 async def logout(ctx: ServiceContext, user: User, token: str) -> None:
     await AuthToken.filter(token_hash=token_digest(token), user_id=user.id).delete()
     ctx.hub.session_ended(user.id, token_digest(token))
+
+
+async def update_profile(user: User, changes: dict[str, str]) -> User:
+    """Change any of nickname, avatar, sex, memo (already length-checked by the caller)."""
+    if "sex" in changes and changes["sex"] not in SEXES:
+        raise BadRequest("sex must be M, W or U")
+    if "avatar" in changes:
+        check_avatar(changes["avatar"])
+    if "nickname" in changes and not changes["nickname"]:
+        raise BadRequest("nickname cannot be empty")
+    for name, value in changes.items():
+        setattr(user, name, value)
+    if changes:
+        await user.save(update_fields=list(changes))
+    return user
 
 
 async def find(user_id: int) -> User:

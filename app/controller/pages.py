@@ -1,0 +1,121 @@
+"""The web client's pages: `/` (log in), `/register` and `/app` (the chat), all one HTML shell
+from `app/view/index.html` that the Vue client in `asset/js/` turns into the page the path
+names. Owns only the HTML responses and their headers; the API lives in the other blueprints.
+
+The shell names its scripts and styles with `?v=<digest of asset/js and asset/css>`, so a
+browser never runs a new page against old cached scripts after an upgrade. Everything the page
+loads comes from this server (no CDN, no web fonts), and a Content-Security-Policy keeps it so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, file, html, redirect
+from sanic_ext import openapi
+
+from app.paths import ASSET_DIR, VIEW_DIR
+from app.util.errors import NotFound
+
+pages_bp = Blueprint("pages")
+
+SHELL = "index.html"
+VERSION_MARK = "__ASSET_VERSION__"
+# Vue's global build compiles the templates in the browser (it needs 'unsafe-eval'); no inline
+# script runs, and pictures, sockets and fetches stay on this origin. `blob:` is the picture
+# preview before upload.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self' 'unsafe-eval'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' blob:",
+    "media-src 'self' blob:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def _asset_version() -> str:
+    digest = hashlib.sha256()
+    for folder in ("js", "css"):
+        root = ASSET_DIR / folder
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                digest.update(path.relative_to(ASSET_DIR).as_posix().encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@lru_cache(maxsize=4)
+def _render_shell(mtime_key: tuple[float, ...]) -> str:
+    """The shell with its asset version filled in; re-read when a file's mtime changes."""
+    text = (VIEW_DIR / SHELL).read_text(encoding="utf-8")
+    return text.replace(VERSION_MARK, _asset_version())
+
+
+def _mtimes() -> tuple[float, ...]:
+    paths: list[Path] = [VIEW_DIR / SHELL]
+    for folder in ("js", "css"):
+        root = ASSET_DIR / folder
+        if root.is_dir():
+            paths.extend(p for p in sorted(root.rglob("*")) if p.is_file())
+    return tuple(p.stat().st_mtime for p in paths)
+
+
+def shell_response(page: str) -> HTTPResponse:
+    response = html(_render_shell(_mtimes()).replace("__PAGE__", page))
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+@pages_bp.get("/")
+@openapi.exclude()
+async def login_page(request: Request) -> HTTPResponse:
+    return shell_response("login")
+
+
+@pages_bp.get("/register")
+@openapi.exclude()
+async def register_page(request: Request) -> HTTPResponse:
+    return shell_response("register")
+
+
+@pages_bp.get("/app")
+@openapi.exclude()
+async def chat_page(request: Request) -> HTTPResponse:
+    return shell_response("app")
+
+
+@pages_bp.get("/login")
+@openapi.exclude()
+async def login_alias(request: Request) -> HTTPResponse:
+    return redirect("/")
+
+
+@pages_bp.get("/favicon.ico")
+@openapi.exclude()
+async def favicon(request: Request) -> HTTPResponse:
+    return redirect("/asset/img/logo.svg", status=301)
+
+
+@pages_bp.post("/asset/plugins/<path:path>")
+@openapi.exclude()
+async def sticker_pack_info(request: Request, path: str) -> HTTPResponse:
+    """The article's client loads a sticker pack's `info.json` with POST; serve those (and only
+    JSON files under asset/plugins/) for it, exactly as the static GET would."""
+    root = (ASSET_DIR / "plugins").resolve()
+    target = (root / path).resolve()
+    if target.suffix != ".json" or not target.is_relative_to(root) or not target.is_file():
+        raise NotFound("no such sticker pack file")
+    return await file(target, mime_type="application/json")

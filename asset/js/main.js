@@ -1,0 +1,62 @@
+/* imchat web client: the root — which page the path names (/, /register, /app), whether the
+ * session cookie is still good (POST /user/me), moving between pages without reloading. */
+(function () {
+  'use strict';
+
+  var PATHS = { login: '/', register: '/register', app: '/app' };
+
+  function pageOfPath(path) {
+    if (path === '/register') return 'register';
+    if (path === '/app') return 'app';
+    return 'login';
+  }
+
+  var Root = {
+    template: '#tpl-root',
+    mixins: [IM.ui.i18nMixin],
+    data: function () {
+      return { page: pageOfPath(location.pathname), me: null, ready: false, toasts: IM.ui.toasts };
+    },
+    created: function () {
+      var self = this;
+      window.addEventListener('popstate', function () { self.show(pageOfPath(location.pathname), false); });
+      IM.util.api('/user/me', {}).then(function (answer) {
+        self.me = answer.data;
+      }, function () {
+        self.me = null;
+      }).then(function () {
+        self.ready = true;
+        self.show(self.page, false);
+      });
+    },
+    methods: {
+      /** Show a page; logged-in users go to the app, others to the login page. */
+      show: function (page, push) {
+        if (page === 'app' && !this.me) page = 'login';
+        if (page !== 'app' && this.me) page = 'app';
+        this.page = page;
+        var path = PATHS[page];
+        if (location.pathname !== path) {
+          if (push) history.pushState({}, '', path);
+          else history.replaceState({}, '', path);
+        }
+      },
+      go: function (page) { this.show(page, true); },
+      onLoggedIn: function (user) {
+        this.me = user;
+        this.show('app', true);
+      },
+      onLoggedOut: function () {
+        this.me = null;
+        this.show('login', true);
+      }
+    }
+  };
+
+  var app = Vue.createApp(Root);
+  IM.ui.install(app);
+  app.component('login-page', IM.pages.LoginPage);
+  app.component('register-page', IM.pages.RegisterPage);
+  app.component('chat-app', IM.ChatApp);
+  app.mount('#app');
+})();
