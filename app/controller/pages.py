@@ -109,13 +109,16 @@ async def favicon(request: Request) -> HTTPResponse:
     return redirect("/asset/img/logo.svg", status=301)
 
 
-@pages_bp.post("/asset/plugins/<path:path>")
+@pages_bp.route("/asset/plugins/<path:path>", methods=["GET", "HEAD", "POST"])
 @openapi.exclude()
-async def sticker_pack_info(request: Request, path: str) -> HTTPResponse:
-    """The article's client loads a sticker pack's `info.json` with POST; serve those (and only
-    JSON files under asset/plugins/) for it, exactly as the static GET would."""
+async def sticker_pack_file(request: Request, path: str) -> HTTPResponse:
+    """Sticker packs. The article's client loads a pack's `info.json` with POST, which the static
+    route would refuse; this route serves the packs for GET and POST alike (a more specific
+    path shadows the static route for every method, so it must answer GET too)."""
     root = (ASSET_DIR / "plugins").resolve()
     target = (root / path).resolve()
-    if target.suffix != ".json" or not target.is_relative_to(root) or not target.is_file():
+    if not target.is_relative_to(root) or not target.is_file():
         raise NotFound("no such sticker pack file")
-    return await file(target, mime_type="application/json")
+    if request.method == "POST" and target.suffix != ".json":
+        raise NotFound("only a pack's info.json may be fetched with POST")
+    return await file(target)
