@@ -85,14 +85,14 @@ async def connect(server: RunningServer, user: TestUser, *, v2: bool = True,
     return ws
 
 
-async def recv_json(ws: Any, timeout: float = 5.0) -> dict[str, Any]:
+async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
     import asyncio
     import json
 
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def recv_until(ws: Any, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
+async def recv_until(ws: Any, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
     """The first frame matching `predicate`, skipping others (presence, typing...)."""
     import asyncio
 
