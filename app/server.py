@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from typing import Any
 
 from sanic import Blueprint, Request, Sanic
+from sanic.exceptions import NotFound as NotFoundHttp
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
@@ -16,6 +18,7 @@ from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
 from app.controller.message import message_bp
 from app.controller.pages import pages_bp
+from app.controller.session import origin_allowed
 from app.controller.user import user_bp
 from app.model.database import close_database, open_database
 from app.paths import ASSET_DIR
@@ -26,7 +29,7 @@ from app.service.hub import Hub
 from app.service.messages import MessageWriter
 from app.service.uploads import is_inline_safe
 from app.settings import Settings
-from app.util.errors import AppError
+from app.util.errors import AppError, BadRequest, Forbidden
 from app.util.responses import fail
 from app.websocket import ImchatHttpProtocol, close_all
 
@@ -77,6 +80,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.error_handler.add(AppError, _render_app_error)
     app.error_handler.add(SanicException, _render_sanic_error)
     app.error_handler.add(Exception, _render_unexpected)
+    app.on_request(_check_request)
     app.on_response(_security_headers)
     app.before_server_start(_open_resources)
     app.before_server_stop(_stop_chat)
@@ -125,6 +129,27 @@ def _render_unexpected(request: Request, error: Exception) -> HTTPResponse:
     # Log the details for the admin; the client learns nothing about the internals.
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
     return fail("internal server error", status=500, reason="internal")
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _check_request(request: Request) -> None:
+    """Refuse what no honest client sends, before any handler runs."""
+    # A header name with spaces or a folded line is how requests get smuggled past a proxy
+    # that reads the framing differently: answer 400 and close the connection.
+    if any(not _HEADER_NAME.match(name) for name in request.headers):
+        if request.stream is not None:
+            request.stream.keep_alive = False
+        raise BadRequest("malformed header line")
+    # Cookies make cross-origin form posts (CSRF) possible even between sites that count as
+    # "same site" (another port, a sibling intranet host): a browser's Origin must be ours.
+    if request.method not in _SAFE_METHODS and not origin_allowed(request):
+        raise Forbidden("requests from this page's origin are not accepted")
+    if "\x00" in request.path or (request.path.startswith(("/resource/", "/asset/"))
+                                   and request.path.endswith("/")):
+        raise NotFoundHttp("not found")
 
 
 def _security_headers(request: Request, response: HTTPResponse) -> None:

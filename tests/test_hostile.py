@@ -233,9 +233,6 @@ async def test_credential_sources_never_mix_users(server):
     await close_all(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="a `userid` in the query string naming someone else is "
-                   "ignored when the body carries the caller's own userid (request_fields lets the "
-                   "body overwrite the query), so a differing userid is not refused")
 async def test_userid_in_query_that_differs_from_body_is_refused(server):
     a = await register(server)
     b = await register(server)
@@ -263,10 +260,6 @@ async def test_userid_mismatch_in_json_form_or_query_alone_is_refused(server):
 
 # == CSRF and cross-origin ====================================================================
 
-@pytest.mark.xfail(strict=True, reason="cookie-authenticated state-changing POSTs are accepted "
-                   "from a foreign Origin; SameSite=Lax does not help against same-site origins "
-                   "(another app on the same host/IP at another port, a sibling intranet host): "
-                   "no Origin / Sec-Fetch-Site check on HTTP routes")
 async def test_cross_origin_form_post_with_session_cookie_is_refused(server):
     a = await register(server)
     b = await register(server)
@@ -647,9 +640,6 @@ async def test_junk_in_numeric_fields_is_a_clean_400(server):
     await close_all(a)
 
 
-@pytest.mark.xfail(strict=True, reason="JSON 1e400 / Infinity parse to float inf and int(inf) "
-                   "raises OverflowError, which id_field (app/util/binding.py) and the `cate` "
-                   "parsing in contact.create_community do not catch: HTTP 500")
 async def test_infinite_numbers_are_a_clean_400(server):
     a = await register(server)
     failures = []
@@ -666,9 +656,6 @@ async def test_infinite_numbers_are_a_clean_400(server):
     await close_all(a)
 
 
-@pytest.mark.xfail(strict=True, reason="id_field truncates fractional JSON numbers (int(1.9) == 1), "
-                   "so {\"id\": 1.9} silently reads user 1; the chat socket refuses floats, HTTP "
-                   "should too (app/util/binding.py id_field)")
 async def test_fractional_ids_are_refused(server):
     a = await register(server)
     b = await register(server)
@@ -689,9 +676,6 @@ SURROGATE_CASES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="a lone surrogate (JSON \"\\ud800\") passes text_field "
-                   "(app/util/binding.py) and reaches the database driver, which cannot encode "
-                   "it: HTTP 500 on register, login, addfriend, createcommunity, joincommunity")
 async def test_lone_surrogates_in_text_fields_are_a_clean_400(server):
     a = await register(server)
     tag = uuid.uuid4().hex[:6]
@@ -848,10 +832,6 @@ async def test_damaged_and_extreme_pictures_are_handled_without_error(server):
     await close_all(a)
 
 
-@pytest.mark.xfail(strict=True, reason="malformed GIF/WebP/JPEG files found by fuzzing make Pillow raise "
-                   "IndexError, struct.error, AssertionError or RuntimeError, which "
-                   "uploads._reencode_picture does not catch (it catches OSError/ValueError/"
-                   "SyntaxError/EOFError only): HTTP 500 instead of 400")
 async def test_fuzzed_pictures_are_refused_without_500(server):
     a = await register(server)
     failures = []
@@ -868,9 +848,6 @@ async def test_fuzzed_pictures_are_refused_without_500(server):
     await close_all(a)
 
 
-@pytest.mark.xfail(strict=True, reason="re-encoding keeps JPEG COM and GIF comment blocks: Pillow "
-                   "copies im.info['comment'] on save, so text hidden in an upload is served to "
-                   "everyone (uploads._reencode_picture should drop info before saving)")
 async def test_picture_comments_are_stripped(server):
     a = await register(server)
     marker = b"GPS 52.37N 4.89E owner=alice serial=SN123"
@@ -893,10 +870,6 @@ async def test_picture_comments_are_stripped(server):
     await close_all(a)
 
 
-@pytest.mark.xfail(strict=True, reason="an animated GIF's frame count is only limited through "
-                   "frames*width*height: a 1x1 GIF with 20000 frames (460 KB) is accepted and costs "
-                   "seconds of CPU in the shared thread pool (the one argon2 logins use); 10 MB "
-                   "allows ~450000 frames (uploads._reencode_picture needs a frame cap)")
 async def test_gif_with_absurd_frame_count_is_refused(server):
     a = await register(server)
     response = await upload(a, many_frame_gif(20_000), "anim.gif")
@@ -1085,9 +1058,6 @@ async def test_hostile_chat_frames_get_error_frames_and_the_socket_survives(serv
     await close_all(a, b, stranger)
 
 
-@pytest.mark.xfail(strict=True, reason="chat._int accepts any str with str.isdigit() and calls "
-                   "int() on it: superscript digits ('²') make int() raise ValueError inside "
-                   "on_text, so the connection is closed with 1011 instead of an error frame")
 async def test_unicode_digit_strings_in_frames_get_an_error_frame(server):
     a = await register(server)
     b = await register(server)
@@ -1103,10 +1073,6 @@ async def test_unicode_digit_strings_in_frames_get_an_error_frame(server):
     await close_all(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="a chat frame whose content/memo/cid holds a lone surrogate "
-                   "passes chat._text, then fails in the database driver inside the writer's batch: "
-                   "every message in that batch (other senders' too) is answered 'unavailable' and "
-                   "dropped (validate in chat._text/_message; isolate failures in MessageWriter)")
 async def test_surrogate_in_a_frame_is_refused_and_does_not_sink_its_batch(server):
     a = await register(server)
     b = await register(server)
@@ -1151,11 +1117,6 @@ async def guarded_server(settings):
             await close_database()
 
 
-@pytest.mark.xfail(strict=True, reason="a v2 frame whose cid holds a lone surrogate fails in the "
-                   "database, then the writer's failure path sends an error frame echoing that cid, "
-                   "encode() raises UnicodeEncodeError inside MessageWriter._run and the writer task "
-                   "dies: no message from anyone is stored or acknowledged until restart, and "
-                   "shutdown hangs in drain() (validate cid in chat._message; guard done() calls)")
 async def test_one_poisoned_cid_does_not_stop_message_storage_for_everyone(guarded_server):
     server = guarded_server
     mallory = await register(server)
@@ -1256,11 +1217,6 @@ async def test_oversized_and_binary_frames_close_only_the_offender(server):
     await close_all(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="avatar/icon accept any text after /resource/ or /asset/ "
-                   "('/resource/../user/logout'), and chat url/pic refuse '..' but not its "
-                   "percent-encoded form '%2e%2e' that browsers also resolve: a picture link can "
-                   "aim every viewer's browser at any same-origin path (users.create_user, "
-                   "groups.check_icon, chat._link)")
 async def test_picture_links_cannot_escape_their_directories(server):
     a = await register(server)
     b = await register(server)

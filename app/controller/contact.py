@@ -8,8 +8,7 @@ from sanic_ext import openapi
 
 from app.controller.session import require_user, services
 from app.service import contacts, groups, users
-from app.util.binding import id_field, request_fields, text_field
-from app.util.errors import BadRequest
+from app.util.binding import id_field, request_fields, text_field, whole_number
 from app.util.responses import ok, rows
 
 contact_bp = Blueprint("contact", url_prefix="/contact")
@@ -41,18 +40,14 @@ async def load_friends(request: Request) -> HTTPResponse:
 async def create_community(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
-    cate = fields.get("cate") or 1
-    try:
-        cate = int(cate)
-    except (TypeError, ValueError):
-        raise BadRequest("cate must be a whole number") from None
+    cate = whole_number(fields.get("cate") or 1, "cate", 0, 1000)
     group = await groups.create_group(
         services(request),
         user,
         name=text_field(fields, "name", required=True, max_length=groups.MAX_NAME),
         icon=text_field(fields, "icon", max_length=255),
         memo=text_field(fields, "memo", max_length=140),
-        cate=max(0, min(cate, 1000)),
+        cate=cate,
     )
     return ok(groups.public_group(group), "group created")
 

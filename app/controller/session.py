@@ -32,9 +32,12 @@ def request_token(request: Request, fields: dict[str, Any] | None = None) -> str
 async def require_user(request: Request, fields: dict[str, Any] | None = None) -> User:
     """The authenticated user; a `userid` (or `id` on /chat) naming someone else is refused."""
     user = await users.authenticate(request_token(request, fields))
-    claimed = id_field(fields or {}, "userid", required=False)
-    if claimed is not None and claimed != user.id:
-        raise Forbidden("userid does not match your session")
+    # The body's fields overlay the query's: check both, so neither can name someone else.
+    query = {"userid": request.args.get("userid")}
+    for source in (fields or {}, query):
+        claimed = id_field(source, "userid", required=False)
+        if claimed is not None and claimed != user.id:
+            raise Forbidden("userid does not match your session")
     request.ctx.user = user
     return user
 

@@ -21,7 +21,9 @@ from app.service import messages
 from app.service.broker import Envelope
 from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
 from app.settings import ChatSettings
+from app.util.binding import check_text, whole_number
 from app.util.errors import AppError, BadRequest, Forbidden, Throttled, Unavailable
+from app.util.security import check_local_link
 from app.websocket.connection import WsConnection, encode_text_frame
 
 if TYPE_CHECKING:
@@ -41,7 +43,6 @@ CMD_SYNC_END = 107
 SYNC_PAGE = 500
 HEARTBEAT_FRAME = encode_text_frame(b'{"cmd":0}')
 TYPING_INTERVAL = 0.5
-LINK_PREFIXES = ("/resource/", "/asset/")
 
 
 class ChatRuntime:
@@ -71,12 +72,7 @@ class ChatRuntime:
 
 def _int(frame: dict[str, Any], name: str, *, default: int | None = None, low: int = 0,
          high: int = 2**63 - 1) -> int:
-    value = frame.get(name, default)
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
-    return value
+    return whole_number(frame.get(name, default), name, low, high)
 
 
 def _text(frame: dict[str, Any], name: str, limit: int) -> str:
@@ -87,15 +83,12 @@ def _text(frame: dict[str, Any], name: str, limit: int) -> str:
         raise BadRequest(f"{name} must be text")
     if len(value) > limit:
         raise BadRequest(f"{name} is longer than {limit} characters")
-    return value
+    return check_text(value, name)
 
 
 def _link(frame: dict[str, Any], name: str) -> str:
-    value = _text(frame, name, 255)
     # Pictures and voice come from this server only: no tracking pixels, no javascript: URLs.
-    if value and (not value.startswith(LINK_PREFIXES) or ".." in value or "\\" in value):
-        raise BadRequest(f"{name} must be a /resource/ or /asset/ path of this server")
-    return value
+    return check_local_link(_text(frame, name, 255), name)
 
 
 class ChatSession:
@@ -140,7 +133,8 @@ class ChatSession:
         if not isinstance(frame, dict):
             self._refuse(BadRequest("the frame must be a JSON object"), None)
             return
-        cid = frame.get("cid") if isinstance(frame.get("cid"), str) else None
+        cid = frame.get("cid")
+        cid = cid if isinstance(cid, str) and len(cid) <= 64 and cid.isprintable() else None
         try:
             cmd = frame.get("cmd")
             if cmd in (CMD_SINGLE, CMD_GROUP):
@@ -268,9 +262,11 @@ class ChatSession:
         cid = frame.get("cid")
         if cid is None:
             cid = self.runtime.writer.new_cid()
-        elif (not isinstance(cid, str) or not 1 <= len(cid) <= 64
+        elif (not isinstance(cid, str) or not 1 <= len(cid) <= 64 or not cid.isprintable()
               or cid.startswith(SERVER_CID_PREFIX)):
-            raise BadRequest("cid must be 1-64 characters and not start with ~")
+            raise BadRequest("cid must be 1-64 printable characters and not start with ~")
+        else:
+            check_text(cid, "cid")
         if not (content or url):
             raise BadRequest("an empty message cannot be sent")
         if cmd == CMD_SINGLE:

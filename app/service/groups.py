@@ -10,6 +10,7 @@ from tortoise.transactions import in_transaction
 from app.model.tables import Community, Membership, User
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound
+from app.util.security import check_local_link
 
 MAX_NAME = 40
 
@@ -28,9 +29,7 @@ def public_group(group: Community) -> dict[str, Any]:
 
 
 def check_icon(icon: str) -> str:
-    if icon and not icon.startswith(("/resource/", "/asset/")):
-        raise BadRequest("icon must be an uploaded picture (/resource/...) or a built-in one")
-    return icon
+    return check_local_link(icon, "icon")
 
 
 async def create_group(

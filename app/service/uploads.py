@@ -17,11 +17,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.model.tables import Attachment, User
 from app.service.context import ServiceContext
-from app.util.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
+from app.util.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMedia
 
 PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
                    "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
 THUMB_EDGE = 320
+MAX_FRAMES = 300
 RASTER_EXTENSIONS = {"png", "jpg", "gif", "webp"}
 
 
@@ -62,20 +63,26 @@ def _reencode_picture(data: bytes, max_pixels: int) -> tuple[bytes, bytes, str, 
             fmt = image.format or ""
             extension, mime = PICTURE_FORMATS[fmt]
             frames = getattr(image, "n_frames", 1)
-            if frames * width * height > max_pixels * 4:
-                raise BadRequest("animated picture has too many frames")
+            if frames > MAX_FRAMES or frames * width * height > max_pixels * 4:
+                raise BadRequest(f"animated picture has too many frames (at most {MAX_FRAMES})")
             image.load()
+            # Comments (JPEG COM, GIF comment blocks) would be copied by save(): drop them
+            # with the rest of the metadata.
+            image.info.pop("comment", None)
             out = io.BytesIO()
             if fmt == "GIF" and frames > 1:
-                image.save(out, format="GIF", save_all=True, optimize=False,
+                image.save(out, format="GIF", save_all=True, optimize=False, comment=b"",
                            loop=image.info.get("loop", 0), duration=image.info.get("duration", 100))
             elif fmt == "JPEG":
                 upright = ImageOps.exif_transpose(image)
                 upright = upright.convert("RGB") if upright.mode not in ("RGB", "L") else upright
+                upright.info.pop("comment", None)
                 upright.save(out, format="JPEG", quality=88, optimize=True)
                 width, height = upright.size
             elif fmt == "WEBP" and frames > 1:
                 image.save(out, format="WEBP", save_all=True, quality=85)
+            elif fmt == "GIF":
+                image.save(out, format="GIF", comment=b"")
             else:
                 image.save(out, format=fmt)
             thumb = image.copy() if frames == 1 else image.convert("RGBA")
@@ -90,7 +97,11 @@ def _reencode_picture(data: bytes, max_pixels: int) -> tuple[bytes, bytes, str, 
             raise BadRequest("picture refused: too many pixels (decompression bomb)") from None
         except UnidentifiedImageError:
             raise UnsupportedMedia("not a picture imchat accepts (PNG, JPEG, GIF, WebP)") from None
-        except (OSError, ValueError, SyntaxError, EOFError):
+        except AppError:
+            raise
+        except Exception:
+            # Damaged files make Pillow's decoders raise all sorts (OSError, IndexError,
+            # struct.error, AssertionError...): whatever it is, the upload is refused.
             raise BadRequest("the picture is damaged and cannot be read") from None
     return out.getvalue(), thumb_out.getvalue(), extension, mime, width, height
 

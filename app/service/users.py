@@ -12,7 +12,7 @@ from app.model.database import fetch_all
 from app.model.tables import AuthToken, User, now_ms
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
-from app.util.security import new_token, token_digest
+from app.util.security import check_local_link, new_token, token_digest
 
 log = logging.getLogger("imchat.users")
 
@@ -49,9 +49,7 @@ def check_password(password: str) -> str:
 
 
 def check_avatar(avatar: str) -> str:
-    if avatar and (not avatar.startswith(("/resource/", "/asset/")) or ".." in avatar):
-        raise BadRequest("avatar must be an uploaded picture (/resource/...) or a built-in one")
-    return avatar
+    return check_local_link(avatar, "avatar")
 
 
 async def issue_token(ctx: ServiceContext, user: User) -> str:

@@ -54,13 +54,37 @@ def text_field(
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise BadRequest(f"{label} must be text")
     text = str(value).strip()
-    if "\x00" in text:
-        raise BadRequest(f"{label} contains a NUL character")
+    check_text(text, label)
     if len(text) > max_length:
         raise BadRequest(f"{label} is longer than {max_length} characters")
     if required and not text:
         raise BadRequest(f"{label} is required")
     return text
+
+
+def check_text(text: str, label: str) -> str:
+    """Text the database and the wire can carry: no NUL, no lone UTF-16 surrogates (valid in
+    JSON as "\ud800", unencodable as UTF-8)."""
+    if "\x00" in text:
+        raise BadRequest(f"{label} contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{label} is not valid Unicode text") from None
+    return text
+
+
+def whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """An int from JSON or form input; floats, infinities, booleans and non-ASCII digits are
+    refused rather than truncated or converted."""
+    if isinstance(value, str):
+        text = value
+        if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return value
 
 
 def id_field(fields: dict[str, Any], name: str, *, required: bool = True,
@@ -70,12 +94,4 @@ def id_field(fields: dict[str, Any], name: str, *, required: bool = True,
         if required:
             raise BadRequest(f"{name} is required")
         return None
-    if isinstance(value, bool):
-        raise BadRequest(f"{name} must be a whole number of at least {minimum}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a whole number of at least {minimum}") from None
-    if number < minimum or number > 2**63 - 1:
-        raise BadRequest(f"{name} must be a whole number of at least {minimum}")
-    return number
+    return whole_number(value, name, minimum, 2**63 - 1)

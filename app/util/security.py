@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from app.settings import AuthSettings
+from app.util.errors import BadRequest
 
 TOKEN_BYTES = 24  # 192 bits; url-safe text of 32 characters
 
@@ -52,3 +54,15 @@ def new_token() -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_LOCAL_LINK = re.compile(r"^/(resource|asset)/[A-Za-z0-9_.\-/]{1,240}$")
+
+
+def check_local_link(value: str, label: str) -> str:
+    """A picture/voice link must name a file this server serves: /resource/ or /asset/, plain
+    characters only (no %-escapes, no '..', no '//'), so every viewer's browser fetches a
+    file of ours and nothing else."""
+    if value and (not _LOCAL_LINK.match(value) or ".." in value or "//" in value):
+        raise BadRequest(f"{label} must be a /resource/ or /asset/ file of this server")
+    return value
