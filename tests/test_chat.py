@@ -635,3 +635,38 @@ async def test_devices_connecting_at_once_all_get_group_messages(server):
     assert member.id not in hub.sessions and member.id not in hub.group_members.get(group_id, ())
     await w_owner.close()
     await close_all(owner, member)
+
+
+async def test_writer_survives_a_message_the_database_refuses(server):
+    """Whatever slips past validation, one unstorable message costs only itself."""
+    from app.service.messages import Draft
+
+    a = await register(server)
+    b = await register(server)
+    writer = server.app.ctx.writer
+    results: dict[str, tuple] = {}
+    done = asyncio.Event()
+
+    def finished(draft, row, duplicate):
+        results[draft.cid] = (row, duplicate)
+        if len(results) == 3:
+            done.set()
+
+    def draft(cid: str, content: str) -> Draft:
+        return Draft(10, a.id, b.id, 1, content, "", "", "", 0, cid, 1, finished)
+
+    for item in (draft("good-1", "fine"), draft("bad", "broken \ud800 text"),
+                 draft("good-2", "also fine")):
+        writer.submit(item)
+    await asyncio.wait_for(done.wait(), 10)
+    assert results["bad"][0] is None
+    assert results["good-1"][0]["content"] == "fine" and results["good-2"][0]["id"]
+    assert await Message.filter(sender_id=a.id).count() == 2
+    # and the writer goes on storing
+    results.clear()
+    done.clear()
+    for item in (draft("later-1", "x"), draft("later-2", "y"), draft("later-3", "z")):
+        writer.submit(item)
+    await asyncio.wait_for(done.wait(), 10)
+    assert all(row is not None for row, _ in results.values())
+    await close_all(a, b)

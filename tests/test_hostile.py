@@ -352,9 +352,6 @@ async def test_websocket_handshake_with_bad_query_values_is_refused_before_upgra
 
 # == login throttling =========================================================================
 
-@pytest.mark.xfail(strict=True, reason="login throttling checks `blocked()` before any failure is "
-                   "counted, and the failure is recorded only after the argon2 check: a burst of "
-                   "concurrent guesses all get evaluated (users.login in app/service/users.py)")
 async def test_concurrent_login_burst_cannot_exceed_the_attempt_limit(server):
     victim = await register(server)
     limit = server.settings.auth.login_attempts_per_minute
@@ -386,20 +383,9 @@ async def test_forwarded_for_headers_do_not_reset_the_ip_throttle(server):
     await close_all(victim)
 
 
-@pytest.fixture
-def mysql_xfail(request: pytest.FixtureRequest, db_backend: str):
-    def mark(reason: str) -> None:
-        if db_backend == "mysql":
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    return mark
-
-
-async def test_per_mobile_throttle_is_not_bypassed_by_spelling_variants(server, mysql_xfail):
+async def test_per_mobile_throttle_is_not_bypassed_by_spelling_variants(server):
     """A distributed guesser (many source addresses) is stopped by the per-mobile limit, however
     the mobile is spelled."""
-    mysql_xfail("MySQL compares mobiles case-insensitively, so 'HX..' logs into 'hx..' while the "
-                "throttle key m:HX.. is fresh: per-mobile throttling is bypassed by case variants "
-                "(users.login keys the limiter on the raw text, not the account)")
     mobile = "hx" + uuid.uuid4().hex[:10]
     victim = await register(server, mobile=mobile)
     limit = server.settings.auth.login_attempts_per_minute
@@ -1144,9 +1130,6 @@ async def test_one_poisoned_cid_does_not_stop_message_storage_for_everyone(guard
     await close_all(mallory, a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="only chat messages are rate limited: sync (106) and read "
-                   "(102) frames each start a database task with no limit, so one client can queue "
-                   "hundreds of 500-row queries with one TCP write (chat._sync_request/_read)")
 async def test_sync_request_flood_is_throttled(server):
     a = await register(server)
     b = await register(server)
@@ -1171,9 +1154,6 @@ async def test_sync_request_flood_is_throttled(server):
     await close_all(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="the message rate limit is a token bucket per connection "
-                   "(ChatSession.tokens), and nothing limits connections per user: one account with "
-                   "N sockets sends N times chat.messages_per_second (chat._take_token)")
 async def test_message_rate_limit_holds_across_a_users_sockets(server):
     a = await register(server)
     b = await register(server)

@@ -41,6 +41,7 @@ CMD_PRESENCE = 104
 CMD_SYNC = 106
 CMD_SYNC_END = 107
 SYNC_PAGE = 500
+SYNC_COST = 5.0
 HEARTBEAT_FRAME = encode_text_frame(b'{"cmd":0}')
 TYPING_INTERVAL = 0.5
 
@@ -48,7 +49,7 @@ TYPING_INTERVAL = 0.5
 class ChatRuntime:
     """What all sessions of this process share: the hub, the writer and the chat settings."""
 
-    __slots__ = ("hub", "writer", "settings", "paused", "tasks")
+    __slots__ = ("hub", "writer", "settings", "paused", "tasks", "buckets")
 
     def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings) -> None:
         self.hub = hub
@@ -57,6 +58,21 @@ class ChatRuntime:
         # Sessions whose reading is paused while the writer catches up.
         self.paused: set[ChatSession] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # One token bucket per user, [tokens, last refill], shared by all of the user's
+        # connections: opening more sockets does not raise anyone's rate.
+        self.buckets: dict[int, list[float]] = {}
+
+    def take_token(self, user_id: int, cost: float = 1.0) -> None:
+        rate = self.settings.messages_per_second
+        now = time.monotonic()
+        bucket = self.buckets.get(user_id)
+        if bucket is None:
+            bucket = self.buckets[user_id] = [float(rate), now]
+        bucket[0] = min(2.0 * rate, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if bucket[0] < cost:
+            raise Throttled("you are sending too fast; the request was refused")
+        bucket[0] -= cost
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -95,7 +111,7 @@ class ChatSession:
     """One connection's protocol state (kept small: thousands of these live at once)."""
 
     __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
-                 "pending", "since", "caught_up", "tokens", "refilled", "typing_at", "__weakref__")
+                 "pending", "since", "caught_up", "typing_at", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
                  expires_ms: int, since: int | None) -> None:
@@ -112,8 +128,6 @@ class ChatSession:
         self.since = since
         # The last message id the catch-up sent; held-back live frames at or below it are dupes.
         self.caught_up = 0
-        self.tokens = float(runtime.settings.messages_per_second)
-        self.refilled = time.monotonic()
         self.typing_at = 0.0
 
     # -- WsHandler --------------------------------------------------------------------------
@@ -241,15 +255,6 @@ class ChatSession:
 
     # -- chat messages ----------------------------------------------------------------------
 
-    def _take_token(self) -> None:
-        now = time.monotonic()
-        rate = self.runtime.settings.messages_per_second
-        self.tokens = min(2.0 * rate, self.tokens + (now - self.refilled) * rate)
-        self.refilled = now
-        if self.tokens < 1.0:
-            raise Throttled("you are sending too fast; the message was not sent")
-        self.tokens -= 1.0
-
     def _message(self, frame: dict[str, Any], cmd: int) -> None:
         limit = self.runtime.settings.max_message_bytes
         dstid = _int(frame, "dstid", low=1)
@@ -277,7 +282,7 @@ class ChatSession:
                 raise Forbidden("you can only message your friends")
         elif dstid not in self.hub.user_groups.get(self.user_id, ()):
             raise Forbidden("only members can post to this group")
-        self._take_token()
+        self.runtime.take_token(self.user_id)
         draft = Draft(cmd, self.user_id, dstid, media, content, pic, url, memo, amount, cid,
                       int(time.time() * 1000), self._stored)
         if cmd == CMD_SINGLE and self.runtime.settings.allow_strangers:
@@ -352,6 +357,7 @@ class ChatSession:
         self._require_v2()
         tcmd, dstid = self._conversation(frame)
         message_id = _int(frame, "id", low=1)
+        self.runtime.take_token(self.user_id)
         self.runtime.spawn(self._store_read(tcmd, dstid, message_id))
 
     async def _store_read(self, tcmd: int, dstid: int, message_id: int) -> None:
@@ -389,4 +395,6 @@ class ChatSession:
         self._require_v2()
         since = _int(frame, "since", default=0, low=0)
         limit = _int(frame, "limit", default=SYNC_PAGE, low=1, high=SYNC_PAGE)
+        # A sync page costs a query of up to 500 rows: it weighs as much as five messages.
+        self.runtime.take_token(self.user_id, SYNC_COST)
         self.runtime.spawn(self._sync_from(since, until_current=False, limit=limit))

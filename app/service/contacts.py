@@ -11,7 +11,7 @@ from app.util.errors import Conflict, NotFound, Refused
 
 
 async def add_friend(ctx: ServiceContext, user: User, friend_mobile: str) -> User:
-    friend = await User.get_or_none(mobile=friend_mobile)
+    friend = await User.get_or_none(mobile=friend_mobile.lower())
     if friend is None or friend.disabled:
         raise NotFound("no user has this mobile")
     if friend.id == user.id:

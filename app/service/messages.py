@@ -24,6 +24,7 @@ from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.model import sqlite_writer
 from app.model.database import connection_name, fetch_all
 from app.model.tables import Membership, ReadMark, now_ms
 from app.util.errors import Forbidden
@@ -38,6 +39,10 @@ MAX_BATCH = 500
 _COLUMNS = ("cmd", "sender_id", "dst_user_id", "community_id", "cid", "media", "content", "pic",
             "url", "memo", "amount", "created_ms")
 _SELECT = "id, " + ", ".join(_COLUMNS)
+# Positions in a row read with _SELECT.
+_CID_AT = 1 + _COLUMNS.index("cid")
+_SENDER_AT = 1 + _COLUMNS.index("sender_id")
+_ROW_KEYS = ("id", *_COLUMNS)
 
 
 @dataclasses.dataclass(slots=True)
@@ -98,6 +103,32 @@ class _Sql:
         return ", ".join([self.mark] * count)
 
 
+class _SqliteStatements:
+    """The writer's statements on its own SQLite connection, text cached per batch size."""
+
+    def __init__(self) -> None:
+        self.insert = _Sql("sqlite").insert
+        row = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+        self._row = row
+        self._returning: dict[int, str] = {}
+        self._select: dict[int, str] = {}
+
+    def insert_returning(self, count: int) -> str:
+        sql = self._returning.get(count)
+        if sql is None:
+            sql = self._returning[count] = (
+                f"INSERT OR IGNORE INTO im_message ({', '.join(_COLUMNS)}) VALUES "
+                f"{', '.join([self._row] * count)} RETURNING id, cid, sender_id")
+        return sql
+
+    def select_by_cid(self, count: int) -> str:
+        sql = self._select.get(count)
+        if sql is None:
+            sql = self._select[count] = (
+                f"SELECT {_SELECT} FROM im_message WHERE cid IN ({', '.join('?' * count)})")
+        return sql
+
+
 class MessageWriter:
     """The single writer task of this process: queue in, batched commits out."""
 
@@ -107,6 +138,9 @@ class MessageWriter:
         self._queue: asyncio.Queue[Draft] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._sql: _Sql | None = None
+        # SQLite: the writer's own connection and thread (see app/model/sqlite_writer.py).
+        self._sqlite: sqlite_writer.SqliteWriteConnection | None = None
+        self._sqlite_sql = _SqliteStatements()
         self._idle = asyncio.Event()
         self._idle.set()
         self.batches = 0
@@ -121,7 +155,12 @@ class MessageWriter:
 
     def start(self) -> None:
         connection = Tortoise.get_connection(connection_name())
-        self._sql = _Sql(connection.capabilities.dialect)
+        dialect = connection.capabilities.dialect
+        self._sql = _Sql(dialect)
+        path = getattr(connection, "filename", None)
+        if dialect == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+            self._sqlite = sqlite_writer.SqliteWriteConnection(
+                path, getattr(connection, "pragmas", {}))
         self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
 
     @property
@@ -142,6 +181,11 @@ class MessageWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._sqlite is not None:
+            sqlite, self._sqlite = self._sqlite, None
+            await sqlite.close()
+        log.info("message writer stopped: %d messages stored in %d batches",
+                 self.written, self.batches)
 
     async def _run(self) -> None:
         queue = self._queue
@@ -153,20 +197,107 @@ class MessageWriter:
             try:
                 rows = await self._write(batch)
             except Exception:
-                log.exception("storing %d messages failed; their senders get an error", len(batch))
-                for draft in batch:
-                    draft.done(draft, None, False)
+                # One bad message must not sink the others of its batch: store them one by one.
+                log.exception("storing a batch of %d failed; retrying them one by one", len(batch))
+                await self._write_one_by_one(batch)
             else:
                 self.batches += 1
                 for draft, (row, duplicate) in zip(batch, rows, strict=True):
-                    try:
-                        draft.done(draft, row, duplicate)
-                    except Exception:
-                        log.exception("delivering message %s failed", row.get("id"))
+                    _finish(draft, row, duplicate)
             if queue.empty():
                 self._idle.set()
 
+    async def _write_one_by_one(self, batch: Sequence[Draft]) -> None:
+        for draft in batch:
+            try:
+                [(row, duplicate)] = await self._write([draft])
+            except Exception:
+                log.exception("storing a message from user %s failed; the sender gets an error",
+                              draft.sender_id)
+                _finish(draft, None, False)
+            else:
+                self.batches += 1
+                _finish(draft, row, duplicate)
+
     async def _write(self, batch: Sequence[Draft]) -> list[tuple[dict[str, Any], bool]]:
+        if self._sqlite is not None:
+            return await self._write_sqlite(batch)
+        return await self._write_tortoise(batch)
+
+    async def _write_sqlite(self, batch: Sequence[Draft]) -> list[tuple[dict[str, Any], bool]]:
+        """One hop into the writer thread per batch: the transaction, the check for resends,
+        the INSERT and the new ids all happen there; the new rows are made from the drafts."""
+        sqlite = self._sqlite
+        assert sqlite is not None
+        statements = self._sqlite_sql
+        # Server-made cids are new by construction: only client cids can be resends.
+        client_cids = sorted({d.cid for d in batch if not d.cid.startswith(SERVER_CID_PREFIX)})
+
+        def store(connection: Any) -> tuple[dict[tuple[str, int], tuple[Any, ...]],
+                                            list[Draft], dict[tuple[str, int], int]]:
+            existing: dict[tuple[str, int], tuple[Any, ...]] = {}
+            if client_cids:
+                for row in connection.execute(statements.select_by_cid(len(client_cids)),
+                                              client_cids):
+                    existing[(row[_CID_AT], row[_SENDER_AT])] = row
+                fresh: list[Draft] = []
+                seen: set[tuple[str, int]] = set(existing)
+                for draft in batch:
+                    key = (draft.cid, draft.sender_id)
+                    if key not in seen:
+                        seen.add(key)
+                        fresh.append(draft)
+            else:
+                fresh = list(batch)  # server-made cids only: all distinct
+            ids: dict[tuple[str, int], int] = {}
+            if not fresh:
+                return existing, fresh, ids
+            if sqlite_writer.HAS_RETURNING:
+                # One statement for the batch (or a few, within SQLite's limit on parameters),
+                # rows in batch order: ids grow in that order.
+                step = max(1, sqlite.max_variables // len(_COLUMNS))
+                for start in range(0, len(fresh), step):
+                    part = fresh[start:start + step]
+                    ids.update(((cid, sender_id), new_id)
+                               for new_id, cid, sender_id in connection.execute(
+                                   statements.insert_returning(len(part)),
+                                   list(itertools.chain.from_iterable(map(_values, part)))))
+            else:
+                connection.executemany(statements.insert, [_values(d) for d in fresh])
+            if len(ids) < len(fresh):
+                # Read back what RETURNING did not answer (old SQLite; or a row another process
+                # stored first, which BEGIN IMMEDIATE rules out: then that row is the message).
+                wanted = sorted({d.cid for d in fresh if (d.cid, d.sender_id) not in ids})
+                by_key = {(r[_CID_AT], r[_SENDER_AT]): r for r in connection.execute(
+                    statements.select_by_cid(len(wanted)), wanted)}
+                kept: list[Draft] = []
+                for draft in fresh:
+                    key = (draft.cid, draft.sender_id)
+                    if key in ids:
+                        kept.append(draft)
+                    elif sqlite_writer.HAS_RETURNING:
+                        existing[key] = by_key[key]  # ignored: stored before
+                    else:
+                        ids[key] = by_key[key][0]
+                        kept.append(draft)
+                fresh = kept
+            return existing, fresh, ids
+
+        existing, fresh, ids = await sqlite.run(
+            lambda connection: sqlite_writer.transaction(connection, store))
+        self.written += len(fresh)
+        if len(fresh) == len(batch):  # the usual case: every message of the batch is new
+            return [(_row(d, ids[(d.cid, d.sender_id)]), False) for d in batch]
+        stored: dict[tuple[str, int], dict[str, Any]] = {
+            key: dict(zip(_ROW_KEYS, row, strict=True)) for key, row in existing.items()}
+        fresh_ids = set()
+        for draft in fresh:
+            key = (draft.cid, draft.sender_id)
+            stored[key] = _row(draft, ids[key])
+            fresh_ids.add(id(draft))
+        return [(stored[(d.cid, d.sender_id)], id(d) not in fresh_ids) for d in batch]
+
+    async def _write_tortoise(self, batch: Sequence[Draft]) -> list[tuple[dict[str, Any], bool]]:
         assert self._sql is not None
         sql = self._sql
         keys = {(d.cid, d.sender_id) for d in batch}
@@ -199,6 +330,25 @@ class MessageWriter:
             row = stored[(draft.cid, draft.sender_id)]
             results.append((row, id(draft) not in fresh_ids))
         return results
+
+
+def _row(draft: Draft, message_id: int) -> dict[str, Any]:
+    """The stored row of a draft just inserted (what reading it back would answer)."""
+    single = draft.cmd == CMD_SINGLE
+    return {"id": message_id, "cmd": draft.cmd, "sender_id": draft.sender_id,
+            "dst_user_id": draft.dstid if single else None,
+            "community_id": None if single else draft.dstid, "cid": draft.cid,
+            "media": draft.media, "content": draft.content, "pic": draft.pic, "url": draft.url,
+            "memo": draft.memo, "amount": draft.amount, "created_ms": draft.created_ms}
+
+
+def _finish(draft: Draft, row: dict[str, Any] | None, duplicate: bool) -> None:
+    """Tell the sender's session; whatever it raises stays there, the writer lives on."""
+    try:
+        draft.done(draft, row, duplicate)
+    except Exception:
+        log.exception("finishing message %s of user %s failed", row and row.get("id"),
+                      draft.sender_id)
 
 
 def _values(draft: Draft) -> tuple[Any, ...]:

@@ -36,10 +36,15 @@ def public_user(user: User, *, online: bool = False) -> dict[str, Any]:
     }
 
 
+def canonical_mobile(mobile: str) -> str:
+    """Mobiles (account names) compare case-insensitively on every engine, as MySQL does."""
+    return mobile.lower()
+
+
 def check_mobile(mobile: str) -> str:
     if not MOBILE_PATTERN.match(mobile):
         raise BadRequest("mobile must be 3-20 letters, digits or _.+-")
-    return mobile
+    return canonical_mobile(mobile)
 
 
 def check_password(password: str) -> str:
@@ -69,7 +74,7 @@ async def create_user(
     memo: str = "",
 ) -> User:
     """Create an account (used by registration and by the admin CLI)."""
-    check_mobile(mobile)
+    mobile = check_mobile(mobile)
     check_password(password)
     if sex not in SEXES:
         raise BadRequest("sex must be M, W or U")
@@ -100,18 +105,22 @@ async def register(ctx: ServiceContext, **fields: Any) -> tuple[User, str]:
 
 async def login(ctx: ServiceContext, mobile: str, password: str, client_ip: str) -> tuple[User, str]:
     limiter = ctx.login_limiter
+    mobile = canonical_mobile(mobile)
     keys = (f"m:{mobile}", f"ip:{client_ip}")
     if any(limiter.blocked(key) for key in keys):
         raise Throttled("too many login attempts, wait a minute and try again")
+    # Count the attempt before checking it: a burst of concurrent guesses all pass the
+    # `blocked` test above before any of them has failed.
+    for key in keys:
+        limiter.hit(key)
     user = await User.get_or_none(mobile=mobile)
     valid = await ctx.passwords.verify(user.passwd_hash if user else None, password)
     if user is None or not valid:
-        for key in keys:
-            limiter.hit(key)
         raise Refused("wrong mobile or password")
     if user.disabled:
         raise Forbidden("this account is disabled")
     limiter.reset(keys[0])
+    limiter.release(keys[1])
     if ctx.passwords.needs_rehash(user.passwd_hash):
         user.passwd_hash = await ctx.passwords.hash(password)
         await user.save(update_fields=["passwd_hash"])

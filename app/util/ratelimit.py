@@ -37,5 +37,11 @@ class SlidingWindowLimiter:
     def hit(self, key: str) -> None:
         self._recent(key, time.monotonic()).append(time.monotonic())
 
+    def release(self, key: str) -> None:
+        """Take back the newest event (an attempt that turned out to be legitimate)."""
+        events = self._events.get(key)
+        if events:
+            events.pop()
+
     def reset(self, key: str) -> None:
         self._events.pop(key, None)
