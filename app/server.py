@@ -7,6 +7,7 @@ import itertools
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from sanic import Blueprint, Request, Sanic
 from sanic.exceptions import NotFound as NotFoundHttp
@@ -147,8 +148,8 @@ def _check_request(request: Request) -> None:
     # "same site" (another port, a sibling intranet host): a browser's Origin must be ours.
     if request.method not in _SAFE_METHODS and not origin_allowed(request):
         raise Forbidden("requests from this page's origin are not accepted")
-    if "\x00" in request.path or (request.path.startswith(("/resource/", "/asset/"))
-                                   and request.path.endswith("/")):
+    path = unquote(request.path)
+    if "\x00" in path or (path.startswith(("/resource/", "/asset/")) and path.endswith("/")):
         raise NotFoundHttp("not found")
 
 

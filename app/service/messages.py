@@ -401,11 +401,15 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
     """One conversation's messages below `before_id`, oldest first; participants only."""
     before = before_id or 2**62
     if cmd == CMD_GROUP:
-        if not await Membership.filter(community_id=peer_id, user_id=user_id).exists():
+        membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
+        if membership is None:
             raise Forbidden("only members can read a group's messages")
+        # A member reads what was said since they joined, as sync and the offline push give
+        # them: learning a group's name does not open its past.
         rows = await fetch_all(
             f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
-            f"ORDER BY id DESC LIMIT {int(limit)}", (peer_id, before))
+            f"AND created_ms >= ? ORDER BY id DESC LIMIT {int(limit)}",
+            (peer_id, before, membership.created_ms))
     else:
         rows = await fetch_all(
             f"""SELECT {_SELECT} FROM (
@@ -428,7 +432,8 @@ async def conversations(user_id: int) -> list[dict[str, Any]]:
     groups = await fetch_all(
         """SELECT m.community_id AS peer, MAX(m.id) AS last_id
              FROM im_membership s JOIN im_message m ON m.community_id = s.community_id
-            WHERE s.user_id = ? GROUP BY m.community_id""", (user_id,))
+            WHERE s.user_id = ? AND m.created_ms >= s.created_ms
+            GROUP BY m.community_id""", (user_id,))
     marks = {(r.cmd, r.peer_id): r.last_read_id for r in await ReadMark.filter(user_id=user_id)}
     wanted = [(CMD_SINGLE, r["peer"], r["last_id"]) for r in direct]
     wanted += [(CMD_GROUP, r["peer"], r["last_id"]) for r in groups]
@@ -447,8 +452,10 @@ async def conversations(user_id: int) -> list[dict[str, Any]]:
                 "AND id > ?", (user_id, peer, read_id))
         else:
             unread_rows = await fetch_all(
-                "SELECT COUNT(*) AS n FROM im_message WHERE community_id = ? AND sender_id <> ? "
-                "AND id > ?", (peer, user_id, read_id))
+                "SELECT COUNT(*) AS n FROM im_message m JOIN im_membership s "
+                "ON s.community_id = m.community_id AND s.user_id = ? "
+                "WHERE m.community_id = ? AND m.sender_id <> ? AND m.id > ? "
+                "AND m.created_ms >= s.created_ms", (user_id, peer, user_id, read_id))
         result.append({"cmd": cmd, "dstid": peer, "last": wire_message(last_rows[last_id]),
                        "unread": int(unread_rows[0]["n"]), "read_id": read_id})
     result.sort(key=lambda c: c["last"]["id"], reverse=True)
