@@ -358,21 +358,29 @@ def _values(draft: Draft) -> tuple[Any, ...]:
             draft.url, draft.memo, draft.amount, draft.created_ms)
 
 
-async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
-    """Messages of the user's conversations after `since_id`, oldest first: sent to them, sent
-    by them one to one (for their other devices), and their groups' since they joined."""
-    sql = f"""
-        SELECT {_SELECT} FROM (
-            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
-            UNION ALL
-            SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
-            UNION ALL
-            SELECT m.id, {", ".join("m." + c for c in _COLUMNS)}
-              FROM im_membership s JOIN im_message m
-                ON m.community_id = s.community_id AND m.id > ?
-             WHERE s.user_id = ? AND m.created_ms >= s.created_ms
-        ) AS missed ORDER BY id LIMIT {int(limit)}"""
+# A user's messages after an id: sent to them, sent by them one to one (for their other
+# devices), and their groups' since they joined; each branch walks one index.
+_MISSED_SQL = f"""
+    SELECT {_SELECT} FROM (
+        SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
+        UNION ALL
+        SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
+        UNION ALL
+        SELECT m.id, {", ".join("m." + c for c in _COLUMNS)}
+          FROM im_membership s JOIN im_message m
+            ON m.community_id = s.community_id AND m.id > ?
+         WHERE s.user_id = ? AND m.created_ms >= s.created_ms
+    ) AS missed ORDER BY id {{order}} LIMIT {{limit}}"""
+
+
+async def _missed(user_id: int, since_id: int, limit: int, newest: bool) -> list[dict[str, Any]]:
+    sql = _MISSED_SQL.format(order="DESC" if newest else "ASC", limit=int(limit))
     return await fetch_all(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
+
+
+async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
+    """Messages of the user's conversations after `since_id`, oldest first."""
+    return await _missed(user_id, since_id, limit, newest=False)
 
 
 async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
@@ -380,20 +388,7 @@ async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict
     rows = await missed_by(user_id, since_id, limit + 1)
     if len(rows) <= limit:
         return rows
-    newest_first = await fetch_all(
-        f"""SELECT {_SELECT} FROM (
-            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
-            UNION ALL
-            SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
-            UNION ALL
-            SELECT m.id, {", ".join("m." + c for c in _COLUMNS)}
-              FROM im_membership s JOIN im_message m
-                ON m.community_id = s.community_id AND m.id > ?
-             WHERE s.user_id = ? AND m.created_ms >= s.created_ms
-        ) AS missed ORDER BY id DESC LIMIT {int(limit)}""",
-        (user_id, since_id, user_id, since_id, since_id, user_id),
-    )
-    return list(reversed(newest_first))
+    return list(reversed(await _missed(user_id, since_id, limit, newest=True)))
 
 
 async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
