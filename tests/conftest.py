@@ -4,23 +4,20 @@ skipped with a clear reason; under CI=true it fails instead."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from sanic import Sanic
 
 from tests.harness import (
     MYSQL_HOST,
-    MYSQL_PASSWORD,
     MYSQL_PORT,
-    MYSQL_USER,
     RunningServer,
     make_settings,
+    mysql_connect,
     start_server,
+    throwaway_mysql_database,
 )
 
 Sanic.test_mode = True
@@ -29,36 +26,15 @@ _MYSQL_TABLES = ["im_readmark", "im_message", "im_attachment", "im_membership", 
                  "im_community", "im_token", "im_user"]
 
 
-def _mysql_connect(database: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
-                           password=MYSQL_PASSWORD, database=database, connect_timeout=3,
-                           autocommit=True)
-
-
 @pytest.fixture(scope="session")
 def mysql_database() -> Iterator[str | None]:
     """One throwaway database for the whole run; None when no MySQL server answers."""
-    try:
-        connection = _mysql_connect()
-    except pymysql.err.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT} is unreachable: "
-                        f"{error}")
-        yield None
-        return
-    name = f"imchat_test_{uuid.uuid4().hex[:10]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
+    with throwaway_mysql_database("imchat_test") as name:
         yield name
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        connection.close()
 
 
 def _empty_mysql(database: str) -> None:
-    connection = _mysql_connect(database)
+    connection = mysql_connect(database)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SHOW TABLES")

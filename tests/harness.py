@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pymysql
+import pytest
 from sanic import Sanic
 
 from app.server import create_app
@@ -19,6 +23,35 @@ MYSQL_HOST = os.environ.get("IMCHAT_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("IMCHAT_TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("IMCHAT_TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("IMCHAT_TEST_MYSQL_PASSWORD", "")
+
+
+def mysql_connect(database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
+                           password=MYSQL_PASSWORD, database=database, connect_timeout=3,
+                           autocommit=True, charset="utf8mb4")
+
+
+@contextlib.contextmanager
+def throwaway_mysql_database(prefix: str) -> Iterator[str | None]:
+    """A new, empty MySQL database dropped afterwards; None when no server answers (a failure
+    under CI=true, where MySQL must be there)."""
+    try:
+        connection = mysql_connect()
+    except pymysql.err.OperationalError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT} is unreachable: "
+                        f"{error}")
+        yield None
+        return
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield name
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        connection.close()
 
 
 def make_settings(tmp_path: Path, backend: str, mysql_db: str | None = None,

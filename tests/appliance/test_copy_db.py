@@ -4,45 +4,31 @@ not empty, forced, and copied back to SQLite."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from tests.appliance.helpers import Installed, clean_env, smoke_flow, start
-from tests.harness import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER
-
-
-def _mysql(database: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER,
-                           password=MYSQL_PASSWORD, database=database, connect_timeout=3,
-                           autocommit=True, charset="utf8mb4")
+from tests.harness import (
+    MYSQL_HOST,
+    MYSQL_PASSWORD,
+    MYSQL_PORT,
+    MYSQL_USER,
+    mysql_connect,
+    throwaway_mysql_database,
+)
 
 
 @pytest.fixture
 def mysql_target() -> Iterator[str]:
-    try:
-        connection = _mysql()
-    except pymysql.err.OperationalError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT} is "
-                        f"unreachable: {error}")
-        pytest.skip(f"no MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT}")
-    name = f"imchat_copy_{uuid.uuid4().hex[:10]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
+    with throwaway_mysql_database("imchat_copy") as name:
+        if name is None:
+            pytest.skip(f"no MySQL/MariaDB at {MYSQL_HOST}:{MYSQL_PORT}")
         yield name
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        connection.close()
 
 
 def _sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -55,7 +41,7 @@ def _sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def _mysql_tables(database: str) -> dict[str, list[tuple[Any, ...]]]:
-    connection = _mysql(database)
+    connection = mysql_connect(database)
     try:
         with connection.cursor() as cursor:
             cursor.execute("SHOW TABLES")
