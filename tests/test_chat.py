@@ -670,3 +670,20 @@ async def test_writer_survives_a_message_the_database_refuses(server):
     await asyncio.wait_for(done.wait(), 10)
     assert all(row is not None for row, _ in results.values())
     await close_all(a, b)
+
+
+async def test_new_friend_is_announced_even_when_offline(server):
+    a = await register(server)
+    b = await register(server)
+    wa = await connect(server, a)
+    assert (await b.post("/contact/addfriend", dstname=a.mobile))["code"] == 0
+    assert await recv_until(wa, lambda f: f["cmd"] == 104) == {"cmd": 104, "userid": b.id,
+                                                                "online": 0}
+    wb = await connect(server, b)  # and once b connects, a sees b online
+    assert await recv_until(wa, lambda f: f["cmd"] == 104) == {"cmd": 104, "userid": b.id,
+                                                                "online": 1}
+    await wb.send(text(a.id, "now we can talk"))
+    assert (await recv_until(wa, is_message))["content"] == "now we can talk"
+    for ws in (wa, wb):
+        await ws.close()
+    await close_all(a, b)

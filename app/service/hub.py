@@ -214,9 +214,11 @@ class Hub:
             for user_id, friend_id in ((a, b), (b, a)):
                 if user_id in self.sessions:
                     self.user_friends.setdefault(user_id, set()).add(friend_id)
-                    if friend_id in self.sessions:
-                        payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id, "online": 1})
-                        self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+                    # The new friend's presence, online or not: it also tells v2 clients that
+                    # their friend list changed.
+                    payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id,
+                                      "online": int(friend_id in self.sessions)})
+                    self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
         elif envelope.control == "ended":
             token_hash = envelope.payload.decode()
             for session in list(self.sessions.get(envelope.user_ids[0], ())):
