@@ -1,0 +1,29 @@
+"""Log lines: journald priorities under systemd, tokens never written."""
+
+from __future__ import annotations
+
+import logging
+
+from app.util.logs import JournalFormatter, _TokenRedactingFilter
+
+
+def record(level: int, msg: str = "hello") -> logging.LogRecord:
+    return logging.LogRecord("imchat.test", level, __file__, 1, msg, None, None)
+
+
+def test_journal_priorities_only_under_systemd():
+    journal = JournalFormatter("%(levelname)s %(message)s", journal=True)
+    assert journal.format(record(logging.ERROR)) == "<3>ERROR hello"
+    assert journal.format(record(logging.WARNING)) == "<4>WARNING hello"
+    assert journal.format(record(logging.INFO)) == "<6>INFO hello"
+    assert journal.format(record(logging.DEBUG)) == "<7>DEBUG hello"
+    assert journal.format(record(logging.CRITICAL)) == "<2>CRITICAL hello"
+    plain = JournalFormatter("%(levelname)s %(message)s", journal=False)
+    assert plain.format(record(logging.ERROR)) == "ERROR hello"
+
+
+def test_tokens_are_redacted_from_access_lines():
+    line = record(logging.INFO)
+    line.request = "GET /chat?id=3&token=s3cr3t-value&v=2"
+    assert _TokenRedactingFilter().filter(line)
+    assert line.request == "GET /chat?id=3&token=***&v=2"
