@@ -240,13 +240,7 @@ class MessageWriter:
                 for row in connection.execute(statements.select_by_cid(len(client_cids)),
                                               client_cids):
                     existing[(row[_CID_AT], row[_SENDER_AT])] = row
-                fresh: list[Draft] = []
-                seen: set[tuple[str, int]] = set(existing)
-                for draft in batch:
-                    key = (draft.cid, draft.sender_id)
-                    if key not in seen:
-                        seen.add(key)
-                        fresh.append(draft)
+                fresh = _fresh_drafts(batch, set(existing))
             else:
                 fresh = list(batch)  # server-made cids only: all distinct
             ids: dict[tuple[str, int], int] = {}
@@ -310,13 +304,7 @@ class MessageWriter:
                 f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(client_cids))})",
                 client_cids) if client_cids else [])
             existing = {(r["cid"], r["sender_id"]) for r in before} & keys
-            fresh: list[Draft] = []
-            seen: set[tuple[str, int]] = set(existing)
-            for draft in batch:
-                key = (draft.cid, draft.sender_id)
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(draft)
+            fresh = _fresh_drafts(batch, existing)
             if fresh:
                 await connection.execute_many(sql.insert, [_values(d) for d in fresh])
                 after = await connection.execute_query_dict(select, cids)
@@ -340,6 +328,18 @@ def _row(draft: Draft, message_id: int) -> dict[str, Any]:
             "community_id": None if single else draft.dstid, "cid": draft.cid,
             "media": draft.media, "content": draft.content, "pic": draft.pic, "url": draft.url,
             "memo": draft.memo, "amount": draft.amount, "created_ms": draft.created_ms}
+
+
+def _fresh_drafts(batch: Sequence[Draft], stored: set[tuple[str, int]]) -> list[Draft]:
+    """The drafts to insert: not stored before, and each (cid, sender) once within the batch."""
+    fresh: list[Draft] = []
+    seen = set(stored)
+    for draft in batch:
+        key = (draft.cid, draft.sender_id)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(draft)
+    return fresh
 
 
 def _finish(draft: Draft, row: dict[str, Any] | None, duplicate: bool) -> None:
