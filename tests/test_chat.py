@@ -687,3 +687,16 @@ async def test_new_friend_is_announced_even_when_offline(server):
     for ws in (wa, wb):
         await ws.close()
     await close_all(a, b)
+
+
+async def test_expired_session_sockets_are_closed_by_the_hub_sweep(server):
+    a = await register(server)
+    ws = await connect(server, a)
+    hub = server.app.ctx.hub
+    for session in hub.sessions[a.id]:
+        session.expires_ms = 1  # the token's expiry has passed
+    hub.expire_sessions()
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 4001
+    await close_all(a)

@@ -19,6 +19,7 @@ import ujson
 from app.model.database import fetch_all
 from app.service import messages
 from app.service.broker import Envelope
+from app.service.hub import CMD_PRESENCE
 from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
 from app.settings import ChatSettings
 from app.util.binding import check_text, whole_number
@@ -37,7 +38,6 @@ CMD_ACK = 100
 CMD_ERROR = 101
 CMD_READ = 102
 CMD_TYPING = 103
-CMD_PRESENCE = 104
 CMD_SYNC = 106
 CMD_SYNC_END = 107
 SYNC_PAGE = 500

@@ -33,6 +33,3 @@ async def friends_of(user: User) -> list[User]:
     ids = await Friendship.filter(owner_id=user.id).values_list("friend_id", flat=True)
     return list(await User.filter(id__in=list(ids)).order_by("id")) if ids else []
 
-
-async def are_friends(user_id: int, other_id: int) -> bool:
-    return await Friendship.filter(owner_id=user_id, friend_id=other_id).exists()

@@ -69,10 +69,6 @@ async def groups_of(user: User) -> list[Community]:
     return list(await Community.filter(id__in=list(ids)).order_by("id")) if ids else []
 
 
-async def group_ids_of(user_id: int) -> list[int]:
-    return list(await Membership.filter(user_id=user_id).values_list("community_id", flat=True))
-
-
 async def is_member(group_id: int, user_id: int) -> bool:
     return await Membership.filter(community_id=group_id, user_id=user_id).exists()
 
