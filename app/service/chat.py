@@ -213,6 +213,9 @@ class ChatSession:
                     await self._sync_from(self.since, until_current=True)
             else:
                 await self._legacy_push()
+            # Rows the catch-up sent may still be on their way to the hub: let them arrive
+            # while live frames are held, so they are dropped there and not sent twice.
+            await self.runtime.writer.published()
         except Exception:
             log.exception("starting the chat session of user %s failed", self.user_id)
             self.close(1011, "internal error")

@@ -143,6 +143,8 @@ class MessageWriter:
         self._sqlite_sql = _SqliteStatements()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set while a batch is between its commit and the hand-over of its rows to the hub.
+        self._in_flight: asyncio.Future[None] | None = None
         self.batches = 0
         self.written = 0
         # Server-made cids: a random prefix per writer and a counter, unique across processes
@@ -171,6 +173,16 @@ class MessageWriter:
         self._idle.clear()
         self._queue.put_nowait(draft)
 
+    async def published(self) -> None:
+        """Return once every message committed before this call has been published.
+
+        A catch-up query may see a row that is committed but not yet handed to the hub; after
+        this, its live copy has reached the session (held back and dropped as a repeat) rather
+        than arriving after the catch-up as a duplicate. Only the batch in flight can be in
+        that state: the next one starts after this one's rows are published."""
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed (used at shutdown)."""
         await self._idle.wait()
@@ -194,6 +206,7 @@ class MessageWriter:
             batch = [first]
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            in_flight = self._in_flight = asyncio.get_running_loop().create_future()
             try:
                 rows = await self._write(batch)
             except Exception:
@@ -204,6 +217,9 @@ class MessageWriter:
                 self.batches += 1
                 for draft, (row, duplicate) in zip(batch, rows, strict=True):
                     _finish(draft, row, duplicate)
+            finally:
+                self._in_flight = None
+                in_flight.set_result(None)
             if queue.empty():
                 self._idle.set()
 
