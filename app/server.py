@@ -32,7 +32,7 @@ from app.service.uploads import is_inline_safe
 from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
 from app.util.responses import fail
-from app.websocket import ImchatHttpProtocol, close_all
+from app.websocket import ImchatHttpProtocol, close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
@@ -94,7 +94,7 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     await open_database(settings)
     hub = Hub(make_broker(settings.broker.kind, settings.broker.url))
     await hub.start()
-    writer = MessageWriter()
+    writer = MessageWriter(publish_scope=coalesced_writes(app))
     writer.start()
     app.ctx.hub = hub
     app.ctx.writer = writer

@@ -173,13 +173,13 @@ class ChatSession:
 
     # -- outgoing ---------------------------------------------------------------------------
 
-    def push(self, frame: bytes, message_id: int) -> None:
-        """Deliver a live frame (from the hub), or hold it while catching up."""
+    def push(self, frame: bytes, message_id: int) -> bool:
+        """Write a live frame (from the hub), or hold it while catching up. True when it was
+        written now: the hub then moves a v1 user's delivery cursor past it."""
         if self.pending is not None:
             self.pending.append((message_id, frame))
-            return
-        if self.conn.send_frame(frame) and message_id and not self.v2:
-            self.hub.advance_legacy_cursor(self.user_id, message_id)
+            return False
+        return self.conn.send_frame(frame)
 
     def close(self, code: int, reason: str) -> None:
         if self.conn is not None:
@@ -223,8 +223,9 @@ class ChatSession:
         finally:
             held, self.pending = self.pending, None
         for message_id, frame in held or ():
-            if not message_id or message_id > self.caught_up:
-                self.push(frame, message_id)
+            if ((not message_id or message_id > self.caught_up) and self.push(frame, message_id)
+                    and message_id and not self.v2):
+                self.hub.advance_legacy_cursor(self.user_id, message_id)
         if not self.conn.closed:
             self.conn.resume_reading()
 

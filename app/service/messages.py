@@ -17,6 +17,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import ujson
@@ -132,8 +133,12 @@ class _SqliteStatements:
 class MessageWriter:
     """The single writer task of this process: queue in, batched commits out."""
 
-    def __init__(self, max_batch: int = MAX_BATCH, high_water: int = 5000) -> None:
+    def __init__(self, max_batch: int = MAX_BATCH, high_water: int = 5000,
+                 publish_scope: AbstractContextManager[Any] | None = None) -> None:
         self.max_batch = max_batch
+        # Entered around handing a committed batch to the senders' sessions (the app's write
+        # coalescer: each recipient's frames of the batch go out in one write).
+        self._publish_scope = publish_scope or contextlib.nullcontext()
         self.high_water = high_water
         self._queue: asyncio.Queue[Draft] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -215,8 +220,9 @@ class MessageWriter:
                 await self._write_one_by_one(batch)
             else:
                 self.batches += 1
-                for draft, (row, duplicate) in zip(batch, rows, strict=True):
-                    _finish(draft, row, duplicate)
+                with self._publish_scope:
+                    for draft, (row, duplicate) in zip(batch, rows, strict=True):
+                        _finish(draft, row, duplicate)
             finally:
                 self._in_flight = None
                 in_flight.set_result(None)

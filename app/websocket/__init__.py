@@ -16,6 +16,7 @@ Usage::
 
 from app.websocket.connection import (
     BinaryWsHandler,
+    WriteCoalescer,
     WsConnection,
     WsHandler,
     encode_binary_frame,
@@ -27,6 +28,7 @@ from app.websocket.protocol import (
     ImchatHttpProtocol,
     accept_websocket,
     close_all,
+    coalesced_writes,
     open_connections,
 )
 
@@ -35,10 +37,12 @@ __all__ = [
     "BinaryWsHandler",
     "HandshakeRejected",
     "ImchatHttpProtocol",
+    "WriteCoalescer",
     "WsConnection",
     "WsHandler",
     "accept_websocket",
     "close_all",
+    "coalesced_writes",
     "encode_binary_frame",
     "encode_text_frame",
     "open_connections",

@@ -32,7 +32,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import OPEN
 
-from app.websocket.connection import SANSIO_LOG, ImchatServerProtocol, WsConnection, WsHandler
+from app.websocket.connection import (
+    SANSIO_LOG,
+    ImchatServerProtocol,
+    WriteCoalescer,
+    WsConnection,
+    WsHandler,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -40,6 +46,7 @@ __all__ = [
     "ImchatHttpProtocol",
     "accept_websocket",
     "close_all",
+    "coalesced_writes",
     "open_connections",
 ]
 
@@ -51,6 +58,7 @@ CLOSE_TIMEOUT = 10.0
 # Attribute of app.ctx holding that app's set of open WsConnections: one registry per app,
 # so two apps in one process (tests) never see each other's sockets.
 _REGISTRY_ATTR = "imchat_ws_connections"
+_COALESCER_ATTR = "imchat_ws_coalescer"
 
 
 class HandshakeRejected(SanicException):
@@ -202,6 +210,16 @@ class ImchatHttpProtocol(HttpProtocol):
         return False
 
 
+def coalesced_writes(app: Sanic) -> WriteCoalescer:
+    """The app's write coalescer: ``with coalesced_writes(app):`` around code that sends many
+    frames (a batch of stored messages) makes it one write per connection."""
+    coalescer: WriteCoalescer | None = getattr(app.ctx, _COALESCER_ATTR, None)
+    if coalescer is None:
+        coalescer = WriteCoalescer()
+        setattr(app.ctx, _COALESCER_ATTR, coalescer)
+    return coalescer
+
+
 def _registry(app: Sanic) -> set[WsConnection]:
     registry: set[WsConnection] | None = getattr(app.ctx, _REGISTRY_ATTR, None)
     if registry is None:
@@ -292,6 +310,7 @@ async def accept_websocket(
         peer=f"{request.client_ip}:{request.port}",
         loop=protocol.loop,
         registry=_registry(request.app),
+        coalescer=coalesced_writes(request.app),
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,

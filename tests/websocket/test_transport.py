@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from app.websocket import close_all, encode_text_frame, open_connections
+from app.websocket import close_all, coalesced_writes, encode_text_frame, open_connections
 
 from .conftest import RawClient, WsServer, client_frame, eventually, handshake_request
 
@@ -244,6 +244,35 @@ async def test_send_reports_failure_once_closed(ws_server: WsServer) -> None:
         with pytest.raises(ConnectionClosedOK):
             await asyncio.wait_for(ws.recv(), 5)
     await rec.wait_closed(1)
+
+
+async def test_coalesced_writes_hold_frames_until_the_block_ends_and_keep_their_order(
+        ws_server: WsServer) -> None:
+    rec = ws_server.recorders["rec"]
+    async with connect(ws_server.url("/ws/rec")) as first, \
+            connect(ws_server.url("/ws/rec")) as second:
+        await rec.wait(lambda: len(rec.opened) == 2)
+        one, two = rec.opened
+        with coalesced_writes(ws_server.app):
+            with coalesced_writes(ws_server.app):  # re-entrant: the outer block decides
+                assert one.send_frame(encode_text_frame("a1"))
+                assert two.send_text("b1")
+            assert one.send_frame(encode_text_frame("a2"))
+            # Still held: nothing reached the transports yet.
+            assert one._held == [encode_text_frame("a1"), encode_text_frame("a2")]
+            assert two._held is not None
+            # A close inside the block goes out after what was held, not before it.
+            two.close(4000, "done")
+            assert two._held is None
+        assert one._held is None
+        assert [await asyncio.wait_for(first.recv(), 5) for _ in range(2)] == ["a1", "a2"]
+        assert await asyncio.wait_for(second.recv(), 5) == "b1"
+        with pytest.raises(ConnectionClosedError) as closed:
+            await asyncio.wait_for(second.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+        # Outside a block, frames are written at once again.
+        assert one.send_text("a3") and one._held is None
+        assert await asyncio.wait_for(first.recv(), 5) == "a3"
 
 
 async def test_close_from_inside_on_text(ws_server: WsServer) -> None:
