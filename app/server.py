@@ -92,7 +92,8 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
 async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     settings: Settings = app.ctx.settings
     await open_database(settings)
-    hub = Hub(make_broker(settings.broker.kind, settings.broker.url))
+    hub = Hub(make_broker(settings.broker.kind, settings.broker.url),
+              check_every=settings.chat.session_check_seconds)
     await hub.start()
     writer = MessageWriter(publish_scope=coalesced_writes(app))
     writer.start()

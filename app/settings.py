@@ -83,6 +83,8 @@ class ChatSettings:
     max_buffered_kb: int = 256
     ping_interval_seconds: float = 20.0
     ping_timeout_seconds: float = 20.0
+    # How often open chat connections are checked against the database's sign-ins.
+    session_check_seconds: float = 30.0
     history_page_size: int = 50
     offline_push_limit: int = 1000
 
@@ -216,6 +218,8 @@ def _validate(settings: Settings) -> None:
         (s.chat.max_buffered_kb >= 16, "chat.max_buffered_kb: must be at least 16"),
         (s.chat.ping_interval_seconds > 0, "chat.ping_interval_seconds: must be positive"),
         (s.chat.ping_timeout_seconds > 0, "chat.ping_timeout_seconds: must be positive"),
+        (0 < s.chat.session_check_seconds <= 3600,
+         "chat.session_check_seconds: must be between 0 and 3600"),
         (1 <= s.chat.history_page_size <= 500, "chat.history_page_size: must be 1..500"),
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),

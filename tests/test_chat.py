@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.model.tables import Message
+from app.model.tables import AuthToken, Message
 from tests.factories import (
     assert_silent,
     befriend,
@@ -737,6 +737,29 @@ async def test_new_friend_is_announced_even_when_offline(server):
     assert (await recv_until(wa, is_message))["content"] == "now we can talk"
     for ws in (wa, wb):
         await ws.close()
+    await close_all(a, b)
+
+
+async def test_sockets_of_a_sign_in_revoked_elsewhere_are_closed_by_the_hub_sweep(server):
+    """The admin CLI (another process) deletes tokens it cannot tell this hub about."""
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    wa = await connect(server, a)
+    wa_second = await connect(server, a)
+    wb = await connect(server, b)
+    hub = server.app.ctx.hub
+    assert await hub.close_revoked_sessions() == 0  # every sign-in is still valid
+    await AuthToken.filter(user_id=a.id).delete()
+    assert await hub.close_revoked_sessions(chunk=1) == 2
+    for ws in (wa, wa_second):
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4001
+    await wb.send(text(a.id, "still here"))
+    assert (await recv_until(wb, lambda f: f["cmd"] == 100))["id"] > 0
+    await wb.close()
     await close_all(a, b)
 
 

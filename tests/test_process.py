@@ -38,9 +38,10 @@ def write_config(tmp_path: Path, port: int) -> Path:
     return config
 
 
-def start(config: Path) -> subprocess.Popen:
+def start(config: Path, **environment: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app.main", "serve", "--config", str(config)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **environment})
 
 
 async def wait_ready(base: str, process: subprocess.Popen, timeout: float = 30) -> None:
@@ -119,6 +120,28 @@ def run_cli(*args: str, config: Path, stdin: str = "") -> subprocess.CompletedPr
                            *args[1:]],
                           input=stdin, capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+async def test_user_disabled_from_the_command_line_loses_open_chat_connections(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path, port)
+    base = f"http://127.0.0.1:{port}"
+    process = start(config, IMCHAT_CHAT_SESSION_CHECK_SECONDS="0.5")
+    try:
+        await wait_ready(base, process)
+        async with httpx.AsyncClient(base_url=base) as client:
+            user = (await client.post("/user/register", data={"mobile": "13700000011",
+                                                              "passwd": "secret-1"})).json()["data"]
+        ws = await ws_connect(f"ws://127.0.0.1:{port}/chat?id={user['id']}&token={user['token']}")
+        disabled = await asyncio.to_thread(run_cli, "user", "disable", "13700000011", config=config)
+        assert disabled.returncode == 0, disabled.stderr
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 4001
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
 
 
 def test_user_admin_commands(tmp_path):

@@ -35,8 +35,9 @@ _GROUPS_AND_FRIENDS_SQL = (
 
 
 class Hub:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, check_every: float = 30.0) -> None:
         self.broker = broker
+        self.check_every = check_every
         self.sessions: dict[int, list[ChatSession]] = {}
         self.group_members: dict[int, set[int]] = {}
         self.user_groups: dict[int, set[int]] = {}
@@ -53,7 +54,7 @@ class Hub:
     async def start(self) -> None:
         await self.broker.start(self.deliver)
         self._maintenance = asyncio.get_running_loop().create_task(
-            self._maintain(), name="hub-maintenance")
+            self._maintain(self.check_every), name="hub-maintenance")
 
     async def stop(self) -> None:
         if self._maintenance is not None:
@@ -73,6 +74,7 @@ class Hub:
             await asyncio.sleep(every)
             try:
                 self.expire_sessions()
+                await self.close_revoked_sessions()
                 await self.persist_cursors()
             except Exception:
                 log.exception("hub maintenance failed; retrying next round")
@@ -83,6 +85,29 @@ class Hub:
             for session in list(sessions):
                 if session.expires_ms <= now:
                     session.close(CLOSE_SESSION_ENDED, "session expired")
+
+    async def close_revoked_sessions(self, chunk: int = 500) -> int:
+        """Close the sockets whose sign-in is no longer in the database: revoked by a process
+        that cannot reach this hub (the admin's `imchat user disable`, another node whose
+        broker message was lost). Answers how many were closed."""
+        by_token: dict[str, list[ChatSession]] = {}
+        for sessions in self.sessions.values():
+            for session in sessions:
+                by_token.setdefault(session.token_hash, []).append(session)
+        hashes = list(by_token)
+        closed = 0
+        for start in range(0, len(hashes), chunk):
+            part = hashes[start:start + chunk]
+            rows = await fetch_all(
+                f"SELECT token_hash FROM im_token WHERE token_hash IN ({', '.join('?' * len(part))})",
+                part)
+            alive = {row["token_hash"] for row in rows}
+            for token_hash in part:
+                if token_hash not in alive:
+                    for session in by_token[token_hash]:
+                        session.close(CLOSE_SESSION_ENDED, "session ended")
+                        closed += 1
+        return closed
 
     async def persist_cursors(self) -> None:
         dirty, self._dirty_cursors = self._dirty_cursors, set()
