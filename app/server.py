@@ -95,11 +95,12 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     hub = Hub(make_broker(settings.broker.kind, settings.broker.url),
               check_every=settings.chat.session_check_seconds)
     await hub.start()
-    writer = MessageWriter(publish_scope=coalesced_writes(app))
+    coalescer = coalesced_writes(app)
+    writer = MessageWriter(publish_scope=coalescer)
     writer.start()
     app.ctx.hub = hub
     app.ctx.writer = writer
-    app.ctx.chat = ChatRuntime(hub, writer, settings.chat)
+    app.ctx.chat = ChatRuntime(hub, writer, settings.chat, coalescer)
     app.ctx.services = ServiceContext.build(settings, hub)
 
 

@@ -25,7 +25,7 @@ from app.settings import ChatSettings
 from app.util.binding import check_text, whole_number
 from app.util.errors import AppError, BadRequest, Forbidden, Throttled, Unavailable
 from app.util.security import check_local_link
-from app.websocket.connection import WsConnection, encode_text_frame
+from app.websocket.connection import WriteCoalescer, WsConnection, encode_text_frame
 
 if TYPE_CHECKING:
     from app.service.hub import Hub
@@ -49,12 +49,15 @@ TYPING_INTERVAL = 0.5
 class ChatRuntime:
     """What all sessions of this process share: the hub, the writer and the chat settings."""
 
-    __slots__ = ("hub", "writer", "settings", "paused", "tasks", "buckets")
+    __slots__ = ("hub", "writer", "settings", "coalescer", "paused", "tasks", "buckets")
 
-    def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings) -> None:
+    def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings,
+                 coalescer: WriteCoalescer | None = None) -> None:
         self.hub = hub
         self.writer = writer
         self.settings = settings
+        # Around a synchronous run of sends (a catch-up page): one write per connection.
+        self.coalescer = coalescer or WriteCoalescer()
         # Sessions whose reading is paused while the writer catches up.
         self.paused: set[ChatSession] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -238,17 +241,20 @@ class ChatSession:
             cursor = self.hub.legacy_cursor.setdefault(self.user_id, cursor)
         rows = await messages.newest_missed_by(
             self.user_id, cursor, self.runtime.settings.offline_push_limit)
-        for row in rows:
-            self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+        self._send_rows(rows)
         self.caught_up = rows[-1]["id"] if rows else cursor
         if rows:
             self.hub.advance_legacy_cursor(self.user_id, rows[-1]["id"])
 
+    def _send_rows(self, rows: list[dict[str, Any]]) -> None:
+        with self.runtime.coalescer:  # one write for the page, not one per message
+            for row in rows:
+                self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+
     async def _sync_from(self, since: int, until_current: bool, limit: int = SYNC_PAGE) -> None:
         while True:
             rows = await messages.missed_by(self.user_id, since, limit)
-            for row in rows:
-                self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+            self._send_rows(rows)
             if rows:
                 since = rows[-1]["id"]
             more = len(rows) == limit
