@@ -92,10 +92,10 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
 async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     settings: Settings = app.ctx.settings
     await open_database(settings)
-    hub = Hub(make_broker(settings.broker.kind, settings.broker.url),
+    coalescer = coalesced_writes(app)
+    hub = Hub(make_broker(settings.broker.kind, settings.broker.url, coalescer),
               check_every=settings.chat.session_check_seconds)
     await hub.start()
-    coalescer = coalesced_writes(app)
     writer = MessageWriter(publish_scope=coalescer)
     writer.start()
     app.ctx.hub = hub

@@ -52,6 +52,21 @@ async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp
         await wb.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1, "content": "all"}))
         assert (await recv_until(wa, lambda f: f.get("cmd") == 11))["content"] == "all"
         assert (await recv_until(wc, lambda f: f.get("cmd") == 11))["content"] == "all"
+
+        # Whatever else lands on the channel is ignored, and the nodes carry on.
+        import redis.asyncio as redis
+
+        client = redis.from_url(REDIS_URL)
+        for junk in (b"not json", b'{"n": "x"}', b"[]", b'[1, "two"]',
+                     b'[{"n": "elsewhere", "p": 5}]', b'[{"n": "elsewhere"}]'):
+            await client.publish("imchat:envelopes", junk)
+        await client.aclose()
+        # A burst crosses as batches and arrives whole and in order.
+        for n in range(15):  # within the rate limit of a fresh connection
+            await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": f"b{n}"}))
+        burst = [(await recv_until(wb, lambda f: f.get("cmd") == 10))["content"]
+                 for _ in range(15)]
+        assert burst == [f"b{n}" for n in range(15)]
         for ws in (wa, wb, wc):
             await ws.close()
         await close_all(a, b, c)

@@ -1,6 +1,7 @@
 """The broker between the hub and delivery: services publish Envelopes, every node's hub gets
 them. `memory` hands them straight to this process's hub; `redis` (several workers or
-machines) also sends them over Redis pub/sub to every other node."""
+machines) also sends them over Redis pub/sub to every other node, the envelopes queued since the
+last send as one pub/sub message (a JSON array), which the other nodes deliver in one go."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import dataclasses
 import logging
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import ujson
@@ -68,8 +70,11 @@ class RedisBroker:
 
     CHANNEL = "imchat:envelopes"
 
-    def __init__(self, url: str, max_pending: int = 100_000) -> None:
+    def __init__(self, url: str, max_pending: int = 100_000,
+                 delivery_scope: AbstractContextManager[Any] | None = None) -> None:
         self.url = url
+        # Entered around delivering one received batch (the app's write coalescer).
+        self._delivery_scope = delivery_scope or contextlib.nullcontext()
         self.node = secrets.token_hex(6)
         self._deliver: Deliver | None = None
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(max_pending)
@@ -110,10 +115,7 @@ class RedisBroker:
             while not self._outbox.empty() and len(batch) < 500:
                 batch.append(self._outbox.get_nowait())
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for wire in batch:
-                        pipe.publish(self.CHANNEL, wire)
-                    await pipe.execute()
+                await self._redis.publish(self.CHANNEL, b"[" + b",".join(batch) + b"]")
             except Exception:
                 log.exception("publishing %d envelopes to Redis failed", len(batch))
                 await asyncio.sleep(1.0)
@@ -136,15 +138,27 @@ class RedisBroker:
 
     def _on_wire(self, data: bytes) -> None:
         try:
-            body = ujson.loads(data)
+            bodies = ujson.loads(data)
         except ValueError:
-            log.warning("ignored a malformed envelope on %s", self.CHANNEL)
+            bodies = None
+        if not isinstance(bodies, list):
+            log.warning("ignored a malformed batch of envelopes on %s", self.CHANNEL)
             return
-        if body.get("n") == self.node or self._deliver is None:
-            return
-        self._deliver(Envelope(
-            body["p"].encode("utf-8", "surrogatepass"), user_ids=tuple(body["u"]),
-            group_id=body["g"], message_id=body["m"], v2_only=body["v"], control=body["c"]))
+        deliver = self._deliver
+        first = bodies[0] if bodies else None
+        if deliver is None or not isinstance(first, dict) or first.get("n") == self.node:
+            return  # a batch comes from one node: ours were delivered when published
+        with self._delivery_scope:
+            for body in bodies:
+                try:
+                    envelope = Envelope(
+                        body["p"].encode("utf-8", "surrogatepass"), user_ids=tuple(body["u"]),
+                        group_id=body["g"], message_id=body["m"], v2_only=body["v"],
+                        control=body["c"])
+                except (KeyError, TypeError, AttributeError):
+                    log.warning("ignored a malformed envelope on %s", self.CHANNEL)
+                    continue
+                deliver(envelope)
 
     async def stop(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -158,7 +172,8 @@ class RedisBroker:
         self._deliver = None
 
 
-def make_broker(kind: str, url: str) -> Broker:
+def make_broker(kind: str, url: str,
+                delivery_scope: AbstractContextManager[Any] | None = None) -> Broker:
     if kind == "redis":
-        return RedisBroker(url)
+        return RedisBroker(url, delivery_scope=delivery_scope)
     return MemoryBroker()
