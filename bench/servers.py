@@ -337,6 +337,7 @@ class Imchat(ServerAdapter):
             "[auth]\n"
             # HTTP set-up registers every user from 127.0.0.1: no login throttle for that.
             "login_attempts_per_minute = 1000000\n"
+            "registrations_per_hour = 1000000\n"
             "[chat]\n"
             "messages_per_second = 1000000\n"
             "[log]\n"

@@ -366,6 +366,24 @@ async def test_concurrent_login_burst_cannot_exceed_the_attempt_limit(server):
     await close_all(victim)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"auth": {"registrations_per_hour": 5}}])
+async def test_a_flood_of_sign_ups_from_one_address_is_refused_and_others_still_register(server):
+    async def sign_up(client: httpx.AsyncClient, n: int) -> httpx.Response:
+        return await client.post("/user/register", data={"mobile": f"1590000{n:04d}",
+                                                         "passwd": "secret-password"})
+
+    async with _client_from(server, "127.0.0.2") as flooder:
+        answers = await asyncio.gather(*(sign_up(flooder, n) for n in range(20)))
+    created = [a for a in answers if a.status_code == 200 and a.json()["code"] == 0]
+    refused = [a for a in answers if a.status_code == 429]
+    assert len(created) == 5 and len(refused) == 15
+    assert all(a.json()["code"] == -1 and "too many new accounts" in a.json()["msg"]
+               for a in refused)
+    assert await User.filter(mobile__startswith="1590000").count() == 5
+    async with _client_from(server, "127.0.0.3") as neighbour:  # another address is not held up
+        assert (await sign_up(neighbour, 99)).json()["code"] == 0
+
+
 def _client_from(server, address: str) -> httpx.AsyncClient:
     return server.client(transport=httpx.AsyncHTTPTransport(local_address=address))
 

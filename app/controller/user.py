@@ -27,11 +27,13 @@ def _with_token(user_json: dict, token: str) -> dict:
 @user_bp.post("/register")
 @openapi.summary("Register an account (also logs in)")
 @openapi.description("Form or JSON: mobile, passwd, nickname, avatar, sex (M/W/U), memo. "
-                     "Answers the user with `token` and sets the session cookie.")
+                     "Answers the user with `token` and sets the session cookie. More than "
+                     "`auth.registrations_per_hour` sign-ups from one address answer 429.")
 async def register(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user, token = await users.register(
         services(request),
+        client_ip=request.client_ip or "unknown",
         mobile=text_field(fields, "mobile", required=True, max_length=20),
         password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
         nickname=text_field(fields, "nickname", max_length=40),

@@ -19,6 +19,7 @@ class ServiceContext:
     settings: Settings
     passwords: PasswordHashing
     login_limiter: SlidingWindowLimiter
+    registration_limiter: SlidingWindowLimiter
     hub: Hub
 
     @classmethod
@@ -27,5 +28,7 @@ class ServiceContext:
             settings=settings,
             passwords=PasswordHashing(settings.auth),
             login_limiter=SlidingWindowLimiter(settings.auth.login_attempts_per_minute, 60.0),
+            registration_limiter=SlidingWindowLimiter(settings.auth.registrations_per_hour,
+                                                      3600.0),
             hub=hub,
         )

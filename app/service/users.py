@@ -95,9 +95,14 @@ async def create_user(
         raise Conflict("this mobile is already registered") from None
 
 
-async def register(ctx: ServiceContext, **fields: Any) -> tuple[User, str]:
+async def register(ctx: ServiceContext, client_ip: str, **fields: Any) -> tuple[User, str]:
     if not ctx.settings.auth.registration_open:
         raise Forbidden("registration is closed; ask an administrator for an account")
+    limiter, key = ctx.registration_limiter, f"ip:{client_ip}"
+    if limiter.blocked(key):
+        raise Throttled("too many new accounts from this address; try again later")
+    # Counted before the work, like logins: concurrent sign-ups all pass `blocked` first.
+    limiter.hit(key)
     user = await create_user(ctx, **fields)
     log.info("registered user %s", user.id)
     return user, await issue_token(ctx, user)
