@@ -72,8 +72,17 @@
     methods: { setLang: function (lang) { i18n.setLang(lang); } }
   };
 
+  // Focus a dialog's first field once it is shown (after its opening transition), unless the
+  // user has already moved to another field of the same form: typing there must stay there.
   var focusDirective = {
-    mounted: function (el) { setTimeout(function () { el.focus(); }, 30); }
+    mounted: function (el) {
+      setTimeout(function () {
+        var scope = el.closest('form') || el.parentNode;
+        var active = document.activeElement;
+        if (active && active !== el && active !== document.body && scope && scope.contains(active)) return;
+        el.focus();
+      }, 30);
+    }
   };
 
   function install(app) {

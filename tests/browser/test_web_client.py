@@ -360,3 +360,23 @@ async def test_a_second_device_follows_the_first(web: ServerBox, browser: Any) -
     await row.locator(".list-sub", has_text="got it").wait_for()
     await row.locator("[data-test=unread]").wait_for(state="detached")
     assert laptop.errors == [] and phone.errors == []
+
+
+async def test_a_dialogs_first_field_does_not_take_the_focus_back(web: ServerBox,
+                                                                  browser: Any) -> None:
+    """The dialog focuses its first field a moment after opening; someone who has already moved
+    to another field keeps typing there."""
+    person = await new_person(browser, web, "13900000041", "Erin", viewport=DESKTOP,
+                              locale="en-US")
+    await person.register()
+    await person.wait_online()
+    page = person.page
+    await person.menu("create-group")
+    memo = page.locator("[data-test=create-group-form] input[name=memo]")
+    await memo.focus()
+    await page.wait_for_timeout(200)  # well past the dialog's own focus timer
+    await page.keyboard.type("typed into the memo")
+    assert await memo.input_value() == "typed into the memo"
+    name = page.locator("[data-test=create-group-form] input[name=name]")
+    assert await name.input_value() == ""
+    assert person.errors == []
