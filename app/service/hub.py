@@ -221,7 +221,6 @@ class Hub:
         frame: bytes | None = None
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
-        cursors = self.legacy_cursor
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -234,9 +233,8 @@ class Hub:
                     frame = encode_text_frame(envelope.payload)
                 if session.push(frame, message_id) and not session.v2:
                     written_v1 = True
-            if written_v1 and message_id and message_id > cursors.get(user_id, 0):
-                cursors[user_id] = message_id
-                self._dirty_cursors.add(user_id)
+            if written_v1 and message_id:
+                self.advance_legacy_cursor(user_id, message_id)
 
     def _control(self, envelope: Envelope) -> None:
         if envelope.control == "joined":
