@@ -11,7 +11,9 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from app.model.tables import AuthToken, Message
+from app.model.tables import AuthToken, Message, now_ms
+from app.service.messages import Draft
+from app.websocket import coalesced_writes
 from tests.factories import (
     assert_silent,
     befriend,
@@ -774,3 +776,26 @@ async def test_expired_session_sockets_are_closed_by_the_hub_sweep(server):
         await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 4001
     await close_all(a)
+
+
+async def test_the_writer_publishes_each_batch_inside_the_apps_write_coalescer(server):
+    """Coalescing is what makes a batch cost each recipient one write: every hand-over of a
+    stored message to its sender's session must run inside the app's coalescer."""
+    a = await register(server)
+    b = await register(server)
+    writer = server.app.ctx.writer
+    coalescer = coalesced_writes(server.app)
+    depths: list[int] = []
+
+    def done(draft: Draft, row: dict | None, duplicate: bool) -> None:
+        assert row is not None and not duplicate
+        depths.append(coalescer.depth)
+
+    for n in range(20):
+        writer.submit(Draft(10, a.id, b.id, 1, f"w{n}", "", "", "", 0, writer.new_cid(),
+                            now_ms(), done))
+    await writer.drain()
+    assert depths == [1] * 20
+    assert coalescer.depth == 0 and coalescer.holding == []
+    await close_all(a, b)
+
