@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from app import __version__
+from app.model.migrations import SCHEMA_VERSION, SchemaError
 from app.paths import DEFAULT_CONFIG
 from app.settings import Settings, SettingsError, load_settings
 from app.util.logs import setup_logging
@@ -59,7 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     setup_logging(settings.log.level, settings.log.access_log)
+    # Upgrade the schema once, here, before any worker process opens the database.
+    _with_database(settings, _nothing_more)
     serve(settings, _config_path(args.config))
+    return 0
+
+
+async def _nothing_more() -> int:
     return 0
 
 
@@ -80,13 +87,14 @@ def _refuse_root_on_service_data(settings: Settings) -> None:
                          f"sudo -u {owner} imchat ...")
 
 
-def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> int:
+def _with_database(settings: Settings, job: Callable[..., Awaitable[int]],
+                   progress: Callable[[str], None] | None = None) -> int:
     from app.model.database import close_database, open_database
 
     _refuse_root_on_service_data(settings)
 
     async def run() -> int:
-        await open_database(settings)
+        await open_database(settings, progress=progress)
         try:
             return await job()
         finally:
@@ -99,11 +107,15 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("WARNING")
 
+    def progress(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     async def job() -> int:
-        sys.stdout.write(f"database ready: {settings.database.engine}\n")
+        sys.stdout.write(f"database ready: {settings.database.engine}, schema {SCHEMA_VERSION}\n")
         return 0
 
-    return _with_database(settings, job)
+    return _with_database(settings, job, progress)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -208,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "start the server")
     add("check-config", cmd_check_config, "validate the config file and show what it means")
-    add("init-db", cmd_init_db, "create missing tables (existing data is kept)", ("migrate",))
+    add("migrate", cmd_init_db, "create the tables, or upgrade an older database to this "
+        "version's schema (SQLite is backed up first; existing data is kept)", ("init-db",))
     user = add("user", cmd_user, "manage accounts")
     user_cmds = user.add_subparsers(dest="user_cmd", required=True)
     user_cmds.add_parser("list", help="list accounts")
@@ -249,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except SettingsError as error:
         sys.stderr.write(f"imchat: configuration error: {error}\n")
+        return 2
+    except SchemaError as error:
+        sys.stderr.write(f"imchat: database error: {error}\n")
         return 2
 
 

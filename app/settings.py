@@ -68,6 +68,8 @@ class AuthSettings:
     registration_open: bool = True
     token_ttl_hours: int = 24 * 14
     login_attempts_per_minute: int = 10
+    # Attempts on one account from all addresses together, except addresses it signed in from.
+    account_login_attempts_per_hour: int = 60
     # Each new account costs an argon2 hash: a flood of sign-ups from one address is refused.
     registrations_per_hour: int = 60
     cookie_name: str = "imchat_token"
@@ -211,6 +213,8 @@ def _validate(settings: Settings) -> None:
         (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
         (s.auth.token_ttl_hours >= 1, "auth.token_ttl_hours: must be at least 1"),
         (s.auth.login_attempts_per_minute >= 1, "auth.login_attempts_per_minute: must be >= 1"),
+        (s.auth.account_login_attempts_per_hour >= 1,
+         "auth.account_login_attempts_per_hour: must be >= 1"),
         (s.auth.registrations_per_hour >= 1, "auth.registrations_per_hour: must be >= 1"),
         (s.auth.argon2_memory_kib >= 8 * 1024, "auth.argon2_memory_kib: must be at least 8192"),
         (s.auth.argon2_time_cost >= 1, "auth.argon2_time_cost: must be at least 1"),

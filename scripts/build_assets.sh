@@ -15,5 +15,11 @@ npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 mkdir -p asset/vendor
 cp node_modules/vue/dist/vue.global.prod.js asset/vendor/vue.global.prod.js
 cp node_modules/vue/LICENSE asset/vendor/vue.LICENSE
+# Swagger UI for /docs, served from this server (never a CDN: on a LAN without internet the
+# page would be blank, and a compromised CDN script would run with the visitor's session).
+mkdir -p asset/vendor/swagger-ui
+for name in swagger-ui-bundle.js swagger-ui-standalone-preset.js swagger-ui.css LICENSE NOTICE; do
+  cp "node_modules/swagger-ui-dist/$name" "asset/vendor/swagger-ui/$name"
+done
 touch asset/vendor/.built
 echo "build_assets: asset/vendor/ ready (vue $(node -p "require('./node_modules/vue/package.json').version"))"

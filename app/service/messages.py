@@ -332,14 +332,16 @@ class MessageWriter:
                 after = await connection.execute_query_dict(select, cids)
             else:
                 after = before
-        stored = {(r["cid"], r["sender_id"]): r for r in after}
+            stored = {(r["cid"], r["sender_id"]): r for r in after}
+            missing = keys - stored.keys()
+            if missing:
+                # Inside the transaction, so that it rolls back: the retry one by one must not
+                # find this batch's rows and take them for resends (which are not published).
+                raise RuntimeError(f"{len(missing)} stored messages could not be read back "
+                                   "by their cid")
         self.written += len(fresh)
-        results: list[tuple[dict[str, Any], bool]] = []
         fresh_ids = {id(d) for d in fresh}
-        for draft in batch:
-            row = stored[(draft.cid, draft.sender_id)]
-            results.append((row, id(draft) not in fresh_ids))
-        return results
+        return [(stored[(d.cid, d.sender_id)], id(d) not in fresh_ids) for d in batch]
 
 
 def _row(draft: Draft, message_id: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from app.paths import ASSET_DIR
 from tests.browser.conftest import ServerBox
@@ -42,3 +43,39 @@ def test_sticker_packs_follow_the_article_format() -> None:
         assert len(info["assets"]) >= 8
         for name in info["assets"]:
             assert (base / pack_id / name).is_file(), name
+
+
+async def test_api_browser_loads_nothing_from_outside(web: ServerBox) -> None:
+    """/docs is Swagger UI from this server's own assets, under a policy with no inline or
+    remote script: a LAN without internet sees it, and no CDN script runs with a session."""
+    assert web.server is not None
+    async with web.server.client() as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        script_src = next(p for p in policy.split("; ") if p.startswith("script-src"))
+        assert script_src == "script-src 'self'", policy
+        assert "<script>" not in page.text and "http" not in page.text.replace('"/', "")
+        urls = re.findall(r'src="([^"]+)"', page.text) + re.findall(r'href="([^"]+)"', page.text)
+        assert urls and all(url.startswith("/asset/") for url in urls), urls
+        for url in urls:
+            assert (await client.get(url)).status_code == 200, url
+        assert (await client.get("/docs/openapi.json")).json()["info"]["title"] == "imchat"
+        # sanic-ext's own OAuth2 helper page fetched Swagger UI from a CDN at request time.
+        assert (await client.get("/docs/oauth2-redirect.html")).status_code == 404
+
+
+async def test_api_browser_renders_in_chromium(web: ServerBox, browser: Any) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith((web.base_url, "data:")) else None)
+    await page.goto(f"{web.base_url}/docs")
+    await page.get_by_text("/user/login", exact=True).first.wait_for(timeout=15000)
+    assert not problems, problems
+    assert not outside, outside
+    await context.close()
