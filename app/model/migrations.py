@@ -125,9 +125,10 @@ async def schema_version(connection: BaseDBAsyncClient) -> int | None:
 
 async def _stamp(connection: BaseDBAsyncClient, version: int) -> None:
     await connection.execute_script(
-        "CREATE TABLE IF NOT EXISTS im_schema (version INT NOT NULL)")
+        "CREATE TABLE IF NOT EXISTS im_schema (id INT NOT NULL PRIMARY KEY, version INT NOT NULL)")
     await connection.execute_script("DELETE FROM im_schema")
-    await connection.execute_query(f"INSERT INTO im_schema (version) VALUES ({int(version)})")
+    await connection.execute_query(
+        f"INSERT INTO im_schema (id, version) VALUES (1, {int(version)})")
 
 
 def _describe(version: int) -> str:
