@@ -59,7 +59,7 @@ async def test_no_state_change_over_get_and_no_cors(server):
                  "/contact/createcommunity?name=viaget", "/contact/joincommunity?dstname=x",
                  "/attach/upload", "/user/login?mobile=x&passwd=y"):
         response = await a.client.get(path, headers={"Origin": "http://evil.example"})
-        assert_clean_error(response, 404, 405)
+        assert_clean_error(response, 405)
     me = await a.client.get("/user/me", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in me.headers
     assert "access-control-allow-credentials" not in me.headers
@@ -108,7 +108,7 @@ async def test_websocket_handshake_with_bad_query_values_is_refused_before_upgra
         assert await refused_status(base + query) == 400, query
     async with server.client() as client:
         plain = await client.get("/chat", params={"token": a.token})
-        assert_clean_error(plain, 400, 426)
+        assert_clean_error(plain, 426)
         bad_key = await client.get("/chat", params={"token": a.token}, headers={
             "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": "not-base64!!"})
@@ -116,7 +116,7 @@ async def test_websocket_handshake_with_bad_query_values_is_refused_before_upgra
         old_version = await client.get("/chat", params={"token": a.token}, headers={
             "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "8",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
-        assert old_version.status_code in (400, 426)
+        assert old_version.status_code == 400, old_version.text
     await close_all(a)
 
 # == races ====================================================================================
@@ -186,9 +186,9 @@ async def test_junk_in_numeric_fields_is_a_clean_400(server):
                 # Harmless readings only: an empty page, or the defaults for optional fields.
                 assert name in ("before", "limit") or value in ("", " ", False), (path, name, value)
                 continue
-            assert_clean_error(response, 400, 403, 200)
+            assert_clean_error(response, 400)
         nan = await post_raw_json(a, path, '{"' + name + '": NaN}')
-        assert_clean_error(nan, 400, 403)
+        assert_clean_error(nan, 400)
     cate = await a.client.post("/contact/createcommunity", data={"name": "c1", "cate": "9" * 5000})
     assert_clean_error(cate, 400)
     await assert_still_serving(server, a)
@@ -205,7 +205,7 @@ async def test_infinite_numbers_are_a_clean_400(server):
             if response.status_code >= 500:
                 failures.append((path, name, literal, response.status_code))
             else:
-                assert_clean_error(response, 400, 403)
+                assert_clean_error(response, 400)
     assert failures == []
     await assert_still_serving(server, a)
     await close_all(a)
@@ -293,7 +293,7 @@ async def test_oversized_and_deeply_nested_bodies_are_refused_cleanly(server):
         for body in ("[]", '"x"', "null", "1", "{", "\xff\xfe", '{"a":1}garbage'):
             assert_clean_error(await post_raw_json(client, "/user/login", body), 400)
         huge = json.dumps({"mobile": "m" * 3_000_000, "passwd": "x"})
-        assert_clean_error(await post_raw_json(client, "/user/login", huge), 400, 413)
+        assert_clean_error(await post_raw_json(client, "/user/login", huge), 400)
         odd_type = await client.post("/user/login", content=b"mobile=x&passwd=y",
                                      headers={"Content-Type": "text/plain"})
         assert_clean_error(odd_type, 400)
@@ -302,7 +302,7 @@ async def test_oversized_and_deeply_nested_bodies_are_refused_cleanly(server):
         assert_clean_error(utf16, 400)
         bad_form = await client.post("/user/login", content=b"mobile=%ff%fe%00&passwd=%E0%80",
                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
-        assert_clean_error(bad_form, 400, 200)
+        assert_clean_error(bad_form, 400)
         bad_multipart = await client.post(
             "/user/login", content=b"--zz\r\nContent-Disposition: form-data\r\n\r\nx\r\n",
             headers={"Content-Type": "multipart/form-data; boundary=zz"})
@@ -356,7 +356,7 @@ async def test_static_routes_answer_directories_and_nul_bytes_with_404(server):
             if response.status_code >= 500:
                 failures.append((path, response.status_code))
             else:
-                assert_clean_error(response, 400, 403, 404)
+                assert_clean_error(response, 404)
         assert failures == []
 
 
