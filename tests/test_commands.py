@@ -18,14 +18,9 @@ import pytest
 from app import main as cli
 from app.runner import listen_urls
 from app.settings import load_settings
+from tests.harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(folder: Path, port: int = 0, extra: str = "") -> Path:

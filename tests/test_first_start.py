@@ -18,13 +18,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.harness import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(folder: Path, port: int) -> Path:
