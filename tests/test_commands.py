@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -208,6 +209,17 @@ def test_tls_problems_are_one_line_in_check_config_and_serve(tmp_path, certifica
 def test_a_certificate_with_names_serves_https(tmp_path, certificates):
     port = free_port()
     config = tls_config(tmp_path, *certificates["named"], port)
+    status, output = serve_until_answering(
+        config, f"https://127.0.0.1:{port}/docs/openapi.json", verify=False)
+    assert status == 200
+    # The start-up lines: which config and database, and the address to open.
+    assert f"config {config}; database sqlite" in output, output
+    assert f"open https://127.0.0.1:{port}/" in output, output
+
+
+def serve_until_answering(config: Path, url: str, verify: bool | ssl.SSLContext
+                          ) -> tuple[int, str]:
+    """Start `imchat serve`, GET `url` once it answers; the status and the server's output."""
     process = subprocess.Popen([sys.executable, "-m", "app.main", "serve", "--config",
                                 str(config)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -216,19 +228,34 @@ def test_a_certificate_with_names_serves_https(tmp_path, certificates):
         while True:
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             try:
-                answer = httpx.get(f"https://127.0.0.1:{port}/docs/openapi.json", verify=False,
-                                   timeout=2)
+                status = httpx.get(url, verify=verify, timeout=2).status_code
                 break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "no https answer"
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, f"no answer from {url}"
                 time.sleep(0.1)
-        assert answer.status_code == 200
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
-    # The start-up lines: which config and database, and the address to open.
-    assert f"config {config}; database sqlite" in output, output
-    assert f"open https://127.0.0.1:{port}/" in output, output
+    return status, output
+
+
+def test_admin_guide_lan_certificate_recipe_is_trusted(tmp_path):
+    """docs/admin.md's internal-CA commands, run as written (with this machine's names): imchat
+    accepts the certificate and a client trusting only the CA connects without a warning."""
+    guide = (REPO / "docs" / "admin.md").read_text()
+    recipe = guide.split("### A certificate trusted on a LAN", 1)[1]
+    script = recipe.split("```sh\n", 1)[1].split("```", 1)[0]
+    script = script.replace("chat.office.lan", "localhost").replace("192.168.1.10", "127.0.0.1")
+    made = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    port = free_port()
+    config = tls_config(tmp_path, tmp_path / "fullchain.pem", tmp_path / "privkey.pem", port)
+    assert command("check-config", "--config", str(config)).returncode == 0
+    status, _ = serve_until_answering(config, f"https://localhost:{port}/docs/openapi.json",
+                                      verify=ssl.create_default_context(
+                                          cafile=tmp_path / "ca.pem"))
+    assert status == 200
 
 
 def test_listen_urls_name_every_interface_when_bound_to_all(tmp_path):
