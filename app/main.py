@@ -154,12 +154,21 @@ def _refuse_root_on_service_data(settings: Settings) -> None:
 
 
 def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> int:
+    from tortoise.exceptions import BaseORMException
+
+    from app.dbcopy import describe
     from app.model.database import close_database, open_database
+    from app.preflight import check_storage
 
     _refuse_root_on_service_data(settings)
+    check_storage(settings, uploads=False)
 
     async def run() -> int:
-        await open_database(settings)
+        try:
+            await open_database(settings)
+        except BaseORMException as error:
+            raise CommandError(f"cannot open the database {describe(settings)}: {error}"
+                               ) from None
         try:
             return await job()
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -29,6 +30,26 @@ def check_data_paths(settings: Settings) -> None:
             raise SettingsError(f"{key}: {path} is inside the binary's temporary unpack folder, "
                                 "deleted when it exits: give an absolute path, or use a config "
                                 "file outside that folder")
+
+
+def check_storage(settings: Settings, uploads: bool = True) -> None:
+    """The SQLite file (and its folder, where SQLite adds -wal and -shm files) and, with
+    `uploads`, the upload folder are writable by this user, or can be created: else one line
+    instead of a traceback from deep inside the database driver."""
+    places = []
+    if settings.database.engine == "sqlite":
+        places += [("database.path", settings.sqlite_path),
+                   ("database.path", settings.sqlite_path.parent)]
+    if uploads:
+        places.append(("storage.upload_dir", settings.upload_path))
+    for key, path in places:
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK):
+            raise SettingsError(f"{key}: {existing} is not writable for this user (uid "
+                                f"{os.geteuid()}): run as the user that owns it, e.g. sudo -u "
+                                "imchat imchat ..., or give it to that user")
 
 
 def check_tls(settings: Settings) -> None:
@@ -106,6 +127,7 @@ def listen_problem(settings: Settings) -> str | None:
 def check_serve(settings: Settings) -> None:
     """Everything `imchat serve` needs before it starts: refuse with one line what would fail."""
     check_data_paths(settings)
+    check_storage(settings)
     check_tls(settings)
     problem = listen_problem(settings)
     if problem:

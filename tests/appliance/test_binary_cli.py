@@ -3,8 +3,11 @@ Python variables in the environment (as on a fresh VM)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -120,3 +123,26 @@ def test_admin_commands(installed: Installed, tmp_path: Path) -> None:
     bad.write_text(config.read_text().replace("[log]", "[log]\nlevle = \"INFO\""))
     refused = run("check-config", "--config", str(bad))
     assert refused.returncode == 2 and "log.levle" in refused.stderr
+
+
+def test_admin_command_as_another_user_is_one_line(binary: Path) -> None:
+    """`imchat user list` by a user who cannot write the data folder: one line naming the folder
+    and the fix, no traceback from the database driver (exit status 2)."""
+    runuser = shutil.which("runuser")
+    if os.geteuid() != 0 or runuser is None:
+        pytest.skip("needs root and runuser to run the binary as another user")
+    # Outside pytest's tmp folder (0700, root's): the other user must reach the files.
+    with tempfile.TemporaryDirectory() as folder:
+        site = Path(folder)
+        site.chmod(0o755)
+        (site / "data").mkdir(mode=0o755)
+        config = site / "config.toml"
+        config.write_text('[database]\npath = "data/imchat.db"\n')
+        config.chmod(0o644)
+        result = subprocess.run([runuser, "-u", "nobody", "--", str(binary), "--config",
+                                 str(config), "user", "list"], cwd=site, env=clean_env(site),
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{site / 'data'}" in last and "not writable" in last and "sudo -u" in last, last
