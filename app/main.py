@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"imchat: {error}\n")
         return error.status
     except PermissionError as error:
+        if error.filename is None:  # not a file: a bug or a sandbox, worth its traceback
+            raise
         # e.g. the service's data folder, from an admin command run as another user.
         sys.stderr.write(f"imchat: {error.strerror}: {error.filename} (run as the user that "
                          "owns it, e.g. sudo -u imchat imchat ...)\n")

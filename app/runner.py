@@ -37,12 +37,16 @@ def raise_open_file_limit() -> int:
 
 def _interface_addresses(family: int) -> list[str]:
     """Each network interface's address (IPv4: the primary one per interface; IPv6: global and
-    loopback ones), in the kernel's interface order; no third-party module needed."""
+    loopback ones), in the kernel's interface order. Read from /proc and an AF_INET ioctl, not
+    socket.if_nameindex(): that opens a netlink socket, which the unit's RestrictAddressFamilies=
+    refuses."""
     found: list[str] = []
     if family == socket.AF_INET:
         siocgifaddr = 0x8915  # <linux/sockios.h>
+        with open("/proc/net/dev") as table:
+            names = [line.split(":", 1)[0].strip() for line in table if ":" in line]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for _, name in socket.if_nameindex():
+            for name in names:
                 with contextlib.suppress(OSError):  # an interface without an IPv4 address
                     answer = fcntl.ioctl(sock.fileno(), siocgifaddr,
                                          struct.pack("256s", name.encode()[:15]))
@@ -61,13 +65,14 @@ def listen_urls(settings: Settings) -> list[str]:
     """The addresses people should open: every interface's when bound to all of them."""
     scheme = "https" if settings.server.tls_cert else "http"
     host, port = settings.server.host, settings.server.port
-    if host in ("0.0.0.0", ""):
-        hosts = _interface_addresses(socket.AF_INET) or ["127.0.0.1"]
-    elif host == "::":
-        hosts = (_interface_addresses(socket.AF_INET) + _interface_addresses(socket.AF_INET6)
-                 or ["::1"])
-    else:
-        hosts = [host]
+    hosts = [host]
+    # A list of addresses is a courtesy: a machine that will not tell still gets its server.
+    with contextlib.suppress(OSError):
+        if host in ("0.0.0.0", ""):
+            hosts = _interface_addresses(socket.AF_INET) or ["127.0.0.1"]
+        elif host == "::":
+            hosts = (_interface_addresses(socket.AF_INET)
+                     + _interface_addresses(socket.AF_INET6)) or ["::1"]
     default_port = {"http": 80, "https": 443}[scheme]
     suffix = "" if port == default_port else f":{port}"
     return [f"{scheme}://{f'[{h}]' if ':' in h else h}{suffix}/" for h in hosts]

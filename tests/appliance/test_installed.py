@@ -364,9 +364,10 @@ def test_sighup_reloads_what_it_can(installed: Installed, tmp_path: Path) -> Non
 
 def test_runs_under_the_units_syscall_filter_and_memory_rules(installed: Installed,
                                                               tmp_path: Path) -> None:
-    """SystemCallFilter=, MemoryDenyWriteExecute= and NoNewPrivileges= of the installed unit,
-    applied with seccomp and prctl (systemd is not PID 1 here): the whole smoke flow, a reload
-    and a clean stop must work inside them."""
+    """SystemCallFilter=, RestrictAddressFamilies=, MemoryDenyWriteExecute= and
+    NoNewPrivileges= of the installed unit, applied with seccomp and prctl (systemd is not PID 1
+    here): the start on every interface (listing their addresses), the whole smoke flow, a
+    reload and a clean stop must work inside them."""
     probe = subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True,
                            check=False)
     if probe.returncode != 0 or shutil.which("systemd-analyze") is None:
@@ -377,9 +378,11 @@ def test_runs_under_the_units_syscall_filter_and_memory_rules(installed: Install
                     "systemd)")
     sandbox = ["/usr/bin/python3", str(Path(__file__).with_name("syscall_sandbox.py")),
                str(installed.unit)]
-    running = start(installed, tmp_path / "run", prefix=sandbox)
+    # On every interface, as installed: the start lists each interface's address.
+    running = start(installed, tmp_path / "run", prefix=sandbox, host='"0.0.0.0"')
     try:
         running.wait_ready()
+        assert f"open http://127.0.0.1:{running.port}/" in running.log_text()
         status = Path(f"/proc/{running.proc.pid}/status").read_text()
         assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status, status
         result = smoke_flow(running.base_url, running.ws_url)
