@@ -103,6 +103,9 @@ def test_admin_commands(installed: Installed, tmp_path: Path) -> None:
 
     listed = run("user", "list", "--config", str(config))
     assert listed.returncode == 0 and "13900000001\tCarol\tactive" in listed.stdout
+    before = run("--config", str(config), "user", "list")  # the option before the command
+    assert before.returncode == 0 and before.stdout == listed.stdout, before.stderr
+    assert f"config {config}; database sqlite {data / 'imchat.db'}" in before.stderr
 
     assert run("user", "disable", "13900000001", "--config", str(config)).returncode == 0
     assert "\tdisabled" in run("user", "list", "--config", str(config)).stdout
