@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Build dist/imchat: one self-contained executable (PyInstaller one-file) carrying the Python
-# runtime, every dependency, app/view/, asset/ (with asset/vendor/ when `make assets` made it)
-# and the default config.toml.
+# runtime, every dependency, app/view/ and asset/ (with asset/vendor/ when `make assets` made it).
 #
 # Usage: scripts/build_binary.sh            (from anywhere; works on the repository it sits in)
 # Environment:

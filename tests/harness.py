@@ -132,3 +132,10 @@ async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     port = server.server.sockets[0].getsockname()[1]
     running = RunningServer(app, settings, "127.0.0.1", port, server)
     return running
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server run as a separate process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
