@@ -166,9 +166,9 @@ async def prepare_schema(settings: Settings, connection_name: str,
         return SCHEMA_VERSION
     if version > SCHEMA_VERSION:
         raise SchemaError(
-            f"the database has {_describe(version)}, newer than this imchat "
-            f"{__import__('app').__version__} understands ({_describe(SCHEMA_VERSION)}); "
-            "install the newer imchat again, or restore a backup made before the upgrade")
+            f"the database has {_describe(version)}, but this imchat "
+            f"{__import__('app').__version__} knows schema {SCHEMA_VERSION} at most; install "
+            "the newer imchat again, or restore a backup made before the upgrade")
     if version == SCHEMA_VERSION:
         return version
     if settings.database.engine == "sqlite":
