@@ -1,5 +1,6 @@
 /* imchat web client: the small shared Vue components — avatar, text with safe links, modal
- * dialog, language switch — and the toast messages. */
+ * dialog, language switch — and the toast messages. Their templates are the .html files of the
+ * same names beside this one, compiled at build time (scripts/compile_templates.js). */
 (function () {
   'use strict';
 
@@ -27,7 +28,7 @@
   };
 
   var Avatar = {
-    template: '#tpl-avatar',
+    render: IM.templates.avatar,
     props: {
       src: { type: String, default: '' },
       name: { type: String, default: '' },
@@ -47,13 +48,13 @@
   };
 
   var RichText = {
-    template: '#tpl-rich-text',
+    render: IM.templates['rich-text'],
     props: { text: { type: String, default: '' } },
     computed: { pieces: function () { return util.linkify(this.text); } }
   };
 
   var Modal = {
-    template: '#tpl-modal',
+    render: IM.templates.modal,
     mixins: [i18nMixin],
     props: { title: { type: String, default: '' }, wide: { type: Boolean, default: false } },
     emits: ['close'],
@@ -66,7 +67,7 @@
   };
 
   var LangSwitch = {
-    template: '#tpl-lang-switch',
+    render: IM.templates['lang-switch'],
     mixins: [i18nMixin],
     computed: { langs: function () { return i18n.langs; } },
     methods: { setLang: function (lang) { i18n.setLang(lang); } }
