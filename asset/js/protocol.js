@@ -5,6 +5,8 @@
 (function (IM) {
   'use strict';
 
+  var VERSION = 2;      // /chat?v=2: the protocol these frames belong to
+
   var CMD = Object.freeze({
     HEARTBEAT: 0,       // both ways: keep-alive; the server answers in kind
     SINGLE: 10,         // a one-to-one chat message
@@ -38,7 +40,7 @@
   function isChat(cmd) { return cmd === CMD.SINGLE || cmd === CMD.GROUP; }
 
   IM.protocol = Object.freeze({
-    CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
+    VERSION: VERSION, CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
     isRetryable: isRetryable, isChat: isChat
   });
 })(globalThis.IM = globalThis.IM || {});

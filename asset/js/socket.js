@@ -41,7 +41,7 @@
 
   ChatSocket.prototype.url = function () {
     var scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    return scheme + '://' + location.host + '/chat?v=2&since=' + encodeURIComponent(String(this.since || 0));
+    return scheme + '://' + location.host + '/chat?v=' + P.VERSION + '&since=' + encodeURIComponent(String(this.since || 0));
   };
 
   ChatSocket.prototype.setState = function (state, info) {
