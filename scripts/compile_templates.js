@@ -13,6 +13,13 @@ const root = path.resolve(__dirname, '..');
 const sourceDir = path.join(root, 'asset', 'js', 'components');
 const outFile = path.join(root, 'asset', 'build', 'templates.js');
 
+// Render functions call the runtime's helpers by name: compiler and runtime must be one release.
+const compilerVersion = require('@vue/compiler-dom/package.json').version;
+const runtimeVersion = require('vue/package.json').version;
+if (compilerVersion !== runtimeVersion) {
+  throw new Error(`compile_templates: @vue/compiler-dom ${compilerVersion} but vue ${runtimeVersion}; pin both to one version`);
+}
+
 const names = fs.readdirSync(sourceDir).filter((name) => name.endsWith('.html')).sort();
 if (!names.length) throw new Error(`compile_templates: no templates in ${sourceDir}`);
 
