@@ -14,7 +14,6 @@
   var MEDIA = IM.protocol.MEDIA;
   var TYPING_SHOW_MS = 6000;
   var RETRY_START_MS = 3000;
-  var PHONE_WIDTH = 760;
 
   IM.components = IM.components || {};
   IM.components.ChatApp = {
@@ -179,7 +178,7 @@
         var conv = this.store.ensureConv(cmd, dstid);
         this.activeKey = conv.key;
         this.panel = null;
-        this.tab = this.tab === 'contacts' && window.innerWidth > PHONE_WIDTH ? 'contacts' : 'chats';
+        this.tab = this.tab === 'contacts' && !IM.ui.isPhone() ? 'contacts' : 'chats';
         if (cmd === CMD.SINGLE) this.loaders.user(dstid);
         if (cmd === CMD.GROUP) this.loadMembers(dstid);
         var first = conv.loaded ? Promise.resolve() : this.loadHistory(conv, true);

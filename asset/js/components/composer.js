@@ -8,7 +8,6 @@
   var MEDIA = IM.protocol.MEDIA;
   var TYPING_SEND_EVERY_MS = 3000;  // while typing goes on, say so again this often
   var TYPING_MIN_GAP_MS = 600;       // the server drops notices closer than 0.5 s
-  var PHONE_WIDTH = 760;
 
   IM.components = IM.components || {};
   IM.components.Composer = {
@@ -52,7 +51,7 @@
         this.chat.send({ media: MEDIA.TEXT, content: text });
         // Keep the emoji picker open for the next message on wide screens; on a phone it
         // would cover the conversation.
-        this.chat.panel = this.chat.panel === 'emoji' && window.innerWidth > PHONE_WIDTH ? 'emoji' : null;
+        this.chat.panel = this.chat.panel === 'emoji' && !IM.ui.isPhone() ? 'emoji' : null;
         this.typingRestart();
         var input = this.$refs.input;
         this.$nextTick(function () { if (input) { input.style.height = ''; input.focus(); } });
@@ -61,7 +60,7 @@
       sendSticker: function (url) {
         if (!IM.util.isStickerUrl(url)) return;
         this.chat.send({ media: MEDIA.PICTURE, url: url });
-        if (window.innerWidth <= PHONE_WIDTH) this.chat.panel = null;
+        if (IM.ui.isPhone()) this.chat.panel = null;
       },
 
       onKeydown: function (event) {

@@ -86,7 +86,7 @@
       opened: function (conv) {
         this.scrollToBottom(false);
         this.fillViewport(conv);
-        if (this.$refs.composer && window.innerWidth > 760) this.$refs.composer.focus();
+        if (this.$refs.composer && !IM.ui.isPhone()) this.$refs.composer.focus();
       }
     }
   };

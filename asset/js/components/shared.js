@@ -86,6 +86,11 @@
     }
   };
 
+  // The phone layout (one pane at a time) below this width; app.css uses the same breakpoint.
+  var PHONE_WIDTH = 760;
+
+  function isPhone() { return window.innerWidth <= PHONE_WIDTH; }
+
   function install(app) {
     app.component('im-avatar', Avatar);
     app.component('im-rich-text', RichText);
@@ -95,5 +100,5 @@
   }
 
   window.IM = window.IM || {};
-  window.IM.ui = { toasts: toasts, toast: toast, i18nMixin: i18nMixin, install: install };
+  window.IM.ui = { toasts: toasts, toast: toast, i18nMixin: i18nMixin, isPhone: isPhone, install: install };
 })();
