@@ -56,13 +56,15 @@ release: binary
 bench: dev
 	$(BIN)/python bench/run.py
 
-# Third-party browser files come from the npm registry, pinned by package-lock.json.
+# Third-party browser files come from the npm registry, pinned by package-lock.json; the Vue
+# templates are compiled at the same step, so editing one rebuilds.
 assets:
 	@if [ -f package.json ]; then $(MAKE) --no-print-directory -s asset/vendor/.built; fi
 
-asset/vendor/.built: package.json package-lock.json scripts/build_assets.sh
+asset/vendor/.built: package.json package-lock.json scripts/build_assets.sh scripts/compile_templates.js \
+		$(wildcard asset/js/components/*.html)
 	sh scripts/build_assets.sh
 	touch $@
 
 clean:
-	rm -rf $(VENV) build dist node_modules asset/vendor *.egg-info
+	rm -rf $(VENV) build dist node_modules asset/vendor asset/build *.egg-info

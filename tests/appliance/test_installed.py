@@ -217,7 +217,10 @@ def test_bundled_web_client_is_served(server: ServerProcess) -> None:
              if p.is_file() and not p.name.startswith(".")]
     assert files, "asset/ is empty: `make assets` has not run"
     vendor = [p for p in files if "vendor" in p.parts]
-    for path in [files[0], *vendor[:1]]:
+    # The generated web client: Vue's runtime build and the templates compiled at build time.
+    generated = [REPO / "asset" / "vendor" / "vue.runtime.global.prod.js",
+                 REPO / "asset" / "build" / "templates.js"]
+    for path in [files[0], *vendor[:1], *generated]:
         url = f"{server.base_url}/asset/{path.relative_to(REPO / 'asset').as_posix()}"
         answer = httpx.get(url, timeout=10)
         assert answer.status_code == 200 and answer.content == path.read_bytes(), url

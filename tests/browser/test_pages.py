@@ -21,6 +21,10 @@ async def test_each_page_is_the_shell_with_a_strict_policy(web: ServerBox) -> No
             assert f'data-page="{page}"' in response.text
             policy = response.headers["content-security-policy"]
             assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+            # Templates are compiled at build time: no eval, no inline script.
+            script_src = next(p for p in policy.split("; ") if p.startswith("script-src"))
+            assert script_src == "script-src 'self'", policy
+            assert 'data-session="0"' in response.text
             assert "__ASSET_VERSION__" not in response.text
             assert "v-html" not in response.text
         shell = (await client.get("/")).text
@@ -30,6 +34,19 @@ async def test_each_page_is_the_shell_with_a_strict_policy(web: ServerBox) -> No
         assert urls and all(url.startswith("/asset/") for url in urls), urls
         for url in urls:
             assert (await client.get(url)).status_code == 200, url
+
+
+async def test_the_shell_says_whether_a_session_cookie_came(web: ServerBox) -> None:
+    """The client probes /user/me only when the browser holds a session cookie (it cannot read
+    the HttpOnly cookie itself); presence alone, never whether it is valid."""
+    assert web.server is not None
+    name = web.settings.auth.cookie_name
+    async with web.server.client() as client:
+        for path in ("/", "/register", "/app"):
+            with_cookie = await client.get(path, headers={"cookie": f"{name}=whatever"})
+            assert 'data-session="1"' in with_cookie.text, path
+            other = await client.get(path, headers={"cookie": "unrelated=1"})
+            assert 'data-session="0"' in other.text, path
 
 
 def test_sticker_packs_follow_the_article_format() -> None:
