@@ -19,7 +19,10 @@ def watch_console(page: Any) -> list[str]:
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
             if m.type == "error" else None)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    # A load the page itself abandons (pictures still coming when it navigates away) is
+    # net::ERR_ABORTED: not a failure anyone sees.
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}")
+            if "ERR_ABORTED" not in (r.failure or "") else None)
     return problems
 
 
