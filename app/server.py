@@ -32,7 +32,7 @@ from app.service.uploads import is_inline_safe
 from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
 from app.util.responses import fail
-from app.websocket import ImchatHttpProtocol, close_all, coalesced_writes
+from app.websocket import close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
@@ -71,8 +71,6 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     )
     _serve_api_browser(app)
     app.ctx.settings = settings
-    # The server must run with imchat's own WebSocket data path (see app/websocket/).
-    app.ctx.protocol_class = ImchatHttpProtocol
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
     if settings.testing.websocket_echo:

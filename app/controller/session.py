@@ -38,7 +38,6 @@ async def require_user(request: Request, fields: dict[str, Any] | None = None) -
         claimed = id_field(source, "userid", required=False)
         if claimed is not None and claimed != user.id:
             raise Forbidden("userid does not match your session")
-    request.ctx.user = user
     return user
 
 
