@@ -314,6 +314,7 @@ async def accept_websocket(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
+        max_buffered_bytes=max_buffered_bytes,
     )
     log.debug("websocket open %s %s", conn.peer, request.path)
     protocol._upgrade(conn, max_buffered_bytes)
