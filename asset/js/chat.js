@@ -658,7 +658,8 @@
             self.addMessage(msg);
             self.ensureUser(msg.userid);
           });
-          conv.hasMore = rows.length >= PAGE;
+          // A page of large messages may be cut short by the server (`more`).
+          conv.hasMore = rows.length >= PAGE || answer.more === true;
           conv.loaded = true;
         }, function (error) {
           conv.loaded = true;
