@@ -8,8 +8,10 @@ process (its RSS from /proc), so what is counted is the server's alone, never th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
+from tests.factories import befriend, close_all, connect, recv_until, register
+from tests.test_hostile import assert_clean_error, refused_status
 from tests.test_process import REPO, free_port, wait_ready, write_config
 from tests.websocket.conftest import RawClient, client_frame
 
@@ -129,3 +134,146 @@ async def test_a_closing_socket_flooding_pings_piles_up_no_pongs(served):
         raw.close()
     # Measured: +45-70 MiB before the fix, +1 after.
     assert growth < 25, f"the server grew by {growth:.0f} MiB answering pings nobody reads"
+
+
+# == WebSocket and history: readers that never read ============================================
+
+async def store_messages(ws_base: str, sender: dict, receiver_id: int, count: int,
+                         size: int) -> None:
+    """`count` messages of `size` characters from `sender` to `receiver_id`, all acknowledged."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    async with ws_connect(f"{ws_base}/chat?token={sender['token']}&v=2",
+                          max_size=None) as ws:
+        await ws.recv()  # presence
+        for n in range(count):
+            await ws.send(json.dumps({"cmd": 10, "dstid": receiver_id, "media": 1,
+                                      "content": f"{n:05d}" + "x" * (size - 5), "cid": f"m{n}"}))
+        acks = 0
+        while acks < count:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            assert frame["cmd"] == 100, frame
+            acks += 1
+
+
+async def unread_history_request(port: int, token: str, dstid: int) -> asyncio.StreamWriter:
+    """Ask for a full page of history on a connection that then never reads its answer."""
+    body = json.dumps({"cmd": 10, "dstid": dstid, "limit": 500}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4096)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(b"POST /message/history HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer " + token.encode() + b"\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    return writer
+
+
+@pytest.mark.serve_env(chat_messages_per_second=1000, chat_max_connections_per_user=100)
+async def test_sockets_and_history_requests_that_never_read_hold_little_memory(served):
+    ws_base = served.base_url.replace("http://", "ws://")
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=15) as client:
+        alice = await served.register(client, "13900000011")
+        mallory = await served.register(client, "13900000012")
+        added = await client.post("/contact/addfriend", data={"dstname": mallory["mobile"]},
+                                  headers={"Authorization": f"Bearer {alice['token']}"})
+        assert added.json()["code"] == 0, added.text
+    # 500 messages of 16 KB waiting for mallory: 8 MB a full catch-up.
+    await store_messages(ws_base, alice, mallory["id"], 500, 16_000)
+    await asyncio.sleep(0.5)
+    baseline = served.rss_mb()
+    held: list = []
+
+    async def attack() -> None:
+        for _ in range(40):
+            held.append(await RawClient.connect(
+                served.port, f"/chat?token={mallory['token']}&v=2&since=0", rcvbuf=4096))
+        for _ in range(40):
+            held.append(await unread_history_request(served.port, mallory["token"], alice["id"]))
+        await asyncio.sleep(2)  # time for every catch-up and answer to be sent, or not
+
+    growth = await peak_rss_growth(served, baseline, asyncio.ensure_future(attack()))
+    for item in held:
+        item.close()
+    # Measured: +340 MiB before the fix (up to 8 MB a socket and an answer), +18 after.
+    assert growth < 100, f"the server grew by {growth:.0f} MiB for clients that read nothing"
+
+
+sqlite_only = pytest.mark.parametrize("db_backend", ["sqlite"])
+
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"max_connections_per_user": 3}}])
+async def test_one_user_cannot_open_more_chat_sockets_than_the_cap(server):
+    mallory = await register(server)
+    sockets = [await connect(server, mallory) for _ in range(3)]
+    url = f"{server.ws_url}/chat?token={mallory.token}&v=2"
+    assert await refused_status(url) == 429  # refused before any 101
+    others = await register(server)
+    other = await connect(server, others)  # a cap per user: others still connect
+    await sockets.pop().close()
+    for _ in range(50):  # the server counts the closed socket out when its close completes
+        try:
+            sockets.append(await connect(server, mallory))
+            break
+        except InvalidStatus:
+            await asyncio.sleep(0.05)
+    assert len(sockets) == 3
+    for ws in (*sockets, other):
+        await ws.close()
+    await close_all(mallory, others)
+
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 10}}])
+async def test_connect_time_catch_up_is_paid_from_the_users_rate(server):
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    wa = await connect(server, a)
+    await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": "waiting",
+                              "cid": "w1"}))
+    assert (await recv_until(wa, lambda f: f.get("cmd") in (100, 101)))["cmd"] == 100
+    # Each reconnect with since= costs a sync page (5 messages' worth): at 10 a second, two
+    # catch-ups run at once and the rest follow two a second, whatever the number of sockets.
+    started = asyncio.get_running_loop().time()
+    sockets = await asyncio.gather(*(connect(server, b, since=0) for _ in range(6)))
+
+    async def caught_up(ws) -> float:
+        got = await recv_until(ws, lambda f: f.get("cmd") in (10, 107))
+        assert got["cmd"] == 10 and got["content"] == "waiting", got
+        end = await recv_until(ws, lambda f: f.get("cmd") == 107)
+        assert end["more"] is False, end
+        return asyncio.get_running_loop().time() - started
+
+    finished = sorted(await asyncio.gather(*(caught_up(ws) for ws in sockets)))
+    assert finished[-1] - finished[0] > 1.2, f"six catch-ups done at {finished}: not paced"
+    for ws in (wa, *sockets):
+        await ws.close()
+    await close_all(a, b)
+
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 1000,
+                                                           "history_pages_per_minute": 12}}])
+async def test_history_pages_are_cut_by_size_and_throttled(server):
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    await store_messages(server.ws_url, {"token": a.token}, b.id, 50, 16_000)
+
+    async def page(**fields: int) -> httpx.Response:
+        return await b.client.post("/message/history",
+                                   json={"cmd": 10, "dstid": a.id, "limit": 500, **fields})
+
+    first = (await page()).json()
+    # About 512 KB of 16 KB messages, the newest, and a flag that older ones remain.
+    assert 20 <= len(first["rows"]) < 50 and first["more"] is True, len(first["rows"])
+    second = (await page(before=first["rows"][0]["id"])).json()
+    assert "more" not in second
+    ids = [m["id"] for m in second["rows"] + first["rows"]]
+    assert len(ids) == 50 and ids == sorted(set(ids))
+    # 12 pages a minute: two at once, then one every five seconds.
+    assert_clean_error(await page(), 429)
+    await close_all(a, b)
