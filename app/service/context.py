@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.service.uploads import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing
@@ -21,6 +22,7 @@ class ServiceContext:
     login_limiter: SlidingWindowLimiter
     registration_limiter: SlidingWindowLimiter
     hub: Hub
+    upload_limits: UploadLimits
 
     @classmethod
     def build(cls, settings: Settings, hub: Hub) -> ServiceContext:
@@ -31,4 +33,5 @@ class ServiceContext:
             registration_limiter=SlidingWindowLimiter(settings.auth.registrations_per_hour,
                                                       3600.0),
             hub=hub,
+            upload_limits=UploadLimits(settings.storage),
         )
