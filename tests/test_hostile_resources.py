@@ -333,3 +333,78 @@ async def test_uploads_are_limited_per_minute_and_per_day(server):
     answer = await other.client.post("/attach/upload", files={"file": ("v.ogg", clip[2])})
     assert answer.json()["code"] == 0, answer.text
     await close_all(mallory, other)
+
+
+# == HTTP: slow request heads (slowloris) =====================================================
+
+async def is_closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server ends the connection within `within` seconds (reading what it sends)."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def served_from(server, source: str) -> bytes:
+    """The first bytes of the answer to a whole request sent from address `source`."""
+    reader, writer = await asyncio.open_connection(server.host, server.port,
+                                                   local_addr=(source, 0))
+    writer.write(b"GET /user/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(12), 5)
+    writer.close()
+    return answer
+
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"server": {"header_timeout_seconds": 1.0}}])
+async def test_a_request_head_trickled_byte_by_byte_is_cut_off(server):
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /user/me HTTP/1.1\r\n")
+    started = asyncio.get_running_loop().time()
+
+    async def trickle() -> None:
+        try:
+            while True:  # a header byte every quarter second restarts Sanic's own timer
+                await asyncio.sleep(0.25)
+                writer.write(b"X")
+                await writer.drain()
+        except ConnectionError:
+            pass
+
+    trickling = asyncio.ensure_future(trickle())
+    try:
+        assert await is_closed_by_server(reader, 4.0), "the trickled head was never cut off"
+    finally:
+        trickling.cancel()
+        writer.close()
+    assert asyncio.get_running_loop().time() - started < 3.0
+
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"server": {
+    "max_unfinished_requests_per_address": 5}}])
+async def test_one_address_cannot_hold_many_connections_without_a_request(server):
+    held = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"GET /user/me HTTP/1.1\r\nHost: x\r\n")  # never finished
+        held.append((reader, writer))
+    await asyncio.sleep(0.1)
+    for _ in range(3):  # the sixth and later are closed at once
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        assert await is_closed_by_server(reader, 1.0)
+        writer.close()
+    # The address's own held connections are still open, and other addresses are served.
+    assert not await is_closed_by_server(held[0][0], 0.1)
+    assert (await served_from(server, "127.0.0.2")).startswith(b"HTTP/1.1 ")
+    # Once the held heads are complete, the address is served again.
+    for reader, writer in held:
+        writer.write(b"Connection: close\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(12), 5)).startswith(b"HTTP/1.1 ")
+        writer.close()
+    assert (await served_from(server, "127.0.0.1")).startswith(b"HTTP/1.1 ")

@@ -15,17 +15,26 @@ stage: Sanic writes nothing more, an exception raised by the handler afterwards 
 instead of being sent as an HTTP error into the WebSocket stream, and the connection task
 finishes as soon as the handler returns. No task, future or Request object stays alive per
 connection; the keep-alive/request/response timers of ``HttpProtocol`` are cancelled.
+
+Slow request heads: Sanic's request timeout starts again with every chunk received, so a
+client sending one header byte every few seconds holds a connection forever (slowloris). Here
+a request's head (request line and headers) must be complete within ``HEADER_TIMEOUT``
+seconds (app config, default 10) of the connection, or of the first byte of a later request
+on a kept-alive one; and one address may hold at most ``MAX_UNFINISHED_REQUESTS_PER_ADDRESS``
+connections (default 50) whose head is not complete: more are closed at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from collections.abc import Set
 from typing import Any
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException, ServerError
-from sanic.http import Stage
+from sanic.http import Http, Stage
 from sanic.response.types import BaseHTTPResponse
 from sanic.server.protocols.http_protocol import HttpProtocol
 from websockets.datastructures import Headers
@@ -59,6 +68,12 @@ CLOSE_TIMEOUT = 10.0
 # so two apps in one process (tests) never see each other's sockets.
 _REGISTRY_ATTR = "imchat_ws_connections"
 _COALESCER_ATTR = "imchat_ws_coalescer"
+# Attribute of app.ctx: address -> connections from it whose request head is incomplete.
+_UNFINISHED_ATTR = "imchat_unfinished_heads"
+
+#: Defaults for the app config keys HEADER_TIMEOUT and MAX_UNFINISHED_REQUESTS_PER_ADDRESS.
+HEADER_TIMEOUT = 10.0
+MAX_UNFINISHED_REQUESTS_PER_ADDRESS = 50
 
 
 class HandshakeRejected(SanicException):
@@ -108,14 +123,81 @@ _ALWAYS_WRITABLE = _AlwaysWritable()
 _NO_BUFFER = b""
 
 
-class ImchatHttpProtocol(HttpProtocol):
-    """Sanic's HTTP/1.1 protocol, plus a synchronous WebSocket data path after an upgrade."""
+class _HeadTimedHttp(Http):
+    """Sanic's HTTP/1.1 cycle, telling the protocol when a request head starts and ends."""
 
-    __slots__ = ("ws",)
+    __slots__ = ()
+
+    async def http1_request_header(self) -> None:
+        protocol: ImchatHttpProtocol = self.protocol
+        protocol._head_started()  # a later request on a kept-alive connection
+        try:
+            await super().http1_request_header()
+        finally:
+            protocol._head_finished()
+
+
+class ImchatHttpProtocol(HttpProtocol):
+    """Sanic's HTTP/1.1 protocol, plus a synchronous WebSocket data path after an upgrade,
+    and a deadline and a per-address cap for request heads."""
+
+    HTTP_CLASS = _HeadTimedHttp
+
+    __slots__ = ("ws", "_head_timer", "_head_address")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ws: WsConnection | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_address: str | None = None
+
+    # ------------------------------------------------------------ request heads
+
+    def _head_started(self) -> None:
+        if self._head_timer is not None:
+            return  # the connection's first head: counted since connection_made
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        config = self.app.config
+        counts = _unfinished_heads(self.app)
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        cap = getattr(config, "MAX_UNFINISHED_REQUESTS_PER_ADDRESS",
+                      MAX_UNFINISHED_REQUESTS_PER_ADDRESS)
+        waiting = counts.get(address, 0)
+        if waiting >= cap:
+            log.debug("closing a connection from %s: %d others have not sent a request yet",
+                      address, waiting)
+            transport.close()
+            return
+        counts[address] = waiting + 1
+        self._head_address = address
+        self._head_timer = self.loop.call_later(
+            getattr(config, "HEADER_TIMEOUT", HEADER_TIMEOUT), self._head_too_slow,
+            context=contextvars.Context())
+
+    def _head_finished(self) -> None:
+        timer = self._head_timer
+        if timer is None:
+            return
+        timer.cancel()
+        self._head_timer = None
+        counts = _unfinished_heads(self.app)
+        address = self._head_address or ""
+        left = counts.get(address, 1) - 1
+        if left > 0:
+            counts[address] = left
+        else:
+            counts.pop(address, None)
+
+    def _head_too_slow(self) -> None:
+        self._head_finished()
+        transport = self.transport
+        if transport is not None and self.ws is None:
+            log.debug("closing a connection from %s: no whole request head in time",
+                      self._head_address)
+            transport.abort()
 
     # ------------------------------------------------------------------ upgrade
 
@@ -153,6 +235,10 @@ class ImchatHttpProtocol(HttpProtocol):
 
     # --------------------------------------------------- asyncio.Protocol callbacks
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_started()
+
     def data_received(self, data: bytes) -> None:
         ws = self.ws
         if ws is None:
@@ -168,6 +254,7 @@ class ImchatHttpProtocol(HttpProtocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._head_finished()
         ws = self.ws
         if ws is None:
             super().connection_lost(exc)
@@ -218,6 +305,14 @@ def coalesced_writes(app: Sanic) -> WriteCoalescer:
         coalescer = WriteCoalescer()
         setattr(app.ctx, _COALESCER_ATTR, coalescer)
     return coalescer
+
+
+def _unfinished_heads(app: Sanic) -> dict[str, int]:
+    counts: dict[str, int] | None = getattr(app.ctx, _UNFINISHED_ATTR, None)
+    if counts is None:
+        counts = {}
+        setattr(app.ctx, _UNFINISHED_ATTR, counts)
+    return counts
 
 
 def _registry(app: Sanic) -> set[WsConnection]:
