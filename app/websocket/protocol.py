@@ -21,7 +21,9 @@ client sending one header byte every few seconds holds a connection forever (slo
 a request's head (request line and headers) must be complete within ``HEADER_TIMEOUT``
 seconds (app config, default 10) of the connection, or of the first byte of a later request
 on a kept-alive one; and one address may hold at most ``MAX_UNFINISHED_REQUESTS_PER_ADDRESS``
-connections (default 50) whose head is not complete: more are closed at once.
+connections (default 50) whose head is not complete: further ones get ``OVER_CAP_GRACE``
+seconds for theirs. A reconnect storm from one address (an office behind NAT, a proxy) sends
+whole heads at once and is served; a slowloris beyond the cap is cut off within a second.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ _UNFINISHED_ATTR = "imchat_unfinished_heads"
 #: Defaults for the app config keys HEADER_TIMEOUT and MAX_UNFINISHED_REQUESTS_PER_ADDRESS.
 HEADER_TIMEOUT = 10.0
 MAX_UNFINISHED_REQUESTS_PER_ADDRESS = 50
+#: Seconds a connection beyond that cap gets for its whole head (not 0: a burst of accepted
+#: connections counts as unfinished until the loop has read their heads).
+OVER_CAP_GRACE = 1.0
 
 
 class HandshakeRejected(SanicException):
@@ -166,16 +171,13 @@ class ImchatHttpProtocol(HttpProtocol):
         cap = getattr(config, "MAX_UNFINISHED_REQUESTS_PER_ADDRESS",
                       MAX_UNFINISHED_REQUESTS_PER_ADDRESS)
         waiting = counts.get(address, 0)
+        timeout = getattr(config, "HEADER_TIMEOUT", HEADER_TIMEOUT)
         if waiting >= cap:
-            log.debug("closing a connection from %s: %d others have not sent a request yet",
-                      address, waiting)
-            transport.close()
-            return
+            timeout = min(timeout, OVER_CAP_GRACE)
         counts[address] = waiting + 1
         self._head_address = address
-        self._head_timer = self.loop.call_later(
-            getattr(config, "HEADER_TIMEOUT", HEADER_TIMEOUT), self._head_too_slow,
-            context=contextvars.Context())
+        self._head_timer = self.loop.call_later(timeout, self._head_too_slow,
+                                                context=contextvars.Context())
 
     def _head_finished(self) -> None:
         timer = self._head_timer
