@@ -43,10 +43,14 @@ CMD_SYNC = 106
 CMD_SYNC_END = 107
 SYNC_PAGE = 500
 SYNC_COST = 5.0
+# A further page of one catch-up: one more query, paced by the socket anyway.
+NEXT_PAGE_COST = 1.0
 # Live frames held back during a catch-up; a socket whose catch-up lags further is closed 1013.
 PENDING_LIMIT = 1000
-# How often a paced catch-up looks whether the socket took its last page.
-DRAIN_POLL_SECONDS = 0.02
+# How often a paced catch-up looks whether the socket took its last page: soon at first, then
+# less and less often (many sockets that do not read must not keep the loop busy).
+DRAIN_POLL_FIRST = 0.01
+DRAIN_POLL_MAX = 0.5
 HEARTBEAT_FRAME = encode_text_frame(b'{"cmd":0}')
 TYPING_INTERVAL = 0.5
 
@@ -311,11 +315,13 @@ class ChatSession:
         settings = self.runtime.settings
         low = settings.max_buffered_kb * 1024 // 4
         deadline = time.monotonic() + settings.ping_timeout_seconds
+        poll = DRAIN_POLL_FIRST
         while not conn.closed and conn.buffered_bytes > low:
             if time.monotonic() > deadline:
                 conn.close(1013, "too slow")
                 break
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
+            await asyncio.sleep(poll)
+            poll = min(2 * poll, DRAIN_POLL_MAX)
         return not conn.closed
 
     async def _catch_up(self, since: int, until_current: bool,
@@ -331,7 +337,7 @@ class ChatSession:
         first = True
         while True:
             if not first:
-                await runtime.pay(self.user_id, SYNC_COST)
+                await runtime.pay(self.user_id, NEXT_PAGE_COST)
             if not await self._drained():
                 return since, True
             rows = await messages.missed_by(self.user_id, since, limit)
