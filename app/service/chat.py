@@ -84,16 +84,19 @@ class ChatRuntime:
         if not self.buckets.take(user_id, cost):
             raise Throttled("you are sending too fast; the request was refused")
 
-    async def pay(self, user_id: int, cost: float) -> None:
+    async def pay(self, user_id: int, cost: float, conn: WsConnection) -> bool:
         """Take `cost` from the user's bucket, waiting as long as it takes to fill: work the
-        server does on its own account (a catch-up page) is paced, not refused."""
+        server does on its own account (a catch-up page) is paced, not refused. False (and
+        nothing taken) once `conn` is closed: sockets opened and dropped in a loop must not
+        leave waiters behind."""
         buckets = self.buckets
         cost = min(cost, buckets.burst)  # a bucket never holds more than its burst
-        while True:
+        while not conn.closed:
             if buckets.take(user_id, cost):
-                return
+                return True
             # Several catch-ups may wait on one bucket: each takes its turn when it wakes.
             await asyncio.sleep(buckets.wait_time(user_id, cost))
+        return False
 
     def take_history_page(self, user_id: int) -> None:
         if not self.history_buckets.take(user_id):
@@ -254,13 +257,12 @@ class ChatSession:
             if self.v2:
                 self._send_json({"cmd": CMD_PRESENCE,
                                  "online": self.hub.online_friends(self.user_id)})
-                if self.since is not None:
-                    # A catch-up costs what a requested sync page costs, so reconnecting in a
-                    # loop is no way around the rate.
-                    await self.runtime.pay(self.user_id, SYNC_COST)
+                # A catch-up costs what a requested sync page costs, so reconnecting in a
+                # loop is no way around the rate.
+                if self.since is not None and await self.runtime.pay(
+                        self.user_id, SYNC_COST, self.conn):
                     await self._sync_from(self.since, until_current=True)
-            else:
-                await self.runtime.pay(self.user_id, SYNC_COST)
+            elif await self.runtime.pay(self.user_id, SYNC_COST, self.conn):
                 await self._legacy_push()
             # Rows the catch-up sent may still be on their way to the hub: let them arrive
             # while live frames are held, so they are dropped there and not sent twice.
@@ -336,8 +338,8 @@ class ChatSession:
         runtime = self.runtime
         first = True
         while True:
-            if not first:
-                await runtime.pay(self.user_id, NEXT_PAGE_COST)
+            if not first and not await runtime.pay(self.user_id, NEXT_PAGE_COST, self.conn):
+                return since, True
             if not await self._drained():
                 return since, True
             rows = await messages.missed_by(self.user_id, since, limit)
