@@ -26,7 +26,7 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 
 from tests.factories import befriend, close_all, connect, recv_until, register
-from tests.test_hostile import assert_clean_error, refused_status
+from tests.test_hostile import assert_clean_error, masked_text_frames, refused_status
 from tests.test_process import REPO, free_port, wait_ready, write_config
 from tests.websocket.conftest import RawClient, client_frame
 
@@ -280,6 +280,43 @@ async def test_history_pages_are_cut_by_size_and_throttled(server):
     assert_clean_error(await page(), 429)
     await close_all(a, b)
 
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 5000}}])
+async def test_live_messages_held_behind_a_stalled_catch_up_are_capped(server):
+    from app.service.chat import PENDING_LIMIT
+
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    # 6.4 MB waiting: more than the kernel buffers for a socket (tcp_wmem at most 4 MB).
+    await store_messages(server.ws_url, {"token": a.token}, b.id, 400, 16_000)
+    # b reconnects from 0 and reads nothing: its catch-up stalls once the kernel's buffers
+    # are full, and live messages are held back for it meanwhile.
+    raw = await RawClient.connect(server.port, f"/chat?token={b.token}&v=2&since=0",
+                                  rcvbuf=4096)
+    sessions = server.app.ctx.hub.sessions
+    for _ in range(100):
+        if sessions.get(b.id):
+            break
+        await asyncio.sleep(0.02)
+    [session] = sessions[b.id]
+    wa = await connect(server, a)
+    wa.transport.write(masked_text_frames(*(
+        json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": f"live {n}"})
+        for n in range(PENDING_LIMIT + 50))))
+    for _ in range(PENDING_LIMIT + 50):
+        assert (await recv_until(wa, lambda f: f.get("cmd") in (100, 101)))["cmd"] == 100
+    # Past the cap the stalled socket is closed (it catches up when it returns), long before
+    # its catch-up would have given up on it (chat.ping_timeout_seconds, 20 s).
+    for _ in range(100):
+        if session.conn.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert session.conn.close_code == 1013, session.conn
+    raw.close()
+    await wa.close()
+    await close_all(a, b)
 
 # == uploads ==================================================================================
 
