@@ -39,8 +39,8 @@ class ServerSettings:
     # A request's head (request line and headers) must arrive whole within this many seconds
     # of the connection (or of its first byte, for a later request on a kept-alive one).
     header_timeout_seconds: float = 10.0
-    # Connections from one address that have not yet sent a whole request head; further ones
-    # get one second for theirs (a slowloris holds many such connections open).
+    # Connections from one address whose request head is still incomplete a quarter second
+    # in; further slow ones are closed (a slowloris holds many such connections open).
     max_unfinished_requests_per_address: int = 50
 
 

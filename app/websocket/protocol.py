@@ -21,9 +21,9 @@ client sending one header byte every few seconds holds a connection forever (slo
 a request's head (request line and headers) must be complete within ``HEADER_TIMEOUT``
 seconds (app config, default 10) of the connection, or of the first byte of a later request
 on a kept-alive one; and one address may hold at most ``MAX_UNFINISHED_REQUESTS_PER_ADDRESS``
-connections (default 50) whose head is not complete: further ones get ``OVER_CAP_GRACE``
-seconds for theirs. A reconnect storm from one address (an office behind NAT, a proxy) sends
-whole heads at once and is served; a slowloris beyond the cap is cut off within a second.
+connections (default 50) whose head is still incomplete ``SLOW_HEAD_AFTER`` seconds in:
+further ones are closed then. A reconnect storm from one address (an office behind NAT, a
+proxy) sends whole heads at once and is served; a slowloris beyond the cap is cut off.
 """
 
 from __future__ import annotations
@@ -70,15 +70,16 @@ CLOSE_TIMEOUT = 10.0
 # so two apps in one process (tests) never see each other's sockets.
 _REGISTRY_ATTR = "imchat_ws_connections"
 _COALESCER_ATTR = "imchat_ws_coalescer"
-# Attribute of app.ctx: address -> connections from it whose request head is incomplete.
-_UNFINISHED_ATTR = "imchat_unfinished_heads"
+# Attribute of app.ctx: address -> connections from it whose request head is slow (incomplete
+# SLOW_HEAD_AFTER seconds in).
+_SLOW_HEADS_ATTR = "imchat_slow_heads"
 
 #: Defaults for the app config keys HEADER_TIMEOUT and MAX_UNFINISHED_REQUESTS_PER_ADDRESS.
 HEADER_TIMEOUT = 10.0
 MAX_UNFINISHED_REQUESTS_PER_ADDRESS = 50
-#: Seconds a connection beyond that cap gets for its whole head (not 0: a burst of accepted
-#: connections counts as unfinished until the loop has read their heads).
-OVER_CAP_GRACE = 1.0
+#: A head still incomplete this many seconds in counts against its address (not at once: a
+#: burst of accepted connections has unread heads until the loop gets to them).
+SLOW_HEAD_AFTER = 0.25
 
 
 class HandshakeRejected(SanicException):
@@ -148,45 +149,62 @@ class ImchatHttpProtocol(HttpProtocol):
 
     HTTP_CLASS = _HeadTimedHttp
 
-    __slots__ = ("ws", "_head_timer", "_head_address")
+    __slots__ = ("ws", "_head_timer", "_head_address", "_head_deadline")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ws: WsConnection | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        # Set while the head counts as slow against its address (see _head_is_slow).
         self._head_address: str | None = None
+        self._head_deadline = 0.0
 
     # ------------------------------------------------------------ request heads
 
     def _head_started(self) -> None:
         if self._head_timer is not None:
-            return  # the connection's first head: counted since connection_made
+            return  # the connection's first head: timed since connection_made
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        config = self.app.config
-        counts = _unfinished_heads(self.app)
+        timeout = getattr(self.app.config, "HEADER_TIMEOUT", HEADER_TIMEOUT)
+        self._head_deadline = self.loop.time() + timeout
+        self._head_timer = self.loop.call_later(min(SLOW_HEAD_AFTER, timeout),
+                                                self._head_is_slow, context=contextvars.Context())
+
+    def _head_is_slow(self) -> None:
+        """The head is still incomplete a moment in: count it against its address (heads that
+        arrive whole, even in a storm of connections, are done before this runs)."""
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or self.ws is not None:
+            return
+        remaining = self._head_deadline - self.loop.time()
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        cap = getattr(config, "MAX_UNFINISHED_REQUESTS_PER_ADDRESS",
-                      MAX_UNFINISHED_REQUESTS_PER_ADDRESS)
+        counts = _slow_heads(self.app)
         waiting = counts.get(address, 0)
-        timeout = getattr(config, "HEADER_TIMEOUT", HEADER_TIMEOUT)
-        if waiting >= cap:
-            timeout = min(timeout, OVER_CAP_GRACE)
+        cap = getattr(self.app.config, "MAX_UNFINISHED_REQUESTS_PER_ADDRESS",
+                      MAX_UNFINISHED_REQUESTS_PER_ADDRESS)
+        if remaining <= 0 or waiting >= cap:
+            self._cut_off(address, "no whole request head in time" if remaining <= 0
+                          else f"{waiting} other slow request heads from there")
+            return
         counts[address] = waiting + 1
         self._head_address = address
-        self._head_timer = self.loop.call_later(timeout, self._head_too_slow,
+        self._head_timer = self.loop.call_later(remaining, self._head_too_slow,
                                                 context=contextvars.Context())
 
     def _head_finished(self) -> None:
         timer = self._head_timer
-        if timer is None:
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        address = self._head_address
+        if address is None:
             return
-        timer.cancel()
-        self._head_timer = None
-        counts = _unfinished_heads(self.app)
-        address = self._head_address or ""
+        self._head_address = None
+        counts = _slow_heads(self.app)
         left = counts.get(address, 1) - 1
         if left > 0:
             counts[address] = left
@@ -194,11 +212,15 @@ class ImchatHttpProtocol(HttpProtocol):
             counts.pop(address, None)
 
     def _head_too_slow(self) -> None:
+        self._head_timer = None
+        address = self._head_address
         self._head_finished()
+        self._cut_off(address, "no whole request head in time")
+
+    def _cut_off(self, address: str | None, why: str) -> None:
         transport = self.transport
         if transport is not None and self.ws is None:
-            log.debug("closing a connection from %s: no whole request head in time",
-                      self._head_address)
+            log.debug("closing a connection from %s: %s", address, why)
             transport.abort()
 
     # ------------------------------------------------------------------ upgrade
@@ -309,11 +331,11 @@ def coalesced_writes(app: Sanic) -> WriteCoalescer:
     return coalescer
 
 
-def _unfinished_heads(app: Sanic) -> dict[str, int]:
-    counts: dict[str, int] | None = getattr(app.ctx, _UNFINISHED_ATTR, None)
+def _slow_heads(app: Sanic) -> dict[str, int]:
+    counts: dict[str, int] | None = getattr(app.ctx, _SLOW_HEADS_ATTR, None)
     if counts is None:
         counts = {}
-        setattr(app.ctx, _UNFINISHED_ATTR, counts)
+        setattr(app.ctx, _SLOW_HEADS_ATTR, counts)
     return counts
 
 
