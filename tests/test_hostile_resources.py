@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -60,23 +61,31 @@ class ServerProcess:
         return body["data"]
 
 
-def _launch(config: Path, log: Path, environment: dict[str, str]) -> subprocess.Popen:
+def _launch(config: Path, log: Path, environment: dict[str, str],
+            open_files: int | None) -> subprocess.Popen:
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     # Output goes to a file: a pipe nobody reads would stall a server that logs a lot.
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "app.main", "serve", "--config", str(config)], cwd=REPO,
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **environment})
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **environment},
+            preexec_fn=limit_files)
 
 
 @pytest.fixture
 async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[ServerProcess]:
-    """`imchat serve` on SQLite in its own process; settings from the test's `serve_env` mark."""
+    """`imchat serve` on SQLite in its own process; settings from the test's `serve_env` mark,
+    an open-file limit from its `serve_open_files` mark."""
     port = free_port()
     config = write_config(tmp_path, port)
     marker = request.node.get_closest_marker("serve_env")
     environment = {f"IMCHAT_{k.upper()}": str(v) for k, v in (marker.kwargs if marker else {}).items()}
+    files = request.node.get_closest_marker("serve_open_files")
     log = tmp_path / "server.log"
-    process = _launch(config, log, environment)
+    process = _launch(config, log, environment, files.args[0] if files else None)
     server = ServerProcess(process, port, log)
     try:
         await wait_ready(server.base_url, process)
@@ -461,3 +470,31 @@ async def test_a_burst_of_whole_requests_from_one_address_is_all_served(server):
     # once, each sending its whole request head. None of them is a slow head.
     answers = await asyncio.gather(*(served_from(server, "127.0.0.1") for _ in range(200)))
     assert all(answer.startswith(b"HTTP/1.1 ") for answer in answers), answers
+
+
+
+@pytest.mark.serve_open_files(1100)
+async def test_slow_heads_cannot_use_up_a_servers_open_files(served):
+    """The measured attack: a server limited to 1,100 files, 1,100 connections trickling
+    their heads. Normal requests, from that address too, must still be answered."""
+    slow = []
+    try:
+        for _ in range(1100):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            except OSError:
+                break  # the test's own limits: what it opened is attack enough
+            writer.write(b"GET /user/me HTTP/1.1\r\nHost: x\r\n")
+            slow.append(writer)
+        assert len(slow) > 1000
+        await asyncio.sleep(1.0)  # a quarter second in, the heads count as slow
+        for source in ("127.0.0.1", "127.0.0.2"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port,
+                                                           local_addr=(source, 0))
+            writer.write(b"GET /user/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(12), 5)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 "), (source, answer)
+    finally:
+        for writer in slow:
+            writer.close()
