@@ -381,6 +381,22 @@ async def test_uploads_are_limited_per_minute_and_per_day(server):
     await close_all(mallory, other)
 
 
+
+@sqlite_only
+@pytest.mark.parametrize("settings_overrides", [{"storage": {
+    "uploads_per_minute": 100, "max_upload_mb": 1, "upload_mb_per_day": 1}}])
+async def test_uploads_sent_at_once_cannot_overrun_the_days_quota(server):
+    mallory = await register(server)
+    clips = [b"OggS" + os.urandom(120 * 1024) for _ in range(20)]
+    answers = await asyncio.gather(*(
+        mallory.client.post("/attach/upload", files={"file": ("v.ogg", clip)}) for clip in clips))
+    accepted = [a for a in answers if a.status_code == 200 and a.json()["code"] == 0]
+    assert len(accepted) == 8, [a.status_code for a in answers]  # 8 x 120 KB fit in 1 MB
+    for answer in answers:
+        if answer not in accepted:
+            assert_clean_error(answer, 429)
+    await close_all(mallory)
+
 # == HTTP: slow request heads (slowloris) =====================================================
 
 async def is_closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
