@@ -337,21 +337,25 @@ class ChatSession:
         """
         runtime = self.runtime
         first = True
+        fetch = limit
         while True:
             if not first and not await runtime.pay(self.user_id, NEXT_PAGE_COST, self.conn):
                 return since, True
             if not await self._drained():
                 return since, True
-            rows = await messages.missed_by(self.user_id, since, limit)
+            rows = await messages.missed_by(self.user_id, since, fetch)
             sent = self._send_rows(rows)
             if self.conn.closed:
                 return since, True
-            more = sent < len(rows) or len(rows) == limit
+            more = sent < len(rows) or len(rows) == fetch
             if sent:
                 since = rows[sent - 1]["id"]
                 if not self.v2:
                     # An article client has no acks: written to its socket counts as delivered.
                     self.hub.advance_legacy_cursor(self.user_id, since)
+            # Rows read but not sent are read again: when a page was cut by its size, read
+            # about what the next one can hold, not `limit` large messages again.
+            fetch = limit if sent == len(rows) else min(limit, 2 * sent)
             del rows  # not kept while waiting for the socket: it may be megabytes
             if not (until_current and more):
                 return since, more
