@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from app.model.database import MODEL_MODULES, tortoise_config
+from app.model.migrations import SCHEMA_VERSION, prepare_schema, schema_version
 from app.settings import Settings
 
 log = logging.getLogger("imchat.dbcopy")
@@ -184,20 +184,23 @@ async def copy_database(source: Settings, target: Settings, *, batch: int = DEFA
         "timezone": "UTC",
     })
     try:
-        return await _copy(batch, force)
+        return await _copy(target, batch, force)
     finally:
         await Tortoise.close_connections()
 
 
-async def _copy(batch: int, force: bool) -> CopyReport:
+async def _copy(target: Settings, batch: int, force: bool) -> CopyReport:
     src = Tortoise.get_connection(SOURCE)
     dst = Tortoise.get_connection(TARGET)
     src_dialect, dst_dialect = _Dialect(src), _Dialect(dst)
     tables = plan_tables()
 
-    with warnings.catch_warnings():  # MySQL warns for each table that already exists
-        warnings.filterwarnings("ignore", message=".*already exists")
-        await Tortoise.generate_schemas(safe=True)
+    source_version = await schema_version(src)
+    if source_version != SCHEMA_VERSION:
+        raise CopyError(f"the source database is at schema {source_version}, this imchat's is "
+                        f"{SCHEMA_VERSION}: run `imchat migrate --config <source config>` first")
+    # The models are bound to the target: its tables (and schema stamp) are made there.
+    await prepare_schema(target, TARGET, progress=log.info)
 
     occupied = {t.name: n for t in tables if (n := await _count(dst, dst_dialect, t))}
     if occupied and not force:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -94,7 +95,7 @@ async def test_cookie_and_bearer_authenticate_the_socket(server):
 async def test_plain_http_get_on_chat_is_a_clean_error(server):
     a = await register(server)
     response = await a.client.get("/chat")
-    assert response.status_code in (400, 426)
+    assert response.status_code == 426
     await close_all(a)
 
 
@@ -669,6 +670,40 @@ async def test_history_pages_by_id_and_is_for_participants_only(server):
     conversations = (await b.post("/message/conversations"))["rows"]
     assert [(c_["cmd"], c_["unread"]) for c_ in conversations] == [(11, 1), (10, 6)]
     await wa.close()
+    await close_all(a, b, c)
+
+
+async def test_unread_counts_follow_read_marks_joins_and_own_messages(server):
+    a = await register(server)
+    b = await register(server)
+    c = await register(server)
+    await befriend(a, b)
+    await befriend(c, b)
+    name = "unread-" + uuid.uuid4().hex[:6]
+    group_id = await make_group(a, name)
+    wa, wc = await connect(server, a), await connect(server, c)
+
+    async def say(ws, dstid: int, content: str, cmd: int = 10) -> int:
+        await ws.send(text(dstid, content, cmd=cmd))
+        return (await recv_until(ws, lambda f: f["cmd"] == 100))["id"]
+
+    await say(wa, group_id, "before b joined", cmd=11)
+    joined = await b.post("/contact/joincommunity", dstname=name)
+    assert joined["code"] == 0
+    direct = [await say(wa, b.id, f"d{n}") for n in range(4)]
+    await say(wc, b.id, "from c")
+    grouped = [await say(wa, group_id, f"g{n}", cmd=11) for n in range(3)]
+    wb = await connect(server, b)
+    await wb.send(text(group_id, "b's own", cmd=11))
+    await recv_until(wb, lambda f: f["cmd"] == 100)
+    for tcmd, dstid, upto in ((10, a.id, direct[1]), (11, group_id, grouped[1])):
+        await wb.send(json.dumps({"cmd": 102, "tcmd": tcmd, "dstid": dstid, "id": upto}))
+    await asyncio.sleep(0.5)  # read marks are stored in the background
+    rows = (await b.post("/message/conversations"))["rows"]
+    assert {(r["cmd"], r["dstid"]): r["unread"] for r in rows} == {
+        (10, a.id): 2, (10, c.id): 1, (11, group_id): 1}
+    for ws in (wa, wb, wc):
+        await ws.close()
     await close_all(a, b, c)
 
 

@@ -73,9 +73,11 @@ async def load_communities(request: Request) -> HTTPResponse:
 
 @contact_bp.post("/members")
 @openapi.summary("List a group's members (id); members only")
+@openapi.description("Members who are not your friends come without mobile number and presence.")
 async def members(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     hub = services(request).hub
     member_list = await groups.members_of(user, id_field(fields, "id") or 0)
-    return rows([users.public_user(m, online=hub.is_online(m.id)) for m in member_list])
+    friends = await users.friend_ids_of(user.id)
+    return rows([users.card_for(user, m, friends, hub) for m in member_list])

@@ -1,15 +1,15 @@
 """Opening and closing the database: Tortoise config for SQLite (WAL) or MySQL/MariaDB (aiomysql
-pool), and creating missing tables on start without touching existing data."""
+pool), and bringing the schema up to date on start without touching existing data."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from tortoise import Tortoise
 
+from app.model.migrations import Progress, prepare_schema
 from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
@@ -59,15 +59,17 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def open_database(settings: Settings, create_tables: bool = True) -> None:
+async def open_database(settings: Settings, progress: Progress | None = None) -> int:
+    """Connect, then create, check or upgrade the schema (app/model/migrations.py); answer the
+    schema version. Raises SchemaError for a database this imchat cannot use."""
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
-    if create_tables:
-        # safe=True: CREATE TABLE IF NOT EXISTS, so a later start keeps every row. MySQL
-        # answers each existing table with a warning that aiomysql turns into a Python one.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*already exists")
-            await Tortoise.generate_schemas(safe=True)
-    log.info("database ready (%s)", settings.database.engine)
+    try:
+        version = await prepare_schema(settings, settings.database.engine, progress)
+    except BaseException:
+        await Tortoise.close_connections()
+        raise
+    log.info("database ready (%s, schema %d)", settings.database.engine, version)
+    return version
 
 
 async def close_database() -> None:

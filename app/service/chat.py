@@ -145,7 +145,7 @@ class ChatSession:
     """One connection's protocol state (kept small: thousands of these live at once)."""
 
     __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
-                 "pending", "since", "caught_up", "typing_at", "__weakref__")
+                 "pending", "since", "caught_up", "typing_at", "refused", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
                  expires_ms: int, since: int | None) -> None:
@@ -163,6 +163,7 @@ class ChatSession:
         # The last message id the catch-up sent; held-back live frames at or below it are dupes.
         self.caught_up = 0
         self.typing_at = 0.0
+        self.refused = False
 
     # -- WsHandler --------------------------------------------------------------------------
 
@@ -187,6 +188,9 @@ class ChatSession:
         cid = cid if isinstance(cid, str) and len(cid) <= 64 and cid.isprintable() else None
         try:
             cmd = frame.get("cmd")
+            # Exactly an int: 10.0 == 10 and False == 0 in Python, and would be stored as such.
+            if type(cmd) is not int:
+                raise BadRequest("cmd must be a whole number")
             if cmd in (CMD_SINGLE, CMD_GROUP):
                 self._message(frame, cmd)
             elif cmd == CMD_HEART:
@@ -198,7 +202,7 @@ class ChatSession:
             elif cmd == CMD_SYNC:
                 self._sync_request(frame)
             else:
-                raise BadRequest(f"unknown cmd {cmd!r}")
+                raise BadRequest(f"unknown cmd {str(cmd)[:20]}")
         except AppError as error:
             self._refuse(error, cid)
 
@@ -243,8 +247,12 @@ class ChatSession:
             if cid is not None:
                 body["cid"] = cid[:64]
             self._send_json(body)
-        else:
-            log.info("refused a frame from user %s: %s", self.user_id, error.detail)
+        elif not self.refused:
+            # The article's client has no error frame, so the refusal is logged; only the first
+            # of each connection, shortened: one socket must not be able to fill the disk.
+            self.refused = True
+            log.info("refused a frame from user %s: %.200s (further refusals on this "
+                     "connection are not logged)", self.user_id, error.detail)
 
     # -- connect-time catch-up --------------------------------------------------------------
 

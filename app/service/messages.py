@@ -334,14 +334,16 @@ class MessageWriter:
                 after = await connection.execute_query_dict(select, cids)
             else:
                 after = before
-        stored = {(r["cid"], r["sender_id"]): r for r in after}
+            stored = {(r["cid"], r["sender_id"]): r for r in after}
+            missing = keys - stored.keys()
+            if missing:
+                # Inside the transaction, so that it rolls back: the retry one by one must not
+                # find this batch's rows and take them for resends (which are not published).
+                raise RuntimeError(f"{len(missing)} stored messages could not be read back "
+                                   "by their cid")
         self.written += len(fresh)
-        results: list[tuple[dict[str, Any], bool]] = []
         fresh_ids = {id(d) for d in fresh}
-        for draft in batch:
-            row = stored[(draft.cid, draft.sender_id)]
-            results.append((row, id(draft) not in fresh_ids))
-        return results
+        return [(stored[(d.cid, d.sender_id)], id(d) not in fresh_ids) for d in batch]
 
 
 def _row(draft: Draft, message_id: int) -> dict[str, Any]:
@@ -481,23 +483,34 @@ async def conversations(user_id: int) -> list[dict[str, Any]]:
     last_rows = {r["id"]: r for r in await fetch_all(
         f"SELECT {_SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(last_ids))})",
         last_ids)}
+    unread = {(r["cmd"], r["peer"]): int(r["n"]) for r in await fetch_all(
+        _UNREAD_SQL, (user_id, user_id, user_id, user_id))}
     result = []
     for cmd, peer, last_id in wanted:
-        read_id = marks.get((cmd, peer), 0)
-        if cmd == CMD_SINGLE:
-            unread_rows = await fetch_all(
-                "SELECT COUNT(*) AS n FROM im_message WHERE dst_user_id = ? AND sender_id = ? "
-                "AND id > ?", (user_id, peer, read_id))
-        else:
-            unread_rows = await fetch_all(
-                "SELECT COUNT(*) AS n FROM im_message m JOIN im_membership s "
-                "ON s.community_id = m.community_id AND s.user_id = ? "
-                "WHERE m.community_id = ? AND m.sender_id <> ? AND m.id > ? "
-                "AND m.created_ms >= s.created_ms", (user_id, peer, user_id, read_id))
         result.append({"cmd": cmd, "dstid": peer, "last": wire_message(last_rows[last_id]),
-                       "unread": int(unread_rows[0]["n"]), "read_id": read_id})
+                       "unread": unread.get((cmd, peer), 0),
+                       "read_id": marks.get((cmd, peer), 0)})
     result.sort(key=lambda c: c["last"]["id"], reverse=True)
     return result
+
+
+# Unread messages of every conversation of a user, counted in one query: those after the
+# user's read mark (none: all), from the peer in one-to-one, from others since joining in groups.
+_UNREAD_SQL = f"""
+    SELECT {CMD_SINGLE} AS cmd, m.sender_id AS peer, COUNT(*) AS n
+      FROM im_message m
+      LEFT JOIN im_readmark r ON r.user_id = m.dst_user_id AND r.cmd = {CMD_SINGLE}
+                             AND r.peer_id = m.sender_id
+     WHERE m.dst_user_id = ? AND m.id > COALESCE(r.last_read_id, 0)
+     GROUP BY m.sender_id
+    UNION ALL
+    SELECT {CMD_GROUP} AS cmd, m.community_id AS peer, COUNT(*) AS n
+      FROM im_membership s
+      JOIN im_message m ON m.community_id = s.community_id AND m.created_ms >= s.created_ms
+      LEFT JOIN im_readmark r ON r.user_id = ? AND r.cmd = {CMD_GROUP}
+                             AND r.peer_id = s.community_id
+     WHERE s.user_id = ? AND m.sender_id <> ? AND m.id > COALESCE(r.last_read_id, 0)
+     GROUP BY m.community_id"""
 
 
 async def mark_read(user_id: int, cmd: int, peer_id: int, message_id: int) -> int:
