@@ -3,6 +3,35 @@
 Each test runs an attack that used to make the server hold hundreds of megabytes or starve
 others, and asserts the bound the fix sets. Memory is measured on a real `imchat serve`
 process (its RSS from /proc), so what is counted is the server's alone, never the test's.
+Attacks, with the figures measured before and after the fixes:
+
+- Sockets that never read: 40 sockets opening `?v=2&since=0` on 500 stored messages of 16 KB,
+  plus 40 `/message/history` requests for 500 rows whose answers are never read (+342 MiB
+  before, +18 after: catch-up pages bounded in bytes and sent only as the socket drains,
+  history pages cut at ~512 KB).
+- A logged-out (4001) socket flooding 125-byte pings without reading: a pong per ping piled up
+  until the close timeout (+45-51 MiB for 90 MB of pings before, +1 after).
+- One user opening more chat sockets than `chat.max_connections_per_user` (429 before the 101).
+- Reconnecting with `since=` in a loop to get free catch-ups: each costs a sync page of the
+  user's rate, so six at once are paced.
+- History page flood (`chat.history_pages_per_minute`, 429).
+- Six 2500×2500 RGBA PNGs (30 KB files, ~60 MB decoded) uploaded at once: decodes wait for
+  `storage.max_decode_pixels_in_flight` (+388 MiB without a budget, +93 with room for one).
+- Upload floods: `storage.uploads_per_minute` and `storage.upload_mb_per_day` (429; a file
+  already stored costs nothing).
+- Twenty uploads at once against the day's quota: exactly what fits is stored (all twenty were
+  when uploads in progress were not counted).
+- Slowloris: a request head trickled a byte at a time (cut after `server.header_timeout_seconds`),
+  and many connections from one address that never finish a head (beyond
+  `server.max_unfinished_requests_per_address` slow ones are closed; whole requests from that
+  address and from others are still served); a burst of 200 whole requests from one address
+  is all served; and on a server limited to 1,100 open files, 1,100 trickling connections
+  no longer stop normal requests (before: the server answered nothing).
+- Live messages piling up for a socket whose catch-up stalls because it reads nothing (closed
+  1013 past 1000 held frames).
+
+`tests/websocket/test_transport.py` also checks that frames the write coalescer holds for a
+laggard count against its buffer limit.
 """
 
 from __future__ import annotations
@@ -27,7 +56,7 @@ from PIL import Image
 from websockets.exceptions import InvalidStatus
 
 from tests.factories import befriend, close_all, connect, recv_until, register
-from tests.test_hostile import assert_clean_error, masked_text_frames, refused_status
+from tests.hostile import assert_clean_error, masked_text_frames, refused_status, sqlite_only
 from tests.test_process import REPO, free_port, wait_ready, write_config
 from tests.websocket.conftest import RawClient, client_frame
 
@@ -209,9 +238,6 @@ async def test_sockets_and_history_requests_that_never_read_hold_little_memory(s
         item.close()
     # Measured: +340 MiB before the fix (up to 8 MB a socket and an answer), +18 after.
     assert growth < 100, f"the server grew by {growth:.0f} MiB for clients that read nothing"
-
-
-sqlite_only = pytest.mark.parametrize("db_backend", ["sqlite"])
 
 
 @sqlite_only
