@@ -31,9 +31,13 @@ async def history(request: Request) -> HTTPResponse:
     cmd, dstid = _conversation(fields)
     page = services(request).settings.chat.history_page_size
     limit = min(id_field(fields, "limit", required=False) or page, 500)
-    found = await messages.history(user.id, cmd, dstid, id_field(fields, "before", required=False),
-                                   limit)
-    return rows([messages.wire_message(r) for r in found])
+    before = id_field(fields, "before", required=False)
+    # Charged once the request is known to be well-formed: it is the query that costs.
+    request.app.ctx.chat.take_history_page(user.id)
+    found, cut_short = await messages.history(user.id, cmd, dstid, before, limit)
+    answer = [messages.wire_message(r) for r in found]
+    # A page cut short by its size says so: fewer rows than asked for is not the beginning.
+    return rows(answer, more=True) if cut_short else rows(answer)
 
 
 @message_bp.post("/conversations")

@@ -36,6 +36,8 @@ CMD_SINGLE = 10
 CMD_GROUP = 11
 SERVER_CID_PREFIX = "~"
 MAX_BATCH = 500
+# About how many bytes of messages one /message/history answer carries at most.
+HISTORY_PAGE_BYTES = 512 * 1024
 
 _COLUMNS = ("cmd", "sender_id", "dst_user_id", "community_id", "cid", "media", "content", "pic",
             "url", "memo", "amount", "created_ms")
@@ -385,7 +387,7 @@ def _values(draft: Draft) -> tuple[Any, ...]:
 # A user's messages after an id: sent to them, sent by them one to one (for their other
 # devices), and their groups' since they joined; each branch walks one index.
 _MISSED_SQL = f"""
-    SELECT {_SELECT} FROM (
+    SELECT {{columns}} FROM (
         SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
         UNION ALL
         SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
@@ -397,8 +399,9 @@ _MISSED_SQL = f"""
     ) AS missed ORDER BY id {{order}} LIMIT {{limit}}"""
 
 
-async def _missed(user_id: int, since_id: int, limit: int, newest: bool) -> list[dict[str, Any]]:
-    sql = _MISSED_SQL.format(order="DESC" if newest else "ASC", limit=int(limit))
+async def _missed(user_id: int, since_id: int, limit: int, newest: bool,
+                  columns: str = _SELECT) -> list[dict[str, Any]]:
+    sql = _MISSED_SQL.format(columns=columns, order="DESC" if newest else "ASC", limit=int(limit))
     return await fetch_all(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
 
 
@@ -407,17 +410,30 @@ async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, A
     return await _missed(user_id, since_id, limit, newest=False)
 
 
-async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
-    """Like missed_by, but when more than `limit` are waiting keep the newest `limit`."""
-    rows = await missed_by(user_id, since_id, limit + 1)
+async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int:
+    """Where a catch-up limited to the newest `limit` missed messages starts: `since_id` when
+    no more are waiting, else the id just below the newest `limit` (ids only are read, so a
+    backlog of large messages is not loaded to be thrown away)."""
+    rows = await _missed(user_id, since_id, limit + 1, newest=True, columns="id")
     if len(rows) <= limit:
-        return rows
-    return list(reversed(await _missed(user_id, since_id, limit, newest=True)))
+        return since_id
+    return int(rows[-1]["id"])
+
+
+def wire_size(row: dict[str, Any]) -> int:
+    """About how many bytes a stored row takes on the wire (its texts plus the JSON around)."""
+    return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
 
 
 async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
-                  limit: int) -> list[dict[str, Any]]:
-    """One conversation's messages below `before_id`, oldest first; participants only."""
+                  limit: int, max_bytes: int = HISTORY_PAGE_BYTES,
+                  ) -> tuple[list[dict[str, Any]], bool]:
+    """One conversation's messages below `before_id`, oldest first; participants only; and
+    whether the page was cut short by its size.
+
+    At most `limit` rows, and no more than about `max_bytes` of them (always at least one):
+    an answer nobody reads sits in the server's memory, so a page of large messages is cut
+    short, and the caller asks again from its oldest id."""
     before = before_id or 2**62
     if cmd == CMD_GROUP:
         membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
@@ -437,7 +453,12 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
                 SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
             ) AS conversation ORDER BY id DESC LIMIT {int(limit)}""",
             (peer_id, user_id, before, user_id, peer_id, before))
-    return list(reversed(rows))
+    size = 0
+    for kept, row in enumerate(rows):
+        size += wire_size(row)
+        if size > max_bytes and kept:
+            return list(reversed(rows[:kept])), True
+    return list(reversed(rows)), False
 
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:
