@@ -93,7 +93,8 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     settings: Settings = app.ctx.settings
     await open_database(settings)
     coalescer = coalesced_writes(app)
-    hub = Hub(make_broker(settings.broker.kind, settings.broker.url, coalescer),
+    hub = Hub(make_broker(settings.broker.kind, settings.broker.url, coalescer,
+                          settings.broker.stream_length, settings.broker.stream_key),
               check_every=settings.chat.session_check_seconds)
     await hub.start()
     writer = MessageWriter(publish_scope=coalescer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -30,7 +31,9 @@ def redis_settings(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but Redis at 127.0.0.1:6379 is unreachable")
         pytest.skip("cluster tests skipped: no Redis at 127.0.0.1:6379")
-    return make_settings(tmp_path, "sqlite", broker={"kind": "redis", "url": REDIS_URL})
+    # A stream of its own: other test runs share this Redis.
+    return make_settings(tmp_path, "sqlite", broker={
+        "kind": "redis", "url": REDIS_URL, "stream_key": f"imchat-test:{uuid.uuid4().hex}"})
 
 
 async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp_path):
@@ -53,20 +56,24 @@ async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp
         assert (await recv_until(wa, lambda f: f.get("cmd") == 11))["content"] == "all"
         assert (await recv_until(wc, lambda f: f.get("cmd") == 11))["content"] == "all"
 
-        # Whatever else lands on the channel is ignored, and the nodes carry on.
+        # Whatever else lands on the stream is ignored, and the nodes carry on.
         import redis.asyncio as redis
 
         client = redis.from_url(REDIS_URL)
-        for junk in (b"not json", b'{"n": "x"}', b"[]", b'[1, "two"]',
-                     b'[{"n": "elsewhere", "p": 5}]', b'[{"n": "elsewhere"}]'):
-            await client.publish("imchat:envelopes", junk)
-        await client.aclose()
+        stream = redis_settings.broker.stream_key
+        for number, junk in enumerate((b"not json", b'{"n": "x"}', b"[]", b'[1, "two"]',
+                                       b'[{"n": "elsewhere", "p": 5}]', b'[{"p": "x"}]')):
+            await client.xadd(stream, {"n": "elsewhere", "s": number + 1, "b": junk})
+        await client.xadd(stream, {"no": "fields"})
+        await client.xadd(stream, {"n": "other", "s": "x", "b": "[]"})
         # A burst crosses as batches and arrives whole and in order.
         for n in range(15):  # within the rate limit of a fresh connection
             await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": f"b{n}"}))
         burst = [(await recv_until(wb, lambda f: f.get("cmd") == 10))["content"]
                  for _ in range(15)]
         assert burst == [f"b{n}" for n in range(15)]
+        await client.delete(stream)
+        await client.aclose()
         for ws in (wa, wb, wc):
             await ws.close()
         await close_all(a, b, c)

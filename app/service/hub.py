@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imchat.hub")
 
 CMD_PRESENCE = 104
+CMD_RESYNC = 108
 CLOSE_SESSION_ENDED = 4001  # application close code: logged out, disabled or expired
 # A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
 _GROUPS_AND_FRIENDS_SQL = (
@@ -48,15 +49,20 @@ class Hub:
         self._session_ids = itertools.count(1)
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.broker.start(self.deliver)
+        rows = await fetch_all("SELECT MAX(id) AS top FROM im_message")
+        await self.broker.start(self.deliver, self.resync,
+                                max_message_id=(rows[0]["top"] or 0) if rows else 0)
         self._maintenance = asyncio.get_running_loop().create_task(
             self._maintain(self.check_every), name="hub-maintenance")
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +212,42 @@ class Hub:
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
         self.publish(Envelope((token_hash or "").encode(), user_ids=(user_id,), control="ended"))
+
+    # -- after a gap in what the broker carried ---------------------------------------------
+
+    def resync(self, since: int) -> None:
+        """The broker may have lost messages above `since`: every session here catches up from
+        there (v2: told to sync; v1: pushed what it has not had), and the group and friend
+        index is reloaded, as a lost "joined" would otherwise keep a member from live messages."""
+        frame = encode_text_frame(encode({"cmd": CMD_RESYNC, "since": since}))
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                session.resync(since, frame)
+        task = asyncio.get_running_loop().create_task(self._reload_index(), name="hub-reindex")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_index(self, chunk: int = 500) -> None:
+        users = list(self.sessions)
+        try:
+            for start in range(0, len(users), chunk):
+                part = users[start:start + chunk]
+                marks = ", ".join("?" * len(part))
+                for row in await fetch_all(
+                        "SELECT user_id AS owner, community_id AS peer, 1 AS kind FROM "
+                        f"im_membership WHERE user_id IN ({marks}) UNION ALL SELECT owner_id, "
+                        f"friend_id, 2 FROM im_friendship WHERE owner_id IN ({marks})",
+                        part + part):
+                    user_id, peer = row["owner"], row["peer"]
+                    if user_id not in self.sessions:
+                        continue
+                    if row["kind"] == 1:
+                        self.user_groups.setdefault(user_id, set()).add(peer)
+                        self.group_members.setdefault(peer, set()).add(user_id)
+                    else:
+                        self.user_friends.setdefault(user_id, set()).add(peer)
+        except Exception:
+            log.exception("reloading the group and friend index after a resync failed")
 
     # -- delivery (the broker calls this on every node) -------------------------------------
 

@@ -160,8 +160,11 @@
       return;
     }
     if (cmd === 101) {                           // a refused frame
-      if (frame.cid && frame.reason !== 'throttled') this.dropFromOutbox(frame.cid);
-      if (frame.cid && frame.reason === 'throttled') this.retryLater();
+      // throttled, or not stored in time (database unavailable): the same cid is sent again
+      var again = frame.reason === 'throttled' || frame.reason === 'unavailable';
+      if (frame.cid && !again) this.dropFromOutbox(frame.cid);
+      if (frame.cid && again) this.retryLater();
+      if (!frame.cid && again && this.resyncing) this.syncLater();
       if (this.options.onRefused) this.options.onRefused(frame);
       return;
     }
@@ -171,6 +174,15 @@
     if (cmd === 107 && typeof frame.upto === 'number') {
       if (frame.upto > this.since) this.since = frame.upto;
       if (frame.more) this.sendRaw({ cmd: 106, since: this.since });
+      else this.resyncing = false;
+    }
+    if (cmd === 108 && typeof frame.since === 'number') {
+      // The server's link to the other servers had a gap: messages above `since` may have
+      // been missed even though later ones arrived. Sync from there (repeats are dropped by id).
+      if (frame.since < this.since) this.since = frame.since;
+      this.resyncing = true;
+      this.sendRaw({ cmd: 106, since: this.since });
+      return;
     }
     if (this.options.onFrame) this.options.onFrame(frame);
   };
@@ -179,6 +191,12 @@
     var self = this;
     clearTimeout(this.throttleTimer);
     this.throttleTimer = setTimeout(function () { self.flushOutbox(); }, 1500);
+  };
+
+  ChatSocket.prototype.syncLater = function () {
+    var self = this;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = setTimeout(function () { self.sendRaw({ cmd: 106, since: self.since }); }, 1500);
   };
 
   ChatSocket.prototype.sendRaw = function (obj) {
