@@ -151,7 +151,11 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """The IMCHAT_* variables of the database the nodes share."""
     if request.param == "sqlite":
         return {"IMCHAT_DATABASE_PATH": str(tmp_path / "shared.db")}
-    server: MariaDbServer = request.getfixturevalue("mariadb")
+    return mysql_environment(request.getfixturevalue("mariadb"))
+
+
+def mysql_environment(server: MariaDbServer) -> dict[str, str]:
+    """A new database on `server`, as the IMCHAT_* variables that select it."""
     name = f"faults_{os.urandom(5).hex()}"
     server.create_database(name)
     return {"IMCHAT_DATABASE_ENGINE": "mysql", "IMCHAT_DATABASE_HOST": "127.0.0.1",
@@ -380,6 +384,21 @@ class Sender:
                 await self.ws.send(json.dumps(frame))
 
 
+async def sender_and_recipients(sender_node: Node, recipient_node: Node
+                                ) -> tuple[Sender, list[Recipient], dict[str, Any]]:
+    """A v2 sender, and two friends of it as recipients (one v2, one v1), connected."""
+    sender_user = await register(sender_node, "13900000001")
+    v2_user = await register(recipient_node, "13900000002")
+    v1_user = await register(recipient_node, "13900000003")
+    await befriend(sender_node, sender_user, v2_user)
+    await befriend(sender_node, sender_user, v1_user)
+    recipients = [Recipient(recipient_node, v2_user, v2=True),
+                  Recipient(recipient_node, v1_user, v2=False)]
+    for recipient in recipients:
+        await recipient.open()
+    return Sender(sender_node, sender_user, [v2_user["id"], v1_user["id"]]), recipients, sender_user
+
+
 async def wait_delivered(recipients: list[Recipient], acked: dict[int, list[int]],
                          timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -406,15 +425,7 @@ async def test_redis_killed_and_restarted_empty_loses_nothing(
     environment = {**database, "IMCHAT_BROKER_KIND": "redis",
                    "IMCHAT_BROKER_URL": redis_server.url}
     async with nodes(tmp_path, 2, environment) as (node_1, node_2):
-        sender_user = await register(node_1, "13900000001")
-        v2_user = await register(node_2, "13900000002")
-        v1_user = await register(node_2, "13900000003")
-        await befriend(node_1, sender_user, v2_user)
-        await befriend(node_1, sender_user, v1_user)
-        recipients = [Recipient(node_2, v2_user, v2=True), Recipient(node_2, v1_user, v2=False)]
-        for recipient in recipients:
-            await recipient.open()
-        sender = Sender(node_1, sender_user, [v2_user["id"], v1_user["id"]])
+        sender, recipients, _ = await sender_and_recipients(node_1, node_2)
 
         async def faults() -> None:
             for at, down_for in REDIS_CASES[case]:
@@ -431,3 +442,120 @@ async def test_redis_killed_and_restarted_empty_loses_nothing(
             recipient.check(sender.acked[recipient.user["id"]])
         assert recipients[0].resyncs >= 1  # the restart was noticed, not papered over
         assert "resyncing this node's sessions" in node_2.log_text()
+
+
+# -- the database --------------------------------------------------------------------------
+
+DEADLINE = 2.0  # database.query_timeout_seconds in these cases
+
+
+async def one_node_with_clients(tmp_path: Path, environment: dict[str, str]
+                                ) -> tuple[Node, Sender, list[Recipient], dict[str, Any]]:
+    node = Node(tmp_path / "node", {**environment,
+                                    "IMCHAT_DATABASE_QUERY_TIMEOUT_SECONDS": str(DEADLINE)})
+    await node.start()
+    return node, *await sender_and_recipients(node, node)
+
+
+async def timed(call: Any) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = await call
+    return result, time.monotonic() - start
+
+
+async def answers_while_stalled(node: Node, user: dict[str, Any]) -> None:
+    """While the database does not answer: /health, an HTTP call and a WebSocket upgrade are
+    answered (503) within the deadline and a little, not left waiting."""
+    from websockets.exceptions import InvalidStatus
+
+    async with httpx.AsyncClient(base_url=node.base, timeout=30) as client:
+        health, took = await timed(client.get("/health"))
+        assert health.status_code == 503 and took < DEADLINE + 2, (health.text, took)
+        assert health.json()["code"] == -1 and "database" in health.json()["msg"]
+        me, took = await timed(client.post(
+            "/user/me", headers={"Authorization": f"Bearer {user['token']}"}))
+        assert me.status_code == 503 and took < DEADLINE + 2, (me.text, took)
+        assert me.json()["code"] == -1 and me.json()["reason"] == "unavailable"
+    start = time.monotonic()
+    with pytest.raises(InvalidStatus) as refused:
+        await ws_connect(f"ws://127.0.0.1:{node.port}/chat?id={user['id']}"
+                         f"&token={user['token']}&v=2", open_timeout=30)
+    assert refused.value.response.status_code == 503
+    assert time.monotonic() - start < DEADLINE + 2
+
+
+async def check_resumed(node: Node, sender: Sender, recipients: list[Recipient]) -> None:
+    await wait_delivered(recipients, sender.acked)
+    for recipient in recipients:
+        await recipient.close()
+    for recipient in recipients:
+        recipient.check(sender.acked[recipient.user["id"]])
+    async with httpx.AsyncClient(base_url=node.base, timeout=30) as client:
+        health = await client.get("/health")
+    assert health.status_code == 200, health.text
+    assert health.json()["data"] == {"database": "ok", "messages": "ok", "broker": "ok"}
+
+
+async def test_mariadb_frozen_answers_within_the_deadline_and_resumes(
+        mariadb: MariaDbServer, tmp_path: Path) -> None:
+    node, sender, recipients, sender_user = await one_node_with_clients(
+        tmp_path, mysql_environment(mariadb))
+    try:
+        async def freeze() -> None:
+            await asyncio.sleep(1.0)
+            mariadb.signal(signal.SIGSTOP)
+            try:
+                await asyncio.sleep(DEADLINE + 0.5)
+                await answers_while_stalled(node, sender_user)
+                await asyncio.sleep(2.0)
+            finally:
+                mariadb.signal(signal.SIGCONT)
+
+        await asyncio.gather(sender.run(count=800, rate=100), freeze())
+        assert sender.refused > 0  # the stall was answered with errors, not silence
+        await check_resumed(node, sender, recipients)
+    finally:
+        node.stop()
+
+
+async def test_mariadb_killed_and_restarted_loses_nothing(
+        mariadb: MariaDbServer, tmp_path: Path) -> None:
+    node, sender, recipients, _ = await one_node_with_clients(
+        tmp_path, mysql_environment(mariadb))
+    try:
+        async def kill_and_restart() -> None:
+            await asyncio.sleep(1.0)
+            mariadb.signal(signal.SIGKILL)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(mariadb.start)
+
+        await asyncio.gather(sender.run(count=800, rate=100), kill_and_restart())
+        assert sender.refused > 0
+        await check_resumed(node, sender, recipients)
+    finally:
+        node.stop()
+
+
+async def test_sqlite_locked_by_another_program_answers_and_resumes(tmp_path: Path) -> None:
+    """SQLite's stall: another program (a backup, a migration) holds the write lock."""
+    database = tmp_path / "shared.db"
+    node, sender, recipients, _ = await one_node_with_clients(
+        tmp_path, {"IMCHAT_DATABASE_PATH": str(database)})
+    try:
+        async def hold_the_lock() -> None:
+            await asyncio.sleep(1.0)
+            holder = await asyncio.create_subprocess_exec(
+                sys.executable, "-c",
+                "import sqlite3, sys, time\n"
+                "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(6)\n"
+                "c.execute('ROLLBACK')", str(database), stdout=subprocess.PIPE)
+            assert holder.stdout is not None
+            assert await holder.stdout.readline() == b"locked\n"
+            await holder.wait()
+
+        await asyncio.gather(sender.run(count=800, rate=100), hold_the_lock())
+        assert sender.refused > 0
+        await check_resumed(node, sender, recipients)
+    finally:
+        node.stop()

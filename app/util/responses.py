@@ -27,5 +27,5 @@ def rows(items: list[Any], total: int | None = None) -> HTTPResponse:
     return _json({"code": 0, "msg": "", "rows": items, "total": len(items) if total is None else total})
 
 
-def fail(msg: str, status: int = 200, reason: str = "failed") -> HTTPResponse:
-    return _json({"code": -1, "msg": msg, "reason": reason}, status=status)
+def fail(msg: str, status: int = 200, reason: str = "failed", **extra: Any) -> HTTPResponse:
+    return _json({"code": -1, "msg": msg, "reason": reason, **extra}, status=status)
