@@ -179,11 +179,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 class Node:
     """One `imchat serve` process."""
 
-    def __init__(self, folder: Path, environment: dict[str, str]) -> None:
+    def __init__(self, folder: Path, environment: dict[str, str],
+                 log_path: Path | None = None) -> None:
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.log_path = folder / "imchat.log"
+        self.log_path = log_path or folder / "imchat.log"
         config = folder / "config.toml"
         config.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
@@ -449,10 +450,12 @@ async def test_redis_killed_and_restarted_empty_loses_nothing(
 DEADLINE = 2.0  # database.query_timeout_seconds in these cases
 
 
-async def one_node_with_clients(tmp_path: Path, environment: dict[str, str]
+async def one_node_with_clients(tmp_path: Path, environment: dict[str, str],
+                                log_path: Path | None = None
                                 ) -> tuple[Node, Sender, list[Recipient], dict[str, Any]]:
     node = Node(tmp_path / "node", {**environment,
-                                    "IMCHAT_DATABASE_QUERY_TIMEOUT_SECONDS": str(DEADLINE)})
+                                    "IMCHAT_DATABASE_QUERY_TIMEOUT_SECONDS": str(DEADLINE)},
+                log_path)
     await node.start()
     return node, *await sender_and_recipients(node, node)
 
@@ -559,3 +562,69 @@ async def test_sqlite_locked_by_another_program_answers_and_resumes(tmp_path: Pa
         await check_resumed(node, sender, recipients)
     finally:
         node.stop()
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of `megabytes` mounted at `folder` (skips the test where mounting is refused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs",
+                              str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs and mounting one was refused: "
+                    f"{mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free byte of `disk` (again: call it as often as space may come free)."""
+    filler = disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"\0" * 65536
+        while True:
+            try:
+                os.write(descriptor, block)
+            except OSError:
+                if len(block) == 1:
+                    break
+                block = block[:len(block) // 2]
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+async def test_full_disk_refuses_messages_with_a_quiet_log_and_resumes(tmp_path: Path) -> None:
+    """SQLite on a disk that fills up: messages are refused as 'unavailable', the log says so a
+    few times rather than once per message (the log is kept on another disk here, to measure
+    what would have been written), and when space is freed everything resumes, nothing lost.
+    (MariaDB is not run on a tmpfs here: its data folder alone is larger than a small test disk
+    should be.)"""
+    # room for the WAL that SQLite grows between checkpoints (about 40 MB)
+    with small_disk(tmp_path / "disk", 64) as disk:
+        node, sender, recipients, _ = await one_node_with_clients(
+            disk, {"IMCHAT_DATABASE_PATH": str(disk / "chat.db")}, tmp_path / "imchat.log")
+        try:
+            async def disk_full_for_a_while() -> None:
+                await asyncio.sleep(1.0)
+                filler = fill(disk)
+                log_before = node.log_path.stat().st_size
+                for _ in range(40):  # full for 4 s
+                    await asyncio.sleep(0.1)
+                    fill(disk)
+                log_during = node.log_path.stat().st_size - log_before
+                refused = sender.refused
+                filler.unlink()
+                assert refused > 100  # a storm of refusals
+                # a line per 10 s, not one per refused message or batch
+                assert log_during < 2_000, node.log_text()[-3000:]
+
+            await asyncio.gather(sender.run(count=800, rate=100), disk_full_for_a_while())
+            assert sender.refused > 0
+            assert node.log_text().count("Traceback") <= 2
+            await check_resumed(node, sender, recipients)
+        finally:
+            node.stop()

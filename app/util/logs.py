@@ -48,7 +48,8 @@ class RepeatFilter(logging.Filter):
     """Keeps a storm of identical failures (every refused message logging the same error while
     the disk is full or the database away) from flooding the log, or the full disk itself.
 
-    Records are the same when they come from the same logger, level and message template. The
+    Warnings and errors are the same when they come from the same logger, level and message
+    template. The
     first is let through; the rest of its `interval` are held back and counted, and the first
     one after the interval carries the count. A traceback is shown once per storm: later
     records of the same kind lose theirs until the kind has been quiet for `quiet` seconds."""
@@ -62,6 +63,8 @@ class RepeatFilter(logging.Filter):
         self._kinds: dict[tuple[str, int, str], list] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # failures only: a burst of sign-ups is not a storm
         key = (record.name, record.levelno, str(record.msg)[:300])
         now = record.created
         with self._lock:
