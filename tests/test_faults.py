@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -628,3 +629,80 @@ async def test_full_disk_refuses_messages_with_a_quiet_log_and_resumes(tmp_path:
             await check_resumed(node, sender, recipients)
         finally:
             node.stop()
+
+
+# -- several worker processes --------------------------------------------------------------
+
+
+async def expect(ws: ClientConnection, match: Any, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await ws.recv())
+            if match(frame):
+                return frame
+
+
+async def test_two_workers_share_messages_presence_and_typing(
+        database: dict[str, str], redis_server: RedisServer, tmp_path: Path) -> None:
+    """`imchat serve` with server.workers = 2 and the redis broker: connections land on either
+    worker; presence, typing and messages reach the other one, and a v1 client that keeps
+    reconnecting while messages stream in from the other worker never gets one twice."""
+    environment = {**database, "IMCHAT_BROKER_KIND": "redis",
+                   "IMCHAT_BROKER_URL": redis_server.url, "IMCHAT_SERVER_WORKERS": "2"}
+    async with nodes(tmp_path, 1, environment) as (node,):
+        base = f"ws://127.0.0.1:{node.port}/chat"
+
+        async def open_v2(user: dict[str, Any]) -> ClientConnection:
+            return await ws_connect(f"{base}?v=2&id={user['id']}&token={user['token']}")
+
+        # Eight pairs of friends: connections spread over the two workers.
+        pairs = []
+        for n in range(8):
+            first = await register(node, f"1370000{n:04d}")
+            second = await register(node, f"1371000{n:04d}")
+            await befriend(node, first, second)
+            pairs.append((first, second))
+        for first, second in pairs:
+            ws_first = await open_v2(first)
+            assert (await expect(ws_first, lambda f: f["cmd"] == 104))["online"] == []
+            ws_second = await open_v2(second)
+            snapshot = await expect(ws_second, lambda f: f["cmd"] == 104)
+            assert snapshot["online"] == [first["id"]]  # wherever `first` is connected
+            came = await expect(ws_first, lambda f: f["cmd"] == 104)
+            assert came == {"cmd": 104, "userid": second["id"], "online": 1}
+            await ws_first.send(json.dumps({"cmd": 103, "tcmd": 10, "dstid": second["id"]}))
+            typing = await expect(ws_second, lambda f: f["cmd"] == 103)
+            assert typing["userid"] == first["id"]
+            await ws_second.close()
+            went = await expect(ws_first, lambda f: f["cmd"] == 104)
+            assert went == {"cmd": 104, "userid": second["id"], "online": 0}
+            await ws_first.close()
+
+        # A v1 client reconnecting while a stream of messages to it is stored and published
+        # by whichever worker holds the sender.
+        sender_user = await register(node, "13900000011")
+        v1_user = await register(node, "13900000012")
+        await befriend(node, sender_user, v1_user)
+        sender = Sender(node, sender_user, [v1_user["id"]])
+        connections: list[list[int]] = []
+
+        async def reconnecting_v1() -> None:
+            for _ in range(12):
+                ws = await ws_connect(f"{base}?id={v1_user['id']}&token={v1_user['token']}")
+                got: list[int] = []
+                connections.append(got)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.4):
+                        async for text in ws:
+                            got.append(json.loads(text)["id"])
+                await ws.close()
+
+        await asyncio.gather(sender.run(count=600, rate=200), reconnecting_v1())
+        every = [message_id for got in connections for message_id in got]
+        assert every, "the v1 client got nothing"
+        assert len(every) == len(set(every)), "a v1 client was sent a message twice"
+        for got in connections:
+            assert got == sorted(got)
+        assert set(every) <= set(sender.acked[v1_user["id"]])
+        log = node.log_text()
+        assert len(set(re.findall(r"Starting worker \[(\d+)\]", log))) == 2, log[-2000:]

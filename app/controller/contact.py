@@ -22,8 +22,8 @@ async def add_friend(request: Request) -> HTTPResponse:
     friend = await contacts.add_friend(
         services(request), user, text_field(fields, "dstname", required=True, max_length=20)
     )
-    return ok(users.public_user(friend, online=services(request).hub.is_online(friend.id)),
-              "friend added")
+    online = await services(request).hub.online_among([friend.id])
+    return ok(users.public_user(friend, online=friend.id in online), "friend added")
 
 
 @contact_bp.post("/loadfriend")
@@ -32,7 +32,8 @@ async def load_friends(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
     hub = services(request).hub
     friends = await contacts.friends_of(user)
-    return rows([users.public_user(f, online=hub.is_online(f.id)) for f in friends])
+    online = await hub.online_among([f.id for f in friends])
+    return rows([users.public_user(f, online=f.id in online) for f in friends])
 
 
 @contact_bp.post("/createcommunity")
@@ -78,4 +79,5 @@ async def members(request: Request) -> HTTPResponse:
     user = await require_user(request, fields)
     hub = services(request).hub
     member_list = await groups.members_of(user, id_field(fields, "id") or 0)
-    return rows([users.public_user(m, online=hub.is_online(m.id)) for m in member_list])
+    online = await hub.online_among([m.id for m in member_list])
+    return rows([users.public_user(m, online=m.id in online) for m in member_list])

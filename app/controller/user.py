@@ -94,7 +94,8 @@ async def find(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     await require_user(request, fields)
     user = await users.find(id_field(fields, "id") or 0)
-    return ok(users.public_user(user, online=services(request).hub.is_online(user.id)))
+    online = await services(request).hub.online_among([user.id])
+    return ok(users.public_user(user, online=user.id in online))
 
 
 @user_bp.route("/me", methods=["GET", "POST"])

@@ -50,7 +50,7 @@ class Envelope:
     v2_only: bool = False
     # The connection that sent it gets an acknowledgement instead of its own message back.
     skip_session: int = 0
-    # Hub bookkeeping rather than a frame: "joined", "friends", "ended".
+    # Hub bookkeeping rather than a frame: "joined", "friends", "ended", "cursor".
     control: str = ""
 
 
@@ -63,6 +63,9 @@ class Broker(Protocol):
     async def start(self, deliver: Deliver, on_gap: OnGap | None = None,
                     max_message_id: int = 0) -> None: ...
     def publish(self, envelope: Envelope) -> None: ...
+    def mark_online(self, user_id: int, online: bool) -> None: ...
+    async def online_elsewhere(self, user_ids: list[int]) -> set[int]: ...
+    async def read_up_to_now(self) -> None: ...
     def health(self) -> str: ...
     async def stop(self) -> None: ...
 
@@ -80,6 +83,15 @@ class MemoryBroker:
     def publish(self, envelope: Envelope) -> None:
         if self._deliver is not None:
             self._deliver(envelope)
+
+    def mark_online(self, user_id: int, online: bool) -> None:
+        pass  # the hub's sessions are all there is
+
+    async def online_elsewhere(self, user_ids: list[int]) -> set[int]:
+        return set()
+
+    async def read_up_to_now(self) -> None:
+        pass  # delivery is synchronous: everything published has been delivered
 
     def health(self) -> str:
         return ""
@@ -134,6 +146,10 @@ class RedisBroker:
     STREAM = "imchat:stream"
     BATCH = 500
     READ_BLOCK_MS = 1000
+    # Who is online where: each node keeps a set of its users (`<stream>:online:<node>`) and
+    # its name in `<stream>:nodes` with an expiry, renewed every third of it; a node that dies
+    # drops out when it expires. The whole set is written again then (Redis may have restarted).
+    PRESENCE_TTL = 15.0
 
     def __init__(self, url: str, stream_length: int = 10_000, max_pending: int = 100_000,
                  delivery_scope: AbstractContextManager[Any] | None = None,
@@ -161,8 +177,14 @@ class RedisBroker:
         # (monotonic time, highest message id seen by then), for choosing a resync point.
         self._checkpoints: deque[tuple[float, int]] = deque()
         self._last_read = 0.0
+        self._read_progress = asyncio.Event()
         self.max_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._online_here: set[int] = set()
+        self._presence_changes: dict[int, bool] = {}
+        self._presence_wakeup = asyncio.Event()
+        self._online_key = f"{self.stream}:online:{self.node}"
+        self._nodes_key = f"{self.stream}:nodes"
         self._redis: Any = None
         self._reader: Any = None
         self._reading = _Retry("reading the Redis stream")
@@ -195,7 +217,8 @@ class RedisBroker:
         self._last_read = now
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._receive(), name="broker-receive"),
-                       loop.create_task(self._send(), name="broker-send")]
+                       loop.create_task(self._send(), name="broker-send"),
+                       loop.create_task(self._share_presence(), name="broker-presence")]
 
     def health(self) -> str:
         """Empty when Redis works both ways; otherwise what is failing."""
@@ -256,6 +279,72 @@ class RedisBroker:
             for _ in range(count):
                 outbox.popleft()
 
+    # -- presence ---------------------------------------------------------------------------
+
+    def mark_online(self, user_id: int, online: bool) -> None:
+        """This node's first session of a user opened (True) or its last closed (False)."""
+        if online:
+            self._online_here.add(user_id)
+        else:
+            self._online_here.discard(user_id)
+        self._presence_changes[user_id] = online
+        self._presence_wakeup.set()
+
+    async def online_elsewhere(self, user_ids: list[int]) -> set[int]:
+        """Which of `user_ids` have a session on another node (an empty answer when Redis
+        does not answer within a second: presence is advisory, nobody waits for it)."""
+        if not user_ids:
+            return set()
+        try:
+            async with asyncio.timeout(1.0):
+                nodes = await self._redis.zrangebyscore(self._nodes_key, time.time(), "+inf")
+                pipe = self._redis.pipeline(transaction=False)
+                others = [n for n in nodes if n != self._node_bytes]
+                for node in others:
+                    pipe.smismember(f"{self.stream}:online:{node.decode()}", user_ids)
+                answers = await pipe.execute() if others else []
+        except Exception as error:
+            log.warning("asking Redis who is online failed (%s)", error)
+            return set()
+        return {user_id for answer in answers
+                for user_id, present in zip(user_ids, answer, strict=True) if present}
+
+    async def _share_presence(self) -> None:
+        renew_at = 0.0
+        while True:
+            self._presence_wakeup.clear()  # before taking the changes: a later one sets it again
+            changes, self._presence_changes = self._presence_changes, {}
+            now = time.time()
+            try:
+                pipe = self._redis.pipeline(transaction=True)
+                if now >= renew_at:
+                    pipe.delete(self._online_key)
+                    if self._online_here:
+                        pipe.sadd(self._online_key, *self._online_here)
+                    pipe.zadd(self._nodes_key, {self.node: now + self.PRESENCE_TTL})
+                    pipe.zremrangebyscore(self._nodes_key, 0, now)
+                else:
+                    added = [user for user, online in changes.items() if online]
+                    removed = [user for user, online in changes.items() if not online]
+                    if added:
+                        pipe.sadd(self._online_key, *added)
+                    if removed:
+                        pipe.srem(self._online_key, *removed)
+                pipe.expire(self._online_key, int(self.PRESENCE_TTL))
+                await pipe.execute()
+                if now >= renew_at:
+                    renew_at = now + self.PRESENCE_TTL / 3
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                renew_at = 0.0  # write the whole set once Redis answers again
+                await asyncio.sleep(1.0)
+                self._presence_wakeup.set()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._presence_wakeup.wait(),
+                                       max(0.0, renew_at - time.time()))
+
     # -- receiving --------------------------------------------------------------------------
 
     async def _receive(self) -> None:
@@ -278,6 +367,7 @@ class RedisBroker:
                 for entry_id, fields in entries:
                     self._last_id = entry_id
                     self._on_entry(fields)
+            self._read_progress.set()
             # Everything up to now has been read: a proven point to resync from later.
             now = self._last_read = time.monotonic()
             checkpoints = self._checkpoints
@@ -285,6 +375,21 @@ class RedisBroker:
                 checkpoints.append((now, self.max_seen))
             while len(checkpoints) > 1 and checkpoints[1][0] <= now - self.gap_margin:
                 checkpoints.popleft()
+
+    async def read_up_to_now(self) -> None:
+        """Return once this node has read every entry the stream had when called (within a
+        second; a best effort: Redis may be away). A v1 connection calls it before reading its
+        delivery cursor, so a cursor another process published as its own connection closed
+        has arrived."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                newest = await self._redis.xrevrange(self.stream, count=1)
+                if not newest:
+                    return
+                target = _entry_order(newest[0][0])
+                while _entry_order(self._last_id) < target:
+                    self._read_progress.clear()
+                    await self._read_progress.wait()
 
     async def _check_continuity(self) -> None:
         """After a lost connection: is the entry we read last still in the stream? If not,
@@ -388,6 +493,12 @@ class RedisBroker:
                 with contextlib.suppress(Exception):
                     await client.aclose()
         self._deliver = None
+
+
+def _entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def make_broker(kind: str, url: str,

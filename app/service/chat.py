@@ -247,7 +247,7 @@ class ChatSession:
                 return
             if self.v2:
                 self._send_json({"cmd": CMD_PRESENCE,
-                                 "online": self.hub.online_friends(self.user_id)})
+                                 "online": await self.hub.online_friends(self.user_id)})
                 if self.since is not None:
                     await self._sync_from(self.since, until_current=True)
             else:
@@ -310,12 +310,14 @@ class ChatSession:
         self._release(held)
 
     async def _legacy_push(self) -> None:
-        cursor = self.hub.legacy_cursor.get(self.user_id)
-        if cursor is None:
-            rows = await fetch_all("SELECT legacy_delivered_id FROM im_user WHERE id = ?",
-                                   (self.user_id,))
-            cursor = rows[0]["legacy_delivered_id"] if rows else 0
-            cursor = self.hub.legacy_cursor.setdefault(self.user_id, cursor)
+        # The stored cursor, read every time, and the one other processes published: another
+        # process may have delivered more to this user's v1 connections.
+        await self.hub.broker.read_up_to_now()
+        rows = await fetch_all("SELECT legacy_delivered_id FROM im_user WHERE id = ?",
+                               (self.user_id,))
+        cursor = max(rows[0]["legacy_delivered_id"] if rows else 0,
+                     self.hub.legacy_cursor.get(self.user_id, 0))
+        self.hub.legacy_cursor[self.user_id] = cursor
         self.start_cursor = cursor
         rows = await messages.newest_missed_by(
             self.user_id, cursor, self.runtime.settings.offline_push_limit)
