@@ -323,6 +323,7 @@ class RedisBroker:
                         pipe.sadd(self._online_key, *self._online_here)
                     pipe.zadd(self._nodes_key, {self.node: now + self.PRESENCE_TTL})
                     pipe.zremrangebyscore(self._nodes_key, 0, now)
+                    pipe.expire(self._nodes_key, int(self.PRESENCE_TTL * 4))
                 else:
                     added = [user for user, online in changes.items() if online]
                     removed = [user for user, online in changes.items() if not online]
@@ -486,12 +487,19 @@ class RedisBroker:
                 await asyncio.wait_for(self._drained.wait(), 5.0)
         for task in self._tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):  # this node's users are no longer online here
+                await self._redis.pipeline(transaction=True).zrem(
+                    self._nodes_key, self.node).delete(self._online_key).execute()
         for client in (self._redis, self._reader):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await client.aclose()
+                    async with asyncio.timeout(1.0):
+                        await client.aclose()
+        if self._tasks:
+            # redis-py can sit on a cancelled blocking read; its closed connection ends it, and
+            # a stop never waits longer than this for it.
+            await asyncio.wait(self._tasks, timeout=2.0)
         self._deliver = None
 
 
