@@ -17,6 +17,7 @@ from sanic.response import HTTPResponse
 from app.controller.attach import attach_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
+from app.controller.health import health_bp
 from app.controller.message import message_bp
 from app.controller.pages import pages_bp
 from app.controller.session import origin_allowed
@@ -36,7 +37,8 @@ from app.websocket import close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
-BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp]
+BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp,
+                               health_bp]
 
 _app_numbers = itertools.count(1)
 
@@ -108,10 +110,12 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     settings: Settings = app.ctx.settings
     await open_database(settings)
     coalescer = coalesced_writes(app)
-    hub = Hub(make_broker(settings.broker.kind, settings.broker.url, coalescer),
+    hub = Hub(make_broker(settings.broker.kind, settings.broker.url, coalescer,
+                          settings.broker.stream_length, settings.broker.stream_key),
               check_every=settings.chat.session_check_seconds)
     await hub.start()
-    writer = MessageWriter(publish_scope=coalescer)
+    writer = MessageWriter(publish_scope=coalescer,
+                           timeout=settings.database.query_timeout_seconds)
     writer.start()
     app.ctx.hub = hub
     app.ctx.writer = writer

@@ -60,6 +60,8 @@ class DatabaseSettings:
     password: str = ""
     name: str = "imchat"
     pool_size: int = 10
+    # A query or a batch of messages that takes longer fails (the client is told to resend).
+    query_timeout_seconds: float = 10.0
 
 
 @dataclasses.dataclass
@@ -79,6 +81,9 @@ class StorageSettings:
 class BrokerSettings:
     kind: Literal["memory", "redis"] = "memory"
     url: str = "redis://127.0.0.1:6379/0"
+    # The Redis stream that carries envelopes between nodes, and the entries it keeps.
+    stream_key: str = "imchat:stream"
+    stream_length: int = 10_000
 
 
 @dataclasses.dataclass
@@ -235,6 +240,10 @@ def _validate(settings: Settings) -> None:
         (bool(s.server.tls_cert) == bool(s.server.tls_key),
          "server.tls_cert / server.tls_key: set both or neither"),
         (s.database.pool_size >= 1, "database.pool_size: must be at least 1"),
+        (0 < s.database.query_timeout_seconds <= 600,
+         "database.query_timeout_seconds: must be between 0 and 600"),
+        (s.broker.stream_length >= 100, "broker.stream_length: must be at least 100"),
+        (bool(s.broker.stream_key), "broker.stream_key: must not be empty"),
         (1 <= s.storage.max_upload_mb <= 1024, "storage.max_upload_mb: must be 1..1024"),
         (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
         (s.storage.max_decode_pixels_in_flight >= s.storage.max_image_pixels,

@@ -509,8 +509,72 @@ class Imchat(ServerAdapter):
         return self._group_id
 
 
+class ImchatCluster(Imchat):
+    """The same server as two worker processes (`server.workers = 2`) with the `redis` broker:
+    a redis-server of its own on a free port, started and stopped with it, pinned to the same
+    CPUs and counted in its CPU time and RSS (the broker is part of what a message costs). The
+    kernel spreads connections over the two workers, so about half of the pairs and of a
+    group's members are on the other process from their sender."""
+
+    name = "imchat2"
+    title = "imchat, 2 processes + Redis broker"
+    workers = 2
+
+    def __init__(self, workdir: Path, cpus: list[int] | None, python: str = sys.executable):
+        super().__init__(workdir, cpus, python)
+        self.redis_port = 0
+        self._redis: subprocess.Popen[bytes] | None = None
+
+    def unavailable_reason(self) -> str | None:
+        if shutil.which("redis-server") is None:
+            return "redis-server is not installed"
+        return super().unavailable_reason()
+
+    def write_config(self, path: Path, db: Path) -> None:
+        super().write_config(path, db)
+        if path.parent != self.run_dir:
+            return  # the template is made by one process with the memory broker
+        text = path.read_text().replace("workers = 1\n", f"workers = {self.workers}\n")
+        path.write_text(text + "[broker]\n" 'kind = "redis"\n'
+                        f'url = "redis://127.0.0.1:{self.redis_port}/0"\n')
+
+    def before_start(self) -> None:
+        self.redis_port = free_port()
+        self._redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=lambda: _pin_and_tie_to_parent(self.cpus),  # noqa: PLW0108
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.redis_port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ServerUnavailable("redis-server did not start") from None
+                time.sleep(0.05)
+        super().before_start()
+
+    def stop(self, grace: float = 10.0) -> None:
+        super().stop(grace)
+        if self._redis is not None:
+            self._redis.kill()
+            self._redis.wait()
+            self._redis = None
+
+    def _tree(self) -> list[psutil.Process]:
+        tree = super()._tree()
+        if tree and self._redis is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree.append(psutil.Process(self._redis.pid))
+        return tree
+
+
 ADAPTERS: dict[str, type[ServerAdapter]] = {
     "lean": LeanRelay,
     "sanic": SanicRelay,
     "imchat": Imchat,
+    "imchat2": ImchatCluster,
 }

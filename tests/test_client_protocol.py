@@ -36,6 +36,7 @@ SERVER_CMD = {
     "PRESENCE": hub.CMD_PRESENCE,
     "SYNC": chat.CMD_SYNC,
     "SYNC_END": chat.CMD_SYNC_END,
+    "RESYNC": hub.CMD_RESYNC,
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -30,13 +31,36 @@ def redis_settings(tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but Redis at 127.0.0.1:6379 is unreachable")
         pytest.skip("cluster tests skipped: no Redis at 127.0.0.1:6379")
-    return make_settings(tmp_path, "sqlite", broker={"kind": "redis", "url": REDIS_URL})
+    # A stream of its own: other test runs share this Redis.
+    return make_settings(tmp_path, "sqlite", broker={
+        "kind": "redis", "url": REDIS_URL, "stream_key": f"imchat-test:{uuid.uuid4().hex}"})
 
 
-async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp_path):
-    """Node B runs as a second app in this process on the same SQLite file."""
+@pytest.fixture
+async def two_nodes(redis_settings):
+    """Two apps in this process on the same SQLite file and Redis stream; the stream and its
+    presence keys are removed afterwards."""
+    import redis.asyncio as redis
+
     node_a = await start_server(redis_settings)
     node_b = await start_server(redis_settings)
+    try:
+        yield node_a, node_b
+    finally:
+        await node_b.stop()
+        await node_a.stop()
+        client = redis.from_url(REDIS_URL)
+        stream = redis_settings.broker.stream_key
+        await client.delete(stream, f"{stream}:nodes")
+        await client.aclose()
+
+
+async def test_two_nodes_deliver_to_each_other_through_redis(two_nodes, redis_settings):
+    """Node B runs as a second app in this process on the same SQLite file."""
+    import redis.asyncio as redis
+
+    node_a, node_b = two_nodes
+    client = redis.from_url(REDIS_URL)
     try:
         a = await register(node_a)
         b = await register(node_b)
@@ -53,14 +77,13 @@ async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp
         assert (await recv_until(wa, lambda f: f.get("cmd") == 11))["content"] == "all"
         assert (await recv_until(wc, lambda f: f.get("cmd") == 11))["content"] == "all"
 
-        # Whatever else lands on the channel is ignored, and the nodes carry on.
-        import redis.asyncio as redis
-
-        client = redis.from_url(REDIS_URL)
-        for junk in (b"not json", b'{"n": "x"}', b"[]", b'[1, "two"]',
-                     b'[{"n": "elsewhere", "p": 5}]', b'[{"n": "elsewhere"}]'):
-            await client.publish("imchat:envelopes", junk)
-        await client.aclose()
+        # Whatever else lands on the stream is ignored, and the nodes carry on.
+        stream = redis_settings.broker.stream_key
+        for number, junk in enumerate((b"not json", b'{"n": "x"}', b"[]", b'[1, "two"]',
+                                       b'[{"n": "elsewhere", "p": 5}]', b'[{"p": "x"}]')):
+            await client.xadd(stream, {"n": "elsewhere", "s": number + 1, "b": junk})
+        await client.xadd(stream, {"no": "fields"})
+        await client.xadd(stream, {"n": "other", "s": "x", "b": "[]"})
         # A burst crosses as batches and arrives whole and in order.
         for n in range(15):  # within the rate limit of a fresh connection
             await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": f"b{n}"}))
@@ -71,8 +94,7 @@ async def test_two_nodes_deliver_to_each_other_through_redis(redis_settings, tmp
             await ws.close()
         await close_all(a, b, c)
     finally:
-        await node_b.stop()
-        await node_a.stop()
+        await client.aclose()
 
 
 def test_several_workers_need_the_redis_broker(tmp_path):
@@ -82,3 +104,36 @@ def test_several_workers_need_the_redis_broker(tmp_path):
         make_settings(tmp_path, "sqlite", server={"workers": 2})
     assert make_settings(tmp_path, "sqlite", server={"workers": 2},
                          broker={"kind": "redis"}).server.workers == 2
+
+
+async def test_an_outbox_overflow_makes_the_other_node_resync(two_nodes):
+    """Node A drops envelopes it cannot keep (its outbox is full while Redis is away; here the
+    limit is set to nothing): its next batch says so, and node B tells its v2 client to sync
+    from before the dropped message (cmd 108) and pushes it to its v1 client, once."""
+    node_a, node_b = two_nodes
+    a = await register(node_a)
+    b = await register(node_b)
+    c = await register(node_b)
+    await befriend(a, b)
+    await befriend(a, c)
+    wa = await connect(node_a, a)
+    wb = await connect(node_b, b)
+    wc = await connect(node_b, c, v2=False)
+    broker_a = node_a.app.ctx.hub.broker
+    broker_a.max_pending = 0
+    await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": "dropped"}))
+    await wa.send(json.dumps({"cmd": 10, "dstid": c.id, "media": 1, "content": "dropped v1"}))
+    dropped = [(await recv_until(wa, lambda f: f.get("cmd") == 100))["id"] for _ in range(2)]
+    assert broker_a.dropped >= 2
+    broker_a.max_pending = 100_000
+    await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1, "content": "after"}))
+    resync = await recv_until(wb, lambda f: f.get("cmd") == 108)
+    assert resync["since"] < dropped[0]
+    await wb.send(json.dumps({"cmd": 106, "since": resync["since"]}))
+    synced = await recv_until(wb, lambda f: f.get("cmd") == 10 and f["id"] == dropped[0])
+    assert synced["content"] == "dropped"
+    pushed = await recv_until(wc, lambda f: f.get("cmd") == 10)
+    assert pushed["id"] == dropped[1] and pushed["content"] == "dropped v1"
+    for ws in (wa, wb, wc):
+        await ws.close()
+    await close_all(a, b, c)

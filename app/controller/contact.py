@@ -22,8 +22,8 @@ async def add_friend(request: Request) -> HTTPResponse:
     friend = await contacts.add_friend(
         services(request), user, text_field(fields, "dstname", required=True, max_length=20)
     )
-    return ok(users.public_user(friend, online=services(request).hub.is_online(friend.id)),
-              "friend added")
+    online = await services(request).hub.online_among([friend.id])
+    return ok(users.public_user(friend, online=friend.id in online), "friend added")
 
 
 @contact_bp.post("/loadfriend")
@@ -32,7 +32,8 @@ async def load_friends(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
     hub = services(request).hub
     friends = await contacts.friends_of(user)
-    return rows([users.public_user(f, online=hub.is_online(f.id)) for f in friends])
+    online = await hub.online_among([f.id for f in friends])
+    return rows([users.public_user(f, online=f.id in online) for f in friends])
 
 
 @contact_bp.post("/createcommunity")
@@ -80,4 +81,6 @@ async def members(request: Request) -> HTTPResponse:
     hub = services(request).hub
     member_list = await groups.members_of(user, id_field(fields, "id") or 0)
     friends = await users.friend_ids_of(user.id)
-    return rows([users.card_for(user, m, friends, hub) for m in member_list])
+    # Presence is a friend's to see (in any process of the cluster).
+    online = await hub.online_among([m.id for m in member_list if m.id in friends])
+    return rows([users.card_for(user, m, friends, online) for m in member_list])

@@ -1,9 +1,18 @@
 """Opening and closing the database: Tortoise config for SQLite (WAL) or MySQL/MariaDB (aiomysql
-pool), and bringing the schema up to date on start without touching existing data."""
+pool), and bringing the schema up to date on start without touching existing data.
+
+Every statement sent through the app's connection has a deadline
+(`database.query_timeout_seconds`): a database that stalls (frozen, its disk hung) or is gone
+fails a request with `Unavailable` (HTTP 503, "try again") instead of holding every user. A
+MySQL connection whose statement was abandoned is closed by aiomysql, never reused half-read.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +20,7 @@ from tortoise import Tortoise
 
 from app.model.migrations import Progress, prepare_schema
 from app.settings import Settings
+from app.util.errors import Unavailable
 
 log = logging.getLogger("imchat.db")
 
@@ -46,6 +56,7 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
                 "minsize": 1,
                 "maxsize": db.pool_size,
                 "charset": "utf8mb4",
+                "connect_timeout": db.query_timeout_seconds,
             },
         }
     # The connection is named after the engine: Tortoise caches compiled SQL per connection
@@ -68,8 +79,68 @@ async def open_database(settings: Settings, progress: Progress | None = None) ->
     except BaseException:
         await Tortoise.close_connections()
         raise
+    # After the schema: an upgrade of a large table may take longer than any one request.
+    add_deadlines(Tortoise.get_connection(connection_name()),
+                  settings.database.query_timeout_seconds)
     log.info("database ready (%s, schema %d)", settings.database.engine, version)
     return version
+
+
+_STATEMENT_METHODS = ("execute_insert", "execute_many", "execute_query", "execute_query_dict",
+                      "execute_script")
+# MySQL client errors that mean the server or the link failed, not the statement: can't
+# connect, gone away, lost during query, out of sync, too many connections, lock wait timeout.
+_MYSQL_UNAVAILABLE = {1040, 1205, 2003, 2006, 2013, 2014, 2055}
+_SQLITE_UNAVAILABLE = ("disk is full", "locked", "disk i/o error", "unable to open",
+                       "readonly")
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is the database being away, stalled or out of disk,
+    rather than something wrong with the statement: the client may simply try again later."""
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, Unavailable | ConnectionError | TimeoutError):
+            return True
+        if isinstance(seen, sqlite3.OperationalError):
+            text = str(seen).lower()
+            return any(part in text for part in _SQLITE_UNAVAILABLE)
+        code = seen.args[0] if seen.args else None
+        if type(seen).__module__.startswith("pymysql") and (
+                code in _MYSQL_UNAVAILABLE or type(seen).__name__ == "InterfaceError"):
+            return True
+        # Tortoise wraps the driver's error as args[0]
+        seen = code if isinstance(code, BaseException) else seen.__cause__ or seen.__context__
+    return False
+
+
+def add_deadlines(connection: Any, timeout: float) -> None:
+    """Give each statement of `connection` `timeout` seconds (waiting for a pooled connection
+    included); a late or failed-for-availability statement raises Unavailable."""
+    for name in _STATEMENT_METHODS:
+        statement = getattr(connection, name, None)
+        if statement is not None:
+            setattr(connection, name, _with_deadline(statement, timeout))
+
+
+def _with_deadline(statement: Any, timeout: float) -> Any:
+    @functools.wraps(statement)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                return await statement(*args, **kwargs)
+        except TimeoutError:
+            raise Unavailable("the database did not answer in time; try again") from None
+        except Unavailable:
+            raise
+        except Exception as error:
+            if database_unavailable(error):
+                raise Unavailable("the database is unavailable; try again") from error
+            raise
+
+    return run
 
 
 async def close_database() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import ujson
@@ -120,6 +121,31 @@ class ChatRuntime:
                 session.conn.resume_reading()
 
 
+class RecentIds:
+    """The last few thousand message ids written to a v1 connection. The article's protocol
+    has no ids a client could use to drop a repeat, so the server does: a catch-up (at connect,
+    or after a broker gap) and a live copy of the same message can arrive in either order when
+    the message was sent through another process."""
+
+    __slots__ = ("ids", "order", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.ids: set[int] = set()
+        self.order: deque[int] = deque()
+        self.limit = limit
+
+    def __contains__(self, message_id: int) -> bool:
+        return message_id in self.ids
+
+    def add(self, message_id: int) -> None:
+        if message_id in self.ids:
+            return
+        self.ids.add(message_id)
+        self.order.append(message_id)
+        if len(self.order) > self.limit:
+            self.ids.discard(self.order.popleft())
+
+
 def _int(frame: dict[str, Any], name: str, *, default: int | None = None, low: int = 0,
          high: int = 2**63 - 1) -> int:
     return whole_number(frame.get(name, default), name, low, high)
@@ -145,7 +171,8 @@ class ChatSession:
     """One connection's protocol state (kept small: thousands of these live at once)."""
 
     __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
-                 "pending", "since", "caught_up", "typing_at", "refused", "__weakref__")
+                 "pending", "since", "caught_up", "typing_at", "refused", "recent",
+                 "start_cursor", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
                  expires_ms: int, since: int | None) -> None:
@@ -164,6 +191,10 @@ class ChatSession:
         self.caught_up = 0
         self.typing_at = 0.0
         self.refused = False
+        # v1 only: ids already written, so no message reaches the socket twice.
+        self.recent: RecentIds | None = None if v2 else RecentIds()
+        # v1: the user's delivery cursor when this connection opened (older was delivered).
+        self.start_cursor = 0
 
     # -- WsHandler --------------------------------------------------------------------------
 
@@ -231,6 +262,11 @@ class ChatSession:
                 return False
             pending.append((message_id, frame))
             return False
+        recent = self.recent
+        if recent is not None and message_id:
+            if message_id in recent:
+                return False
+            recent.add(message_id)
         return self.conn.send_frame(frame)
 
     def close(self, code: int, reason: str) -> None:
@@ -264,7 +300,7 @@ class ChatSession:
                 return
             if self.v2:
                 self._send_json({"cmd": CMD_PRESENCE,
-                                 "online": self.hub.online_friends(self.user_id)})
+                                 "online": await self.hub.online_friends(self.user_id)})
                 # A catch-up costs what a requested sync page costs, so reconnecting in a
                 # loop is no way around the rate.
                 if self.since is not None and await self.runtime.pay(
@@ -281,20 +317,64 @@ class ChatSession:
             return
         finally:
             held, self.pending = self.pending, None
-        for message_id, frame in held or ():
-            if ((not message_id or message_id > self.caught_up) and self.push(frame, message_id)
-                    and message_id and not self.v2):
-                self.hub.advance_legacy_cursor(self.user_id, message_id)
+        self._release(held)
         if not self.conn.closed:
             self.conn.resume_reading()
 
+    def _release(self, held: list[tuple[int, bytes]] | None) -> None:
+        """Write the live frames held during a catch-up, minus what the catch-up sent (v2: up
+        to its last id; v1: exactly the ids it sent, as ids from several processes may commit
+        out of order)."""
+        for message_id, frame in held or ():
+            if ((not self.v2 or not message_id or message_id > self.caught_up)
+                    and self.push(frame, message_id) and message_id and not self.v2):
+                self.hub.advance_legacy_cursor(self.user_id, message_id)
+
+    def resync(self, since: int, frame: bytes) -> None:
+        """The broker may have lost messages above `since` (see Hub.resync)."""
+        if self.conn is None or self.conn.closed:
+            return
+        if self.v2:
+            self.push(frame, 0)  # the client syncs from there; it drops ids it already has
+        elif self.pending is None:
+            # Hold live frames from now on: the missed ones go first, in order.
+            self.pending = []
+            self.runtime.spawn(self._resync_legacy(since, own=True))
+        else:
+            self.runtime.spawn(self._resync_legacy(since, own=False))
+
+    async def _resync_legacy(self, since: int, own: bool) -> None:
+        # Live frames are held while the rows are read and sent; when a catch-up already held
+        # them (own=False), it releases them when it ends (repeats are dropped by id).
+        held = None
+        try:
+            floor = await messages.newest_missed_floor(
+                self.user_id, max(since, self.start_cursor),
+                self.runtime.settings.offline_push_limit)
+            if self.conn.closed:
+                return
+            # Pages, as on connect; rows this socket already has are skipped by id.
+            await self._catch_up(floor, until_current=True)
+            await self.runtime.writer.published()
+        except Exception:
+            log.exception("catching user %s up after a broker gap failed", self.user_id)
+            self.close(1011, "internal error")  # the client reconnects and is pushed from its cursor
+            return
+        finally:
+            if own:
+                held, self.pending = self.pending, None
+        self._release(held)
+
     async def _legacy_push(self) -> None:
-        cursor = self.hub.legacy_cursor.get(self.user_id)
-        if cursor is None:
-            rows = await fetch_all("SELECT legacy_delivered_id FROM im_user WHERE id = ?",
-                                   (self.user_id,))
-            cursor = rows[0]["legacy_delivered_id"] if rows else 0
-            cursor = self.hub.legacy_cursor.setdefault(self.user_id, cursor)
+        # The stored cursor, read every time, and the one other processes published: another
+        # process may have delivered more to this user's v1 connections.
+        await self.hub.broker.read_up_to_now()
+        rows = await fetch_all("SELECT legacy_delivered_id FROM im_user WHERE id = ?",
+                               (self.user_id,))
+        cursor = max(rows[0]["legacy_delivered_id"] if rows else 0,
+                     self.hub.legacy_cursor.get(self.user_id, 0))
+        self.hub.legacy_cursor[self.user_id] = cursor
+        self.start_cursor = cursor
         floor = await messages.newest_missed_floor(
             self.user_id, cursor, self.runtime.settings.offline_push_limit)
         # The cursor moves page by page as pages are written (in _catch_up).
@@ -302,21 +382,27 @@ class ChatSession:
 
     def _send_rows(self, rows: list[dict[str, Any]]) -> int:
         """Write the first rows of `rows` up to a page's worth of bytes (at least one row);
-        how many were written."""
+        how many of `rows` are done. A v1 connection skips rows it was already sent."""
         budget = self.runtime.settings.max_buffered_kb * 1024 // 2
         size = 0
-        sent = 0
+        done = 0
         conn = self.conn
+        recent = self.recent
         with self.runtime.coalescer:  # one write for the page, not one per message
             for row in rows:
-                if sent and size >= budget:
+                if size and size >= budget:
                     break
+                if recent is not None:
+                    if row["id"] in recent:
+                        done += 1
+                        continue
+                    recent.add(row["id"])
                 frame = encode_text_frame(encode(messages.wire_message(row)))
                 if not conn.send_frame(frame):
                     break
                 size += len(frame)
-                sent += 1
-        return 0 if conn.closed else sent
+                done += 1
+        return 0 if conn.closed else done
 
     async def _drained(self) -> bool:
         """Wait until the socket has taken most of what it was sent. False when it is closed,

@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.model.database import fetch_all
 from app.model.tables import User, now_ms
-from app.service.broker import Broker, Envelope
+from app.service.broker import Broker, Envelope, MemoryBroker
 from app.service.messages import encode
 from app.websocket.connection import encode_text_frame
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("imchat.hub")
 
 CMD_PRESENCE = 104
+CMD_RESYNC = 108
 CLOSE_SESSION_ENDED = 4001  # application close code: logged out, disabled or expired
 # A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
 _GROUPS_AND_FRIENDS_SQL = (
@@ -48,15 +49,20 @@ class Hub:
         self._session_ids = itertools.count(1)
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.broker.start(self.deliver)
+        rows = await fetch_all("SELECT MAX(id) AS top FROM im_message")
+        await self.broker.start(self.deliver, self.resync,
+                                max_message_id=(rows[0]["top"] or 0) if rows else 0)
         self._maintenance = asyncio.get_running_loop().create_task(
             self._maintain(self.check_every), name="hub-maintenance")
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,10 +118,13 @@ class Hub:
     async def persist_cursors(self) -> None:
         dirty, self._dirty_cursors = self._dirty_cursors, set()
         for user_id in dirty:
-            cursor = self.legacy_cursor.get(user_id)
-            if cursor:
-                await User.filter(id=user_id, legacy_delivered_id__lt=cursor).update(
-                    legacy_delivered_id=cursor)
+            await self._persist_cursor(user_id)
+
+    async def _persist_cursor(self, user_id: int) -> None:
+        cursor = self.legacy_cursor.get(user_id)
+        if cursor:
+            await User.filter(id=user_id, legacy_delivered_id__lt=cursor).update(
+                legacy_delivered_id=cursor)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -150,6 +159,7 @@ class Hub:
                 del self._loading[user_id]
                 loading.set_result(None)
             self.sessions.setdefault(user_id, []).append(session)
+            self.broker.mark_online(user_id, True)
             self._announce(user_id, online=True)
             return
         self.sessions.setdefault(user_id, []).append(session)
@@ -160,11 +170,35 @@ class Hub:
         if not sessions or session not in sessions:
             return
         sessions.remove(session)
+        if not session.v2 and user_id in self._dirty_cursors:
+            # Stored now, not within the next maintenance round, and told to the other
+            # processes: the client may reconnect to one of them at once, which must know what
+            # this one wrote to it.
+            self._dirty_cursors.discard(user_id)
+            self._spawn(self._persist_cursor(user_id))
+            if not isinstance(self.broker, MemoryBroker):
+                self.publish(Envelope(b"", user_ids=(user_id,), control="cursor",
+                                      message_id=self.legacy_cursor.get(user_id, 0)))
         if sessions or user_id in self._loading:
             return
         self._forget(user_id)
-        self._announce(user_id, online=False)
-        self.user_friends.pop(user_id, None)
+        self.broker.mark_online(user_id, False)
+        friends = tuple(self.user_friends.pop(user_id, ()))
+        if friends and isinstance(self.broker, MemoryBroker):
+            self._announce(user_id, online=False, friends=friends)
+        elif friends:
+            # Another process may still hold a session of the user: then nobody is told.
+            self._spawn(self._announce_offline(user_id, friends))
+
+    async def _announce_offline(self, user_id: int, friends: tuple[int, ...]) -> None:
+        elsewhere = await self.broker.online_elsewhere([user_id])
+        if user_id not in self.sessions and not elsewhere:  # nor back here meanwhile
+            self._announce(user_id, online=False, friends=friends)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _forget(self, user_id: int) -> None:
         self.sessions.pop(user_id, None)
@@ -176,13 +210,22 @@ class Hub:
                     del self.group_members[group_id]
 
     def is_online(self, user_id: int) -> bool:
+        """Whether the user has a session in this process (see online_among for all)."""
         return user_id in self.sessions
 
-    def online_friends(self, user_id: int) -> list[int]:
-        return sorted(f for f in self.user_friends.get(user_id, ()) if f in self.sessions)
+    async def online_among(self, user_ids: list[int]) -> set[int]:
+        """Which of `user_ids` have a session here or in another process."""
+        here = {user_id for user_id in user_ids if user_id in self.sessions}
+        rest = [user_id for user_id in user_ids if user_id not in here]
+        return here | await self.broker.online_elsewhere(rest) if rest else here
 
-    def _announce(self, user_id: int, online: bool) -> None:
-        friends = tuple(self.user_friends.get(user_id, ()))
+    async def online_friends(self, user_id: int) -> list[int]:
+        return sorted(await self.online_among(list(self.user_friends.get(user_id, ()))))
+
+    def _announce(self, user_id: int, online: bool, friends: tuple[int, ...] | None = None
+                  ) -> None:
+        if friends is None:
+            friends = tuple(self.user_friends.get(user_id, ()))
         if friends:
             payload = encode({"cmd": CMD_PRESENCE, "userid": user_id, "online": int(online)})
             self.publish(Envelope(payload, user_ids=friends, v2_only=True))
@@ -206,6 +249,40 @@ class Hub:
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
         self.publish(Envelope((token_hash or "").encode(), user_ids=(user_id,), control="ended"))
+
+    # -- after a gap in what the broker carried ---------------------------------------------
+
+    def resync(self, since: int) -> None:
+        """The broker may have lost messages above `since`: every session here catches up from
+        there (v2: told to sync; v1: pushed what it has not had), and the group and friend
+        index is reloaded, as a lost "joined" would otherwise keep a member from live messages."""
+        frame = encode_text_frame(encode({"cmd": CMD_RESYNC, "since": since}))
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                session.resync(since, frame)
+        self._spawn(self._reload_index())
+
+    async def _reload_index(self, chunk: int = 500) -> None:
+        users = list(self.sessions)
+        try:
+            for start in range(0, len(users), chunk):
+                part = users[start:start + chunk]
+                marks = ", ".join("?" * len(part))
+                for row in await fetch_all(
+                        "SELECT user_id AS owner, community_id AS peer, 1 AS kind FROM "
+                        f"im_membership WHERE user_id IN ({marks}) UNION ALL SELECT owner_id, "
+                        f"friend_id, 2 FROM im_friendship WHERE owner_id IN ({marks})",
+                        part + part):
+                    user_id, peer = row["owner"], row["peer"]
+                    if user_id not in self.sessions:
+                        continue
+                    if row["kind"] == 1:
+                        self.user_groups.setdefault(user_id, set()).add(peer)
+                        self.group_members.setdefault(peer, set()).add(user_id)
+                    else:
+                        self.user_friends.setdefault(user_id, set()).add(peer)
+        except Exception:
+            log.exception("reloading the group and friend index after a resync failed")
 
     # -- delivery (the broker calls this on every node) -------------------------------------
 
@@ -252,6 +329,10 @@ class Hub:
                     payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id,
                                       "online": int(friend_id in self.sessions)})
                     self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+        elif envelope.control == "cursor":
+            user_id = envelope.user_ids[0]
+            if envelope.message_id > self.legacy_cursor.get(user_id, 0):
+                self.legacy_cursor[user_id] = envelope.message_id
         elif envelope.control == "ended":
             token_hash = envelope.payload.decode()
             for session in list(self.sessions.get(envelope.user_ids[0], ())):

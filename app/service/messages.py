@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -26,7 +27,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from app.model import sqlite_writer
-from app.model.database import connection_name, fetch_all
+from app.model.database import connection_name, database_unavailable, fetch_all
 from app.model.tables import Membership, ReadMark, now_ms
 from app.util.errors import Forbidden
 
@@ -136,8 +137,19 @@ class MessageWriter:
     """The single writer task of this process: queue in, batched commits out."""
 
     def __init__(self, max_batch: int = MAX_BATCH, high_water: int = 5000,
-                 publish_scope: AbstractContextManager[Any] | None = None) -> None:
+                 publish_scope: AbstractContextManager[Any] | None = None,
+                 timeout: float = 10.0) -> None:
         self.max_batch = max_batch
+        # A batch not stored within this many seconds is refused (the senders resend), and so
+        # is a message that waited that long behind it.
+        self.timeout = timeout
+        self.timeouts = 0
+        # Why the database failed the last batch (down, out of disk, too slow), and when: for
+        # /health.
+        self.failing = ""
+        self.failed_at = 0.0
+        # (cid, sender) of messages whose write failed in a way that may have committed.
+        self._uncertain: set[tuple[str, int]] = set()
         # Entered around handing a committed batch to the senders' sessions (the app's write
         # coalescer: each recipient's frames of the batch go out in one write).
         self._publish_scope = publish_scope or contextlib.nullcontext()
@@ -215,33 +227,123 @@ class MessageWriter:
                 batch.append(queue.get_nowait())
             in_flight = self._in_flight = asyncio.get_running_loop().create_future()
             try:
-                rows = await self._write(batch)
-            except Exception:
-                # One bad message must not sink the others of its batch: store them one by one.
-                log.exception("storing a batch of %d failed; retrying them one by one", len(batch))
-                await self._write_one_by_one(batch)
-            else:
-                self.batches += 1
-                with self._publish_scope:
-                    for draft, (row, duplicate) in zip(batch, rows, strict=True):
-                        _finish(draft, row, duplicate)
+                await self._store(batch)
             finally:
                 self._in_flight = None
                 in_flight.set_result(None)
             if queue.empty():
                 self._idle.set()
 
+    async def _store(self, batch: list[Draft]) -> None:
+        try:
+            rows = await self._commit(batch)
+        except Exception as error:
+            if database_unavailable(error):
+                # The database is away or out of disk: every message would fail the same way.
+                self._failed(error)
+                self._unsure(batch)
+                log.warning("storing %d messages failed (%s); the senders are told to resend",
+                            len(batch), error)
+                for draft in batch:
+                    _finish(draft, None, False)
+                return
+            # One bad message must not sink the others of its batch: store them one by one.
+            log.exception("storing a batch of %d failed; retrying them one by one", len(batch))
+            await self._write_one_by_one(batch)
+            return
+        if rows is not None:  # None: refused when late, handed over if it did commit
+            self._hand_over(batch, rows)
+
+    def _hand_over(self, batch: Sequence[Draft], rows: list[tuple[dict[str, Any], bool]]) -> None:
+        self.failing = ""
+        self.batches += 1
+        uncertain = self._uncertain
+        with self._publish_scope:
+            for draft, (row, duplicate) in zip(batch, rows, strict=True):
+                if duplicate and uncertain:
+                    key = (draft.cid, draft.sender_id)
+                    if key in uncertain:
+                        # The first try failed as far as anyone knew, yet committed (the link
+                        # broke after the commit): this resend publishes it.
+                        uncertain.discard(key)
+                        duplicate = False
+                _finish(draft, row, duplicate)
+
+    def _unsure(self, batch: Sequence[Draft]) -> None:
+        """A write failed or was abandoned in a way that may still have committed."""
+        if len(self._uncertain) > 100_000:
+            self._uncertain.clear()  # bounded; beyond that a resend is only acknowledged
+        self._uncertain.update((d.cid, d.sender_id) for d in batch)
+
+    def _failed(self, error: BaseException | str) -> None:
+        self.failing = (error if isinstance(error, str)
+                        else f"storing messages failed: {error or type(error).__name__}")
+        self.failed_at = time.monotonic()
+
+    def health(self, within: float = 30.0) -> str:
+        """Why storing messages failed, if the last batch failed in the last `within` s."""
+        if self.failing and time.monotonic() - self.failed_at < within:
+            return self.failing
+        return ""
+
+    async def _commit(self, batch: list[Draft]) -> list[tuple[dict[str, Any], bool]] | None:
+        """Write the batch within the deadline and answer its rows. Past the deadline every
+        sender is told at once to resend, the write is still awaited (a statement in flight
+        cannot be taken back), and should it commit after all its messages are published and
+        acknowledged then: nothing is stored without its sender and recipients knowing (a
+        resend with the same cid is answered as a duplicate). Answers None in that case."""
+        write = asyncio.get_running_loop().create_task(self._write(batch))
+        done, _ = await asyncio.wait({write}, timeout=self.timeout)
+        if done:
+            return write.result()
+        self.timeouts += 1
+        self._failed(f"storing messages took longer than {self.timeout:g} s")
+        log.warning("storing %d messages took longer than %g s; the senders are told to resend",
+                    len(batch), self.timeout)
+        for draft in batch:
+            _finish(draft, None, False)
+        while not done:
+            done, _ = await asyncio.wait({write}, timeout=min(1.0, self.timeout))
+            self._refuse_stale()
+        try:
+            rows = write.result()
+        except Exception as error:
+            self._failed(error)
+            self._unsure(batch)
+            log.warning("a late batch of %d messages failed too (%s)", len(batch), error)
+            return None
+        log.warning("a late batch of %d messages was stored after all; delivering it",
+                    len(batch))
+        self._hand_over(batch, rows)
+        return None
+
+    def _refuse_stale(self) -> None:
+        """While a write is stuck: refuse the queued messages that have waited past the
+        deadline (they were never written; their senders resend)."""
+        queue = self._queue
+        oldest_ms = now_ms() - self.timeout * 1000
+        if queue.empty():
+            return
+        waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+        for draft in waiting:
+            if draft.created_ms < oldest_ms:
+                _finish(draft, None, False)
+            else:
+                queue.put_nowait(draft)
+
     async def _write_one_by_one(self, batch: Sequence[Draft]) -> None:
         for draft in batch:
             try:
-                [(row, duplicate)] = await self._write([draft])
-            except Exception:
+                rows = await self._commit([draft])
+            except Exception as error:
+                self._failed(error)
+                self._unsure([draft])
                 log.exception("storing a message from user %s failed; the sender gets an error",
                               draft.sender_id)
                 _finish(draft, None, False)
             else:
-                self.batches += 1
-                _finish(draft, row, duplicate)
+                if rows is not None:
+                    self._hand_over([draft], rows)
 
     async def _write(self, batch: Sequence[Draft]) -> list[tuple[dict[str, Any], bool]]:
         if self._sqlite is not None:

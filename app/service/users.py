@@ -16,7 +16,7 @@ from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import check_local_link, new_token, token_digest
 
 if TYPE_CHECKING:
-    from app.service.hub import Hub
+    pass
 
 log = logging.getLogger("imchat.users")
 
@@ -211,13 +211,15 @@ async def update_profile(user: User, changes: dict[str, str]) -> User:
     return user
 
 
-def card_for(viewer: User, user: User, friend_ids: set[int], hub: Hub) -> dict[str, Any]:
-    """What `viewer` may see of `user`: everything for themselves and their friends; for anyone
-    else the public part, without the mobile number or whether they are online."""
+def card_for(viewer: User, user: User, friend_ids: set[int], online: set[int]
+             ) -> dict[str, Any]:
+    """What `viewer` may see of `user`: everything for themselves and their friends (`online`:
+    which of those are online); for anyone else the public part, without the mobile number or
+    whether they are online."""
     if user.id == viewer.id:
         return public_user(user, online=True)
     if user.id in friend_ids:
-        return public_user(user, online=hub.is_online(user.id))
+        return public_user(user, online=user.id in online)
     return {**public_user(user), "mobile": ""}
 
 
@@ -232,7 +234,8 @@ async def find(ctx: ServiceContext, viewer: User, user_id: int) -> dict[str, Any
         raise NotFound("no such user")
     friends = ({user.id} if await Friendship.filter(owner_id=viewer.id, friend_id=user.id).exists()
                else set())
-    return card_for(viewer, user, friends, ctx.hub)
+    online = await ctx.hub.online_among(list(friends))
+    return card_for(viewer, user, friends, online)
 
 
 async def set_disabled(ctx: ServiceContext, user: User, disabled: bool) -> None:

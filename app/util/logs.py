@@ -7,6 +7,7 @@ import logging.config
 import os
 import re
 import sys
+import threading
 from urllib.parse import unquote_plus
 
 # journald adds its own timestamps; a plain "level logger: message" line reads well there and
@@ -83,13 +84,62 @@ class _StaticProbeFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """Keeps a storm of identical failures (every refused message logging the same error while
+    the disk is full or the database away) from flooding the log, or the full disk itself.
+
+    Warnings and errors are the same when they come from the same logger, level and message
+    template. The
+    first is let through; the rest of its `interval` are held back and counted, and the first
+    one after the interval carries the count. A traceback is shown once per storm: later
+    records of the same kind lose theirs until the kind has been quiet for `quiet` seconds."""
+
+    def __init__(self, interval: float = 10.0, quiet: float = 600.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        # key -> [start of the current interval, records held back, last seen, traceback shown]
+        self._kinds: dict[tuple[str, int, str], list] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # failures only: a burst of sign-ups is not a storm
+        key = (record.name, record.levelno, str(record.msg)[:300])
+        now = record.created
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is not None and now - kind[2] >= self.quiet:
+                kind = None  # a new storm
+            if kind is not None and now - kind[0] < self.interval:
+                kind[1] += 1
+                kind[2] = now
+                return False
+            held = kind[1] if kind is not None else 0
+            traceback_shown = kind is not None and kind[3]
+            self._kinds[key] = [now, 0, now, traceback_shown or bool(record.exc_info)]
+            if len(self._kinds) > 2000:  # templates are few; this only bounds a pathological case
+                self._kinds.clear()
+        note = ""
+        if held:
+            note += f" [and {held} more like this in the last {self.interval:g} s]"
+        if traceback_shown and record.exc_info:
+            record.exc_info = None
+            record.exc_text = None
+            note += " [traceback as shown before]"
+        if note:
+            record.msg = str(record.msg) + note
+        return True
+
+
 def setup_logging(level: str = "INFO", access_log: bool = False) -> dict:
     """Configure root and Sanic loggers; return a dictConfig for Sanic's `log_config`."""
     config: dict = {
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": _SecretRedactingFilter},
-                    "static_probe": {"()": _StaticProbeFilter}},
+                    "static_probe": {"()": _StaticProbeFilter},
+                    "repeats": {"()": RepeatFilter}},
         "formatters": {
             "plain": {"()": JournalFormatter, "fmt": _FORMAT},
             "access": {"()": JournalFormatter,
@@ -99,6 +149,7 @@ def setup_logging(level: str = "INFO", access_log: bool = False) -> dict:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "plain",
+                "filters": ["repeats"],
                 "stream": sys.stderr,
             },
             "access_console": {

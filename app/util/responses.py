@@ -29,5 +29,5 @@ def rows(items: list[Any], total: int | None = None, **extra: Any) -> HTTPRespon
                   "total": len(items) if total is None else total, **extra})
 
 
-def fail(msg: str, status: int = 200, reason: str = "failed") -> HTTPResponse:
-    return _json({"code": -1, "msg": msg, "reason": reason}, status=status)
+def fail(msg: str, status: int = 200, reason: str = "failed", **extra: Any) -> HTTPResponse:
+    return _json({"code": -1, "msg": msg, "reason": reason, **extra}, status=status)

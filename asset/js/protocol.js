@@ -17,7 +17,8 @@
     TYPING: 103,        // both ways: typing notice (`tcmd`, `dstid`)
     PRESENCE: 104,      // server -> client: who is online (snapshot) or one user's change
     SYNC: 106,          // client -> server: send what I missed after message `since`
-    SYNC_END: 107       // server -> client: catch-up page sent up to `upto`; `more` to follow
+    SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
+    RESYNC: 108         // server -> client: messages above `since` may have been missed: sync
   });
 
   var MEDIA = Object.freeze({
@@ -33,7 +34,7 @@
 
   // Refusals that mean "not now" rather than "never": the message stays in the outbox and is
   // sent again shortly.
-  var RETRY_REASONS = Object.freeze(['throttled']);
+  var RETRY_REASONS = Object.freeze(['throttled', 'unavailable']);
 
   function isRetryable(reason) { return RETRY_REASONS.indexOf(reason) !== -1; }
 

@@ -160,8 +160,11 @@
       return;
     }
     if (cmd === CMD.REFUSED) {                   // a refused frame
-      if (frame.cid && !P.isRetryable(frame.reason)) this.dropFromOutbox(frame.cid);
-      if (frame.cid && P.isRetryable(frame.reason)) this.retryLater();
+      // throttled, or not stored in time (database unavailable): the same cid is sent again
+      var again = P.isRetryable(frame.reason);
+      if (frame.cid && !again) this.dropFromOutbox(frame.cid);
+      if (frame.cid && again) this.retryLater();
+      if (!frame.cid && again && this.resyncing) this.syncLater();
       if (this.options.onRefused) this.options.onRefused(frame);
       return;
     }
@@ -171,6 +174,15 @@
     if (cmd === CMD.SYNC_END && typeof frame.upto === 'number') {
       if (frame.upto > this.since) this.since = frame.upto;
       if (frame.more) this.sendRaw({ cmd: CMD.SYNC, since: this.since });
+      else this.resyncing = false;
+    }
+    if (cmd === CMD.RESYNC && typeof frame.since === 'number') {
+      // The server's link to the other servers had a gap: messages above `since` may have
+      // been missed even though later ones arrived. Sync from there (repeats are dropped by id).
+      if (frame.since < this.since) this.since = frame.since;
+      this.resyncing = true;
+      this.sendRaw({ cmd: CMD.SYNC, since: this.since });
+      return;
     }
     if (this.options.onFrame) this.options.onFrame(frame);
   };
@@ -179,6 +191,12 @@
     var self = this;
     clearTimeout(this.throttleTimer);
     this.throttleTimer = setTimeout(function () { self.flushOutbox(); }, 1500);
+  };
+
+  ChatSocket.prototype.syncLater = function () {
+    var self = this;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = setTimeout(function () { self.sendRaw({ cmd: CMD.SYNC, since: self.since }); }, 1500);
   };
 
   ChatSocket.prototype.sendRaw = function (obj) {
