@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from app.service import chat, hub, messages, uploads
+from app.chat import wire
+from app.service import uploads
 from app.util import errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,17 +27,17 @@ CLIENT = REPO / "asset" / "js"
 
 # The server's name for each of the client's CMD names.
 SERVER_CMD = {
-    "HEARTBEAT": chat.CMD_HEART,
-    "SINGLE": messages.CMD_SINGLE,
-    "GROUP": messages.CMD_GROUP,
-    "ACK": chat.CMD_ACK,
-    "REFUSED": chat.CMD_ERROR,
-    "READ": chat.CMD_READ,
-    "TYPING": chat.CMD_TYPING,
-    "PRESENCE": hub.CMD_PRESENCE,
-    "SYNC": chat.CMD_SYNC,
-    "SYNC_END": chat.CMD_SYNC_END,
-    "RESYNC": hub.CMD_RESYNC,
+    "HEARTBEAT": wire.CMD_HEART,
+    "SINGLE": wire.CMD_SINGLE,
+    "GROUP": wire.CMD_GROUP,
+    "ACK": wire.CMD_ACK,
+    "REFUSED": wire.CMD_ERROR,
+    "READ": wire.CMD_READ,
+    "TYPING": wire.CMD_TYPING,
+    "PRESENCE": wire.CMD_PRESENCE,
+    "SYNC": wire.CMD_SYNC,
+    "SYNC_END": wire.CMD_SYNC_END,
+    "RESYNC": wire.CMD_RESYNC,
 }
 
 
@@ -63,9 +64,7 @@ def test_every_client_cmd_is_the_servers(protocol: dict[str, Any]) -> None:
 
 
 def test_every_server_cmd_is_known_to_the_client(protocol: dict[str, Any]) -> None:
-    server = {f"{module.__name__}.{name}": value
-              for module in (chat, hub, messages)
-              for name, value in vars(module).items()
+    server = {name: value for name, value in vars(wire).items()
               if name.startswith("CMD_") and isinstance(value, int)}
     unknown = {name: value for name, value in server.items()
                if value not in protocol["CMD"].values()}
@@ -73,7 +72,7 @@ def test_every_server_cmd_is_known_to_the_client(protocol: dict[str, Any]) -> No
 
 
 def test_close_codes(protocol: dict[str, Any]) -> None:
-    assert protocol["CLOSE"]["SESSION_ENDED"] == hub.CLOSE_SESSION_ENDED
+    assert protocol["CLOSE"]["SESSION_ENDED"] == wire.CLOSE_SESSION_ENDED
     assert protocol["CLOSE"]["NORMAL"] == 1000   # RFC 6455 normal closure
 
 
@@ -98,6 +97,8 @@ def test_media_kinds_are_the_documented_ones(protocol: dict[str, Any]) -> None:
                   for number, word in re.findall(r"(\d+) (\w+)", line)}
     assert protocol["MEDIA"] == {"TEXT": documented["TEXT"], "VOICE": documented["VOICE"],
                                  "PICTURE": documented["PICTURE"]}
+    assert protocol["MEDIA"] == {"TEXT": wire.MEDIA_TEXT, "VOICE": wire.MEDIA_VOICE,
+                                 "PICTURE": wire.MEDIA_PICTURE}
 
 
 def _client_files() -> list[Path]:

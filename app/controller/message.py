@@ -8,9 +8,8 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
 from app.controller.session import require_user, services
-from app.service import groups, messages
+from app.service import access, messages
 from app.util.binding import id_field, request_fields
-from app.util.errors import BadRequest, Forbidden
 from app.util.responses import rows
 
 message_bp = Blueprint("message", url_prefix="/message")
@@ -18,8 +17,7 @@ message_bp = Blueprint("message", url_prefix="/message")
 
 def _conversation(fields: dict) -> tuple[int, int]:
     cmd = id_field(fields, "cmd") or 0
-    if cmd not in (messages.CMD_SINGLE, messages.CMD_GROUP):
-        raise BadRequest("cmd must be 10 (one to one) or 11 (group)")
+    access.check_kind(cmd)
     return cmd, id_field(fields, "dstid") or 0
 
 
@@ -53,6 +51,5 @@ async def receipts(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     cmd, dstid = _conversation(fields)
-    if cmd == messages.CMD_GROUP and not await groups.is_member(dstid, user.id):
-        raise Forbidden("only members can see a group's read marks")
+    await access.check_read(user.id, cmd, dstid)
     return rows(await messages.read_marks_of(cmd, dstid, user.id))

@@ -17,14 +17,27 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
+from app.chat.wire import (
+    CMD_ACK,
+    CMD_ERROR,
+    CMD_GROUP,
+    CMD_HEART,
+    CMD_PRESENCE,
+    CMD_READ,
+    CMD_SINGLE,
+    CMD_SYNC,
+    CMD_SYNC_END,
+    CMD_TYPING,
+    SERVER_CID_PREFIX,
+    encode,
+)
 from app.model.database import fetch_all
-from app.service import messages
+from app.service import access, messages
 from app.service.broker import Envelope
-from app.service.hub import CMD_PRESENCE
-from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
+from app.service.messages import Draft
 from app.settings import ChatSettings
 from app.util.binding import check_text, whole_number
-from app.util.errors import AppError, BadRequest, Forbidden, Throttled, Unavailable
+from app.util.errors import AppError, BadRequest, Throttled, Unavailable
 from app.util.ratelimit import TokenBuckets
 from app.util.security import check_local_link
 from app.websocket.connection import WriteCoalescer, WsConnection, encode_text_frame
@@ -35,13 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imchat.chat")
 
-CMD_HEART = 0
-CMD_ACK = 100
-CMD_ERROR = 101
-CMD_READ = 102
-CMD_TYPING = 103
-CMD_SYNC = 106
-CMD_SYNC_END = 107
 SYNC_PAGE = 500
 SYNC_COST = 5.0
 # A further page of one catch-up: one more query, paced by the socket anyway.
@@ -483,14 +489,7 @@ class ChatSession:
             check_text(cid, "cid")
         if not (content or url):
             raise BadRequest("an empty message cannot be sent")
-        if cmd == CMD_SINGLE:
-            if dstid == self.user_id:
-                raise BadRequest("you cannot send a message to yourself")
-            if (not self.runtime.settings.allow_strangers
-                    and dstid not in self.hub.user_friends.get(self.user_id, ())):
-                raise Forbidden("you can only message your friends")
-        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
-            raise Forbidden("only members can post to this group")
+        self._may_post(cmd, dstid)
         self.runtime.take_token(self.user_id)
         draft = Draft(cmd, self.user_id, dstid, media, content, pic, url, memo, amount, cid,
                       int(time.time() * 1000), self._stored)
@@ -551,15 +550,17 @@ class ChatSession:
         if not self.v2:
             raise BadRequest("this frame needs a v=2 connection")
 
+    def _may_post(self, cmd: int, dstid: int) -> None:
+        hub = self.hub
+        access.check_post_cached(self.user_id, cmd, dstid, self.runtime.settings.allow_strangers,
+                                 hub.user_friends.get(self.user_id, ()),
+                                 hub.user_groups.get(self.user_id, ()))
+
     def _conversation(self, frame: dict[str, Any]) -> tuple[int, int]:
+        """The conversation a read receipt or typing notice is for, if the user may post there."""
         tcmd = _int(frame, "tcmd", low=CMD_SINGLE, high=CMD_GROUP)
         dstid = _int(frame, "dstid", low=1)
-        if tcmd == CMD_SINGLE:
-            if (dstid not in self.hub.user_friends.get(self.user_id, ())
-                    and not self.runtime.settings.allow_strangers):
-                raise Forbidden("not a conversation of yours")
-        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
-            raise Forbidden("not a conversation of yours")
+        self._may_post(tcmd, dstid)
         return tcmd, dstid
 
     def _read(self, frame: dict[str, Any]) -> None:

@@ -21,21 +21,24 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-import ujson
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.chat.wire import (
+    CMD_GROUP,
+    CMD_SINGLE,
+    SERVER_CID_PREFIX,
+    wire_message,
+    wire_size,
+)
 from app.model import sqlite_writer
 from app.model.database import connection_name, database_unavailable, fetch_all
-from app.model.tables import Membership, ReadMark, now_ms
-from app.util.errors import Forbidden
+from app.model.tables import ReadMark, now_ms
+from app.service import access
 
 log = logging.getLogger("imchat.messages")
 
-CMD_SINGLE = 10
-CMD_GROUP = 11
-SERVER_CID_PREFIX = "~"
 MAX_BATCH = 500
 # About how many bytes of messages one /message/history answer carries at most.
 HISTORY_PAGE_BYTES = 512 * 1024
@@ -66,31 +69,6 @@ class Draft:
     created_ms: int
     # Called once with (draft, stored row, was_duplicate) after the commit, or with an error.
     done: Callable[[Draft, dict[str, Any] | None, bool], None]
-
-
-def wire_message(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as the article's message JSON, plus `ts` and the client's `cid`."""
-    message = {
-        "id": row["id"],
-        "userid": row["sender_id"],
-        "cmd": row["cmd"],
-        "dstid": row["dst_user_id"] if row["cmd"] == CMD_SINGLE else row["community_id"],
-        "media": row["media"],
-        "content": row["content"],
-        "pic": row["pic"],
-        "url": row["url"],
-        "memo": row["memo"],
-        "amount": row["amount"],
-        "ts": row["created_ms"],
-    }
-    cid = row.get("cid")
-    if cid and not cid.startswith(SERVER_CID_PREFIX):
-        message["cid"] = cid
-    return message
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
 class _Sql:
@@ -522,11 +500,6 @@ async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int:
     return int(rows[-1]["id"])
 
 
-def wire_size(row: dict[str, Any]) -> int:
-    """About how many bytes a stored row takes on the wire (its texts plus the JSON around)."""
-    return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
-
-
 async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
                   limit: int, max_bytes: int = HISTORY_PAGE_BYTES,
                   ) -> tuple[list[dict[str, Any]], bool]:
@@ -538,15 +511,13 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
     short, and the caller asks again from its oldest id."""
     before = before_id or 2**62
     if cmd == CMD_GROUP:
-        membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
-        if membership is None:
-            raise Forbidden("only members can read a group's messages")
         # A member reads what was said since they joined, as sync and the offline push give
         # them: learning a group's name does not open its past.
+        joined_ms = await access.check_read(user_id, cmd, peer_id)
         rows = await fetch_all(
             f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
             f"AND created_ms >= ? ORDER BY id DESC LIMIT {int(limit)}",
-            (peer_id, before, membership.created_ms))
+            (peer_id, before, joined_ms))
     else:
         rows = await fetch_all(
             f"""SELECT {_SELECT} FROM (
