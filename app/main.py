@@ -200,6 +200,28 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return _with_database(settings, job, progress)
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name
+    from app.service.search import reindex
+
+    settings = _load(args)
+    setup_logging("WARNING")
+
+    def progress(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def job() -> int:
+        done = await reindex(Tortoise.get_connection(connection_name()), progress,
+                             from_scratch=not args.missing_only)
+        sys.stdout.write(f"search index ready: {done} messages indexed\n")
+        return 0
+
+    return _with_database(settings, job, progress)
+
+
 def _read_password(args: argparse.Namespace) -> str:
     if getattr(args, "password_stdin", False):
         return sys.stdin.readline().rstrip("\n")
@@ -320,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate the config file and show what it means")
     add("migrate", cmd_migrate, "create the tables, or upgrade an older database to this "
         "version's schema (SQLite is backed up first; existing data is kept)", ("init-db",))
+    reindex = add("reindex", cmd_reindex, "rebuild the message search index (safe while the "
+                  "server runs; its own indexer keeps it current afterwards)")
+    reindex.add_argument("--missing-only", action="store_true",
+                         help="index only the messages not indexed yet")
     user = add("user", cmd_user, "manage accounts")
     user_cmds = user.add_subparsers(dest="user_cmd", required=True)
     user_cmds.add_parser("list", help="list accounts")

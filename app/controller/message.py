@@ -24,13 +24,20 @@ def _conversation(fields: dict) -> tuple[int, int]:
 
 
 @message_bp.post("/history")
-@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first")
+@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first; "
+                 "around=<id>: that message and its neighbours on both sides")
 async def history(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     cmd, dstid = _conversation(fields)
     page = services(request).settings.chat.history_page_size
     limit = min(id_field(fields, "limit", required=False) or page, 500)
+    around = id_field(fields, "around", required=False)
+    if around is not None:
+        # Half the page up to and including the message, half after it.
+        older = await messages.history(user.id, cmd, dstid, around + 1, limit - limit // 2)
+        newer = await messages.history_after(user.id, cmd, dstid, around, limit // 2)
+        return rows([messages.wire_message(r) for r in older + newer])
     found = await messages.history(user.id, cmd, dstid, id_field(fields, "before", required=False),
                                    limit)
     return rows([messages.wire_message(r) for r in found])

@@ -516,3 +516,24 @@ async def read_marks_of(cmd: int, peer_id: int, user_id: int) -> list[dict[str, 
     else:
         marks = await ReadMark.filter(cmd=CMD_SINGLE, peer_id=user_id, user_id=peer_id)
     return [{"userid": m.user_id, "id": m.last_read_id} for m in marks]
+
+
+async def history_after(user_id: int, cmd: int, peer_id: int, after_id: int,
+                        limit: int) -> list[dict[str, Any]]:
+    """One conversation's messages above `after_id`, oldest first (the newer side of a page
+    around a message, e.g. a search result); the same rule as history()."""
+    if cmd == CMD_GROUP:
+        membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
+        if membership is None:
+            raise Forbidden("only members can read a group's messages")
+        return await fetch_all(
+            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id > ? "
+            f"AND created_ms >= ? ORDER BY id LIMIT {int(limit)}",
+            (peer_id, after_id, membership.created_ms))
+    return await fetch_all(
+        f"""SELECT {_SELECT} FROM (
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id > ?
+            UNION ALL
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id > ?
+        ) AS conversation ORDER BY id LIMIT {int(limit)}""",
+        (peer_id, user_id, after_id, user_id, peer_id, after_id))
