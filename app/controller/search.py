@@ -36,7 +36,7 @@ async def search_messages(request: Request) -> HTTPResponse:
         raise BadRequest("q is required")
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise BadRequest("q must be text")
-    query = check_text(str(raw), "q")
+    query = search.parse_query(check_text(str(raw), "q"), settings.max_query_length)
     cmd = id_field(fields, "cmd", required=False)
     dstid = id_field(fields, "dstid", required=False)
     if cmd is not None and cmd not in (search.CMD_SINGLE, search.CMD_GROUP):
@@ -55,6 +55,5 @@ async def search_messages(request: Request) -> HTTPResponse:
     limiter.hit(key)
     found = await search.search(
         user.id, query, cmd, dstid, before, limit,
-        search.Budget(settings.max_candidates, settings.max_query_ms / 1000),
-        settings.max_query_length)
+        search.Budget(settings.max_candidates, settings.max_query_ms / 1000))
     return rows(found["rows"], more=found["more"], next_before=found["next_before"])

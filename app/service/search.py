@@ -500,14 +500,12 @@ _ROW_COLUMNS = ("id, cmd, sender_id, dst_user_id, community_id, cid, media, cont
                 "memo, amount, created_ms")
 
 
-async def search(user_id: int, raw_query: str, cmd: int | None, dstid: int | None,
-                 before: int | None, limit: int, budget: Budget,
-                 max_query_length: int) -> dict[str, Any]:
+async def search(user_id: int, query: Query, cmd: int | None, dstid: int | None,
+                 before: int | None, limit: int, budget: Budget) -> dict[str, Any]:
     """Messages the user may read that match the query: exact phrase matches first, then the
     others, newest first within each. `more` says whether to ask again with `before`."""
     from app.service.messages import wire_message
 
-    query = parse_query(raw_query, max_query_length)
     scope = await _scope(user_id, cmd, dstid)
     expanded = [await _expand(term) for term in query.terms]
     order = sorted(range(len(query.terms)), key=lambda i: _selectivity(query.terms[i]),

@@ -1,0 +1,236 @@
+"""Message search end to end on SQLite and MariaDB: real server, messages sent by real WebSocket
+clients, found through POST /message/search within 2 s of their acknowledgement; what matches
+(Chinese pairs and characters, phrases, mixed text, widths and case, English prefixes), ranking,
+the access rule (table-style), the limits and budgets, history around=<id>, `imchat reindex`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.service.search import match_of, parse_query, tokens_of
+from tests.factories import TestUser, befriend, close_all, connect, make_group, recv_until, register
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def send_all(server: Any, sender: TestUser, cmd: int, dstid: int,
+                   contents: list[str]) -> list[int]:
+    """Send each text over a real chat connection; answer the acknowledged ids."""
+    ws = await connect(server, sender)
+    ids = []
+    try:
+        for number, content in enumerate(contents):
+            await ws.send(json.dumps({"cmd": cmd, "dstid": dstid, "media": 1,
+                                      "content": content, "cid": f"s{time.time_ns()}{number}"}))
+            ack = await recv_until(ws, lambda f: f.get("cmd") == 100)
+            ids.append(ack["id"])
+    finally:
+        await ws.close()
+    return ids
+
+
+async def search(user: TestUser, q: str, **fields: Any) -> dict[str, Any]:
+    return (await user.client.post("/message/search", data={"q": q, **fields})).json()
+
+
+async def found_ids(user: TestUser, q: str, **fields: Any) -> list[int]:
+    answer = await search(user, q, **fields)
+    assert answer["code"] == 0, answer
+    return [m["id"] for m in answer["rows"]]
+
+
+async def wait_indexed(user: TestUser, q: str, message_id: int, started: float) -> float:
+    """Seconds from `started` until `message_id` is found by `q` (fails after 2 s)."""
+    while True:
+        if message_id in await found_ids(user, q):
+            return time.monotonic() - started
+        if time.monotonic() - started > 2.0:
+            raise AssertionError(f"message {message_id} not found by {q!r} within 2 s")
+        await asyncio.sleep(0.05)
+
+
+def test_tokens_and_matching_rules():
+    assert {"会议", "会", "议", "明天", "deployment", "q3", "预算"} <= tokens_of(
+        "明天的会议 Deployment Q3预算")
+    assert tokens_of("ＡＢＣ１２３") == {"abc123"}  # full width folds to half width
+    query = parse_query("Q3 预算", 64)
+    assert match_of("ｑ３ 的预算", query) == (False, [(0, 2), (4, 6)])
+    assert match_of("Q3 预算", query) == (True, [(0, 5)])
+    assert match_of("预算 only", query) is None
+    assert match_of("redeploy", parse_query("deploy", 64)) is None  # a word's start only
+    # Offsets count the original text's code points, whatever normalising did.
+    assert match_of("👋 ＤＥＰＬＯＹment", parse_query("deploy", 64)) == (True, [(2, 8)])
+
+
+async def test_a_sent_message_is_found_within_two_seconds_chinese_english_widths_case(server):
+    alice = await register(server, "alice")
+    bob = await register(server, "bob")
+    await befriend(alice, bob)
+    contents = ["明天的会议改到三点", "Q3 预算 已经批了", "预算和Q3的安排", "The deployment is done",
+                "ＦＵＬＬ width ＴＥＸＴ", "redeploy later", "会 only one", "中文和English混在一起"]
+    started = time.monotonic()
+    ids = await send_all(server, alice, 10, bob.id, contents)
+    by_content = dict(zip(contents, ids, strict=True))
+    assert await wait_indexed(bob, "会议", by_content["明天的会议改到三点"], started) < 2.0
+    expectations = {
+        "会议": ["明天的会议改到三点"],
+        "会": ["会 only one", "明天的会议改到三点"],
+        "的会议改": ["明天的会议改到三点"],
+        "deploy": ["The deployment is done"],
+        "DEPLOYMENT": ["The deployment is done"],
+        "full text": ["ＦＵＬＬ width ＴＥＸＴ"],
+        "ｆｕｌｌ": ["ＦＵＬＬ width ＴＥＸＴ"],
+        # The exact phrase first, then the newest of the others.
+        "Q3 预算": ["Q3 预算 已经批了", "预算和Q3的安排"],
+        "english混": ["中文和English混在一起"],
+        "会议室": [],
+    }
+    for query, expected in expectations.items():
+        for user in (alice, bob):
+            assert await found_ids(user, query) == [by_content[c] for c in expected], query
+    answer = await search(bob, "会议")
+    [row] = answer["rows"]
+    assert row["match"] == [[3, 5]] and row["exact"] is True and row["cmd"] == 10
+    assert row["dstid"] == bob.id and row["userid"] == alice.id and answer["more"] is False
+    await close_all(alice, bob)
+
+
+async def test_only_readable_messages_are_found(server):
+    """The access rule, row by row: who finds a message of a group and of a 1:1 chat."""
+    owner, member, late, stranger, peer, disabled = [
+        await register(server, name) for name in
+        ("owner", "member", "late", "stranger", "peer", "disabled")]
+    group = await make_group(owner, "searchers", member, disabled)
+    await befriend(owner, peer)
+    [group_id] = await send_all(server, owner, 11, group, ["团队周会 weekly sync"])
+    [direct_id] = await send_all(server, owner, 10, peer.id, ["私聊周会 private sync"])
+    await asyncio.sleep(0.02)
+    joined = await late.post("/contact/joincommunity", dstname="searchers")
+    assert joined["code"] == 0, joined
+    [after_join] = await send_all(server, owner, 11, group, ["加入后周会 after sync"])
+    await wait_indexed(owner, "周会", after_join, time.monotonic())
+    table = [
+        # (who, conversation filter, finds)
+        (owner, {}, [after_join, direct_id, group_id]),
+        (member, {}, [after_join, group_id]),
+        (member, {"cmd": 11, "dstid": group}, [after_join, group_id]),
+        (late, {}, [after_join]),  # a member finds only what was said since joining
+        (peer, {}, [direct_id]),
+        (peer, {"cmd": 10, "dstid": owner.id}, [direct_id]),
+        (owner, {"cmd": 10, "dstid": peer.id}, [direct_id]),
+        (member, {"cmd": 10, "dstid": owner.id}, []),  # not their conversation: nothing in it
+        (stranger, {}, []),
+    ]
+    for user, scope, expected in table:
+        assert await found_ids(user, "周会", **scope) == expected, (user.data["nickname"], scope)
+    refused = await search(stranger, "周会", cmd=11, dstid=group)
+    assert refused["code"] == -1 and refused["reason"] == "forbidden", refused
+    await disabled_user(server, disabled)
+    await close_all(owner, member, late, stranger, peer, disabled)
+
+
+async def disabled_user(server: Any, user: TestUser) -> None:
+    from app.model.tables import User
+
+    await User.filter(id=user.id).update(disabled=True)
+    response = await user.client.post("/message/search", data={"q": "周会"})
+    assert response.status_code in (401, 403) and response.json()["code"] == -1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search": {"queries_per_minute": 5}}])
+async def test_bad_queries_get_clear_errors_and_searching_is_rate_limited(server):
+    alice = await register(server)
+    for fields, words in (({"q": ""}, "q is required"), ({"q": "？！。，,.!"}, "punctuation"),
+                          ({"q": "长" * 65}, "longer than 64"),
+                          ({"q": "x", "cmd": 10}, "cmd and dstid together"),
+                          ({"q": "x", "cmd": 12, "dstid": 1}, "cmd must be"),
+                          ({"q": "x", "limit": 101}, "limit")):
+        response = await alice.client.post("/message/search", data=fields)
+        body = response.json()
+        assert response.status_code == 400 and words in body["msg"], (fields, body)
+    statuses = [(await alice.client.post("/message/search", data={"q": "hi"})).status_code
+                for _ in range(6)]
+    assert statuses[:5] == [200] * 5 and statuses[5] == 429, statuses
+    await close_all(alice)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search": {"max_candidates": 100},
+                                                 "chat": {"messages_per_second": 1000}}])
+async def test_a_broad_query_stops_at_its_budget_and_pages_on(server):
+    """A character in every message: each answer checks at most max_candidates messages and
+    says where to go on; paging with next_before reaches the oldest."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    # The oldest holds the phrase; the 150 newer hold both of its pairs but not the phrase:
+    # each is a candidate the text check turns down.
+    [oldest] = await send_all(server, alice, 10, bob.id, ["会议室 at last"])
+    ids = await send_all(server, alice, 10, bob.id, [f"会议 议室 {n}" for n in range(150)])
+    await wait_indexed(bob, "议室", ids[-1], time.monotonic())
+    first = await search(bob, "会议室")
+    assert first["rows"] == [] and first["more"] is True, first
+    assert ids[0] < first["next_before"] <= ids[-1 - 99], first
+    second = await search(bob, "会议室", before=first["next_before"])
+    assert [m["id"] for m in second["rows"]] == [oldest] and second["more"] is False, second
+    paged, before = [], None
+    while True:
+        answer = await search(bob, "议室", limit=50, **({"before": before} if before else {}))
+        paged += [m["id"] for m in answer["rows"]]
+        if not answer["more"]:
+            break
+        before = answer["next_before"]
+    assert paged == sorted([oldest, *ids], reverse=True)
+    await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 1000}}])
+async def test_history_around_a_message_loads_both_sides(server):
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    ids = await send_all(server, alice, 10, bob.id, [f"line {n}" for n in range(30)])
+    page = await bob.post("/message/history", cmd=10, dstid=alice.id, around=ids[15], limit=10)
+    assert [m["id"] for m in page["rows"]] == ids[11:21]
+    group = await make_group(alice, "around", bob)
+    gids = await send_all(server, alice, 11, group, [f"g {n}" for n in range(5)])
+    page = await bob.post("/message/history", cmd=11, dstid=group, around=gids[0], limit=4)
+    assert [m["id"] for m in page["rows"]] == gids[:3]
+    stranger = await register(server)
+    refused = await stranger.post("/message/history", cmd=11, dstid=group, around=gids[0])
+    assert refused["code"] == -1
+    await close_all(alice, bob, stranger)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search": {"enabled": False}}])
+async def test_reindex_command_indexes_what_the_server_did_not(server, settings):
+    """With the indexer off nothing new is found; `imchat reindex` (a separate process on the
+    same database, the server running) indexes it, with progress lines."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    [message_id] = await send_all(server, alice, 10, bob.id, ["重建索引 reindex me"])
+    await asyncio.sleep(0.6)
+    assert await found_ids(bob, "索引") == []
+    db = settings.database
+    env = {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
+           "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
+           "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
+           "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "app.main", "reindex"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "indexing 1 messages for search" in done.stdout, done.stdout
+    assert "search index ready: 1 messages indexed" in done.stdout, done.stdout
+    assert await found_ids(bob, "索引") == [message_id]
+    assert await found_ids(alice, "REINDEX") == [message_id]
+    await close_all(alice, bob)
