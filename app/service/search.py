@@ -160,7 +160,21 @@ def parse_query(raw: str, max_length: int) -> Query:
         raise BadRequest("q has no letters, digits or characters to search for "
                          "(punctuation and spaces alone are not searched)")
     unique = tuple(dict.fromkeys(terms))
-    return Query(normalised, tuple(normalised.split(" ")), unique)
+    pieces = tuple(piece for part in normalised.split(" ") for piece in _script_pieces(part))
+    return Query(normalised, pieces, unique)
+
+
+def _script_pieces(part: str) -> list[str]:
+    """A query's part cut where CJK meets a letter or digit of another script: "q3预算" is
+    looked for as "q3" and "预算", so it also finds "Q3 预算"."""
+    pieces = [part[0]]
+    for previous, char in zip(part, part[1:], strict=False):
+        if (_is_word_char(previous) and is_cjk(char)) or (is_cjk(previous)
+                                                           and _is_word_char(char)):
+            pieces.append(char)
+        else:
+            pieces[-1] += char
+    return pieces
 
 
 def _piece_spans(text: str, piece: str) -> list[tuple[int, int]]:
