@@ -19,6 +19,13 @@ from app.service.search import match_of, parse_query, tokens_of
 from tests.factories import TestUser, befriend, close_all, make_group, register, send_texts
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests poll the search and send quickly: neither throttle is what they test (one test does).
+FAST = {"search": {"queries_per_minute": 100_000}, "chat": {"messages_per_second": 1000}}
+
+
+@pytest.fixture
+def settings_overrides() -> dict:
+    return FAST
 
 
 async def search(user: TestUser, q: str, **fields: Any) -> dict[str, Any]:
@@ -147,8 +154,7 @@ async def test_bad_queries_get_clear_errors_and_searching_is_rate_limited(server
     await close_all(alice)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"search": {"max_candidates": 100},
-                                                 "chat": {"messages_per_second": 1000}}])
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "search": {"max_candidates": 100}}])
 async def test_a_broad_query_stops_at_its_budget_and_pages_on(server):
     """A character in every message: each answer checks at most max_candidates messages and
     says where to go on; paging with next_before reaches the oldest."""
@@ -176,7 +182,6 @@ async def test_a_broad_query_stops_at_its_budget_and_pages_on(server):
     await close_all(alice, bob)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 1000}}])
 async def test_history_around_a_message_loads_both_sides(server):
     alice = await register(server)
     bob = await register(server)
@@ -194,6 +199,48 @@ async def test_history_around_a_message_loads_both_sides(server):
     await close_all(alice, bob, stranger)
 
 
+def imchat_command(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """`imchat <args>` as a separate process on the test's database."""
+    db = settings.database
+    env = {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
+           "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
+           "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
+           "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
+    return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def token_rows(server: Any) -> list[tuple[str, int, int]]:
+    from app.model.database import fetch_all
+
+    return [(r["token"], int(r["conv"]), int(r["message_id"])) for r in await fetch_all(
+        "SELECT token, conv, message_id FROM im_search_token ORDER BY token, conv, message_id")]
+
+
+async def test_indexers_running_at_once_store_each_token_once(server, settings):
+    """The server's indexer and two `imchat reindex --missing-only` processes at once, while
+    messages arrive: the index ends up exactly as one rebuild from scratch makes it."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    group = await make_group(alice, "together", bob)
+    sending = asyncio.gather(
+        send_texts(server, alice, 10, bob.id, [f"并发索引 {n} concurrent" for n in range(60)]),
+        send_texts(server, bob, 11, group, [f"群里的消息 {n} group" for n in range(60)]))
+    commands = [asyncio.to_thread(imchat_command, settings, "reindex", "--missing-only")
+                for _ in range(2)]
+    sent, *done = await asyncio.gather(sending, *commands)
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done]
+    await wait_indexed(alice, "并发", max(sent[0]), time.monotonic())
+    await wait_indexed(alice, "群里", max(sent[1]), time.monotonic())
+    concurrent = await token_rows(server)
+    rebuilt = await asyncio.to_thread(imchat_command, settings, "reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "indexing 120 messages for search" in rebuilt.stdout, rebuilt.stdout
+    assert await token_rows(server) == concurrent
+    await close_all(alice, bob)
+
+
 @pytest.mark.parametrize("settings_overrides", [{"search": {"enabled": False}}])
 async def test_reindex_command_indexes_what_the_server_did_not(server, settings):
     """With the indexer off nothing new is found; `imchat reindex` (a separate process on the
@@ -204,14 +251,7 @@ async def test_reindex_command_indexes_what_the_server_did_not(server, settings)
     [message_id] = await send_texts(server, alice, 10, bob.id, ["重建索引 reindex me"])
     await asyncio.sleep(0.6)
     assert await found_ids(bob, "索引") == []
-    db = settings.database
-    env = {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
-           "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
-           "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
-           "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "app.main", "reindex"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=120)
+    done = await asyncio.to_thread(imchat_command, settings, "reindex")
     assert done.returncode == 0, done.stderr
     assert "indexing 1 messages for search" in done.stdout, done.stdout
     assert "search index ready: 1 messages indexed" in done.stdout, done.stdout

@@ -245,7 +245,17 @@ def conv_keys(row: dict[str, Any]) -> list[int]:
 def _dialect_sql(connection: BaseDBAsyncClient, sql: str) -> str:
     if connection.capabilities.dialect == "sqlite":
         return sql
-    return sql.replace("INSERT OR IGNORE", "INSERT IGNORE").replace("?", "%s")
+    return sql.replace("?", "%s")
+
+
+def _insert_ignore(connection: BaseDBAsyncClient, table: str, columns: Sequence[str]) -> str:
+    """An INSERT that keeps the stored row when the key is taken. On MySQL not INSERT IGNORE,
+    which also hides other errors and warns for each row it skips."""
+    marks = ", ".join("?" * len(columns))
+    if connection.capabilities.dialect == "sqlite":
+        return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks.replace('?', '%s')}) "
+            f"ON DUPLICATE KEY UPDATE {columns[0]} = {columns[0]}")
 
 
 async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[dict[str, Any]]) -> int:
@@ -265,13 +275,11 @@ async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[dict[str, Any
             token_rows.extend((token, conv, row["id"]) for token in tokens)
     if token_rows:
         token_rows.sort()  # in key order: neighbouring inserts touch the same pages
-        await connection.execute_many(_dialect_sql(
-            connection, "INSERT OR IGNORE INTO im_search_token (token, conv, message_id) "
-            "VALUES (?, ?, ?)"), token_rows)
+        await connection.execute_many(_insert_ignore(
+            connection, "im_search_token", ("token", "conv", "message_id")), token_rows)
     if words:
-        await connection.execute_many(_dialect_sql(
-            connection, "INSERT OR IGNORE INTO im_search_word (token) VALUES (?)"),
-            [(w,) for w in sorted(words)])
+        await connection.execute_many(_insert_ignore(connection, "im_search_word", ("token",)),
+                                      [(w,) for w in sorted(words)])
     return len(token_rows)
 
 
@@ -289,9 +297,8 @@ async def _set_indexed_up_to(connection: BaseDBAsyncClient, last_id: int) -> Non
     await connection.execute_query(_dialect_sql(
         connection, "UPDATE im_search_state SET last_id = ? WHERE id = 1 AND last_id < ?"),
         [last_id, last_id])
-    await connection.execute_query(_dialect_sql(
-        connection, "INSERT OR IGNORE INTO im_search_state (id, last_id) VALUES (1, ?)"),
-        [last_id])
+    await connection.execute_query(
+        _insert_ignore(connection, "im_search_state", ("id", "last_id")), [1, last_id])
 
 
 def _safe_point(start: int, rows: Sequence[dict[str, Any]], now: int) -> int:
