@@ -215,8 +215,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     async def job() -> int:
         done = await reindex(Tortoise.get_connection(connection_name()), progress,
-                             from_scratch=not args.missing_only)
+                             from_scratch=not (args.missing_only or args.follow))
         sys.stdout.write(f"search index ready: {done} messages indexed\n")
+        sys.stdout.flush()
+        if args.follow:
+            # The server's indexer, in this process instead (servers set search.enabled off).
+            from app.service.search import Indexer
+
+            await Indexer(settings.search.index_interval_seconds).run_forever()
         return 0
 
     return _with_database(settings, job, progress)
@@ -346,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "server runs; its own indexer keeps it current afterwards)")
     reindex.add_argument("--missing-only", action="store_true",
                          help="index only the messages not indexed yet")
+    reindex.add_argument("--follow", action="store_true",
+                         help="then keep indexing new messages until stopped (the indexer in its "
+                         "own process: set [search] enabled = false for the servers)")
     user = add("user", cmd_user, "manage accounts")
     user_cmds = user.add_subparsers(dest="user_cmd", required=True)
     user_cmds.add_parser("list", help="list accounts")

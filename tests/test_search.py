@@ -199,15 +199,19 @@ async def test_history_around_a_message_loads_both_sides(server):
     await close_all(alice, bob, stranger)
 
 
+def imchat_env(settings: Any) -> dict[str, str]:
+    """The environment of an `imchat` command on the test's database."""
+    db = settings.database
+    return {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
+            "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
+            "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
+            "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
+
+
 def imchat_command(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
     """`imchat <args>` as a separate process on the test's database."""
-    db = settings.database
-    env = {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
-           "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
-           "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
-           "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
-    return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=REPO,
+                          env=imchat_env(settings), capture_output=True, text=True, timeout=120)
 
 
 async def token_rows(server: Any) -> list[tuple[str, int, int]]:
@@ -258,3 +262,28 @@ async def test_reindex_command_indexes_what_the_server_did_not(server, settings)
     assert await found_ids(bob, "索引") == [message_id]
     assert await found_ids(alice, "REINDEX") == [message_id]
     await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "search": {"enabled": False}}])
+async def test_the_indexer_in_its_own_process(server, settings):
+    """`imchat reindex --follow` beside a server that does not index: a new message is found
+    within 2 s all the same."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    indexer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.main", "reindex", "--follow", cwd=REPO, env=imchat_env(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert indexer.stdout is not None
+        ready = await asyncio.wait_for(indexer.stdout.readline(), 60)
+        while not ready.startswith(b"search index ready"):
+            ready = await asyncio.wait_for(indexer.stdout.readline(), 60)
+        started = time.monotonic()
+        [message_id] = await send_texts(server, alice, 10, bob.id, ["另一个进程 elsewhere"])
+        assert await wait_indexed(bob, "进程", message_id, started) < 2.0
+    finally:
+        indexer.terminate()
+        await indexer.wait()
+    await close_all(alice, bob)
+

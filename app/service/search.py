@@ -434,6 +434,9 @@ class Indexer:
         self.indexed += done
         return done
 
+    async def run_forever(self) -> None:
+        await self._run()
+
     async def _run(self) -> None:
         while True:
             try:
