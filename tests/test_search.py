@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.service.search import match_of, parse_query, tokens_of
+from app.service.search import fold, match_of, normalise, parse_query, tokens_of
 from tests.factories import TestUser, befriend, close_all, make_group, register, send_texts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,6 +52,9 @@ def test_tokens_and_matching_rules():
     assert {"会议", "会", "议", "明天", "deployment", "q3", "预算"} <= tokens_of(
         "明天的会议 Deployment Q3预算")
     assert tokens_of("ＡＢＣ１２３") == {"abc123"}  # full width folds to half width
+    # The fast fold of indexing and queries is the per-character one that highlighting maps.
+    for text in ("Straße ＱＵＩＴＥ", "ﬁle ㈱ ½ Å", "e\u0301 café", "ΣΊΣΥΦΟΣ", "한국어 ｶﾀｶﾅ", "abc"):
+        assert fold(text) == normalise(text)[0], text
     query = parse_query("Q3 预算", 64)
     assert match_of("ｑ３ 的预算", query) == (False, [(0, 2), (4, 6)])
     assert match_of("Q3 预算", query) == (True, [(0, 5)])
