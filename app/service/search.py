@@ -532,7 +532,7 @@ class BudgetSpent(Exception):
 async def _candidates(scope: Scope, driver: list[str], others: list[list[str]],
                       before: int, limit: int, milliseconds: int) -> list[int]:
     """Ids of the newest `limit` messages below `before` in scope that hold a token of
-    `driver` and one of each of `others`, newest first (may repeat an id).
+    `driver` and the one token of each of `others`, newest first (may repeat an id).
 
     The other terms are joined in the order written, each a primary-key lookup of the row the
     driver found (SQLite: CROSS JOIN, MySQL: STRAIGHT_JOIN). Left to choose, MariaDB turns such
@@ -542,10 +542,10 @@ async def _candidates(scope: Scope, driver: list[str], others: list[list[str]],
     sqlite = connection.capabilities.dialect == "sqlite"
     join = "CROSS JOIN" if sqlite else "STRAIGHT_JOIN"
     joins = "".join(
-        f" {join} im_search_token x{i} ON x{i}.token IN ({_marks(len(tokens))}) "
+        f" {join} im_search_token x{i} ON x{i}.token = ? "
         f"AND x{i}.conv = w.conv AND x{i}.message_id = w.message_id"
-        for i, tokens in enumerate(others))
-    join_values = [t for tokens in others for t in tokens]
+        for i in range(len(others)))
+    join_values = [token for [token] in others]
     parts: list[str] = []
     values: list[Any] = []
     base = (f"SELECT w.message_id FROM im_search_token w{joins} WHERE w.token IN "
@@ -600,7 +600,10 @@ async def search(user_id: int, query: Query, cmd: int | None, dstid: int | None,
     expanded = [await _expand(term) for term in query.terms]
     order = sorted(range(len(query.terms)), key=lambda i: _selectivity(query.terms[i]),
                    reverse=True)
-    driver, others = expanded[order[0]], [expanded[i] for i in order[1:]]
+    # The other terms are checked in SQL only when they are one token (a primary-key lookup);
+    # a word that stands for several stored words is checked in the text below, like all.
+    driver = expanded[order[0]]
+    others = [expanded[i] for i in order[1:] if len(expanded[i]) == 1]
     deadline = time.monotonic() + budget.seconds
     cursor = before or 2**62
     found: list[tuple[bool, dict[str, Any], list[tuple[int, int]]]] = []
