@@ -147,8 +147,9 @@ async def test_bad_queries_get_clear_errors_and_searching_is_rate_limited(server
                           ({"q": "长" * 65}, "longer than 64"),
                           ({"q": "x", "cmd": 10}, "cmd and dstid together"),
                           ({"q": "x", "cmd": 12, "dstid": 1}, "cmd must be"),
-                          ({"q": "x", "limit": 101}, "limit")):
-        response = await alice.client.post("/message/search", data=fields)
+                          ({"q": "x", "limit": 101}, "limit"), ({"q": ["会议"]}, "q must be text"),
+                          ({"q": {"$ne": ""}}, "q must be text"), ({"q": "会\u0000议"}, "NUL")):
+        response = await alice.client.post("/message/search", json=fields)
         body = response.json()
         assert response.status_code == 400 and words in body["msg"], (fields, body)
     statuses = [(await alice.client.post("/message/search", data={"q": "hi"})).status_code
