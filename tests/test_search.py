@@ -291,3 +291,23 @@ async def test_the_indexer_in_its_own_process(server, settings):
         await indexer.wait()
     await close_all(alice, bob)
 
+
+
+async def test_a_stale_index_never_shows_another_conversations_message(server):
+    """Index rows that point at a message of someone else's conversation (as a database copied
+    over without a reindex would have) find nothing: the rule is checked on the message too."""
+    from app.model.database import fetch_all
+    from app.service.search import pair_key
+
+    alice, bob, carol = [await register(server, name) for name in ("alice", "bob", "carol")]
+    await befriend(alice, bob)
+    group = await make_group(carol, "carols")
+    [secret] = await send_texts(server, alice, 10, bob.id, ["机密 secret plan"])
+    await wait_indexed(bob, "机密", secret, time.monotonic())
+    for conv in (pair_key(carol.id, alice.id), group):
+        await fetch_all("INSERT INTO im_search_token (token, conv, message_id) VALUES (?, ?, ?)",
+                        ("机密", conv, secret))
+    assert await found_ids(carol, "机密") == []
+    assert await found_ids(carol, "机密", cmd=11, dstid=group) == []
+    assert await found_ids(bob, "机密") == [secret]
+    await close_all(alice, bob, carol)

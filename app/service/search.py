@@ -475,6 +475,19 @@ class Scope:
     pair_range: tuple[int, int] | None  # one-to-one conv keys, lowest and highest
     groups: dict[int, int]  # group id -> joined at (ms): messages from then on only
 
+    def allows(self, user_id: int, row: dict[str, Any]) -> bool:
+        """The rule checked again on the message itself, not only on its index rows: in a
+        group only what was said since joining; and an index left stale (a database restored
+        or copied over without `imchat reindex`) never shows another conversation's message."""
+        if row["cmd"] == CMD_GROUP:
+            joined = self.groups.get(int(row["community_id"]))
+            return joined is not None and row["created_ms"] >= joined
+        if self.pair_range is None or user_id not in (row["sender_id"], row["dst_user_id"]):
+            return False
+        peer = row["dst_user_id"] if row["sender_id"] == user_id else row["sender_id"]
+        low, high = self.pair_range
+        return low <= pair_key(user_id, int(peer)) <= high
+
 
 # The access rule, the same as history's (messages.history) and the offline sync's
 # (messages._MISSED_SQL): one-to-one conversations the caller is in, and groups the caller
@@ -630,11 +643,8 @@ async def search(user_id: int, query: Query, cmd: int | None, dstid: int | None,
                 row = by_id.get(message_id)
                 cursor = message_id
                 checked += 1
-                if row is None:
+                if row is None or not scope.allows(user_id, row):
                     continue
-                if row["cmd"] == CMD_GROUP and row["created_ms"] < scope.groups.get(
-                        int(row["community_id"]), 2**62):
-                    continue  # said before the caller joined
                 matched = match_of(row["content"], query)
                 if matched is not None:
                     found.append((matched[0], row, matched[1]))
