@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
@@ -259,38 +257,3 @@ async def _copy_table(reader: BaseDBAsyncClient, src_dialect: _Dialect, dst: Bas
             last = rows[-1][table.key]
         if len(rows) < batch:
             return copied
-
-
-def backup_sqlite(settings: Settings, destination: Path) -> int:
-    """Online backup of the SQLite database to `destination` (SQLite's backup API: a consistent
-    copy while the server keeps running). Returns the size of the copy in bytes."""
-    if settings.database.engine != "sqlite":
-        raise CopyError("backup copies SQLite databases; for MySQL use mysqldump "
-                        "--single-transaction (see docs/admin.md)")
-    source_path = settings.sqlite_path
-    if not source_path.is_file():
-        raise CopyError(f"database not found: {source_path}")
-    destination = destination.expanduser().resolve()
-    if destination == source_path.resolve():
-        raise CopyError("the backup file must not be the database itself")
-    if destination.exists():
-        raise CopyError(f"{destination} exists; choose a new file name")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
-    try:
-        target = sqlite3.connect(partial)
-        try:
-            source.backup(target, pages=4096)
-            # The copy is a plain file: no -wal beside it is needed to read it.
-            target.execute("PRAGMA journal_mode=DELETE")
-            check = target.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            target.close()
-    finally:
-        source.close()
-    if check != "ok":
-        partial.unlink(missing_ok=True)
-        raise CopyError(f"backup failed its integrity check: {check}")
-    partial.replace(destination)
-    return destination.stat().st_size

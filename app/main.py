@@ -309,14 +309,14 @@ def cmd_copy_db(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from app.dbcopy import CopyError, backup_sqlite
+    from app.model.backup import BackupError, backup_sqlite
 
     settings = _load(args)
     # Even a read-only open of a WAL database creates its -wal/-shm files when they are missing.
     _refuse_root_on_service_data(settings)
     try:
         size = backup_sqlite(settings, Path(args.file))
-    except CopyError as error:
+    except BackupError as error:
         sys.stderr.write(f"backup refused: {error}\n")
         return 1
     sys.stdout.write(f"backup written: {args.file} ({size} bytes)\n")

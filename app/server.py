@@ -53,6 +53,9 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
         REQUEST_TIMEOUT=30,
         RESPONSE_TIMEOUT=60,
         KEEP_ALIVE_TIMEOUT=30,
+        # Read by ImchatHttpProtocol: slow request heads (slowloris) are cut off.
+        HEADER_TIMEOUT=settings.server.header_timeout_seconds,
+        MAX_UNFINISHED_REQUESTS_PER_ADDRESS=settings.server.max_unfinished_requests_per_address,
         PROXIES_COUNT=settings.server.proxies_count,
         FORWARDED_SECRET=None,
         ACCESS_LOG=settings.log.access_log,

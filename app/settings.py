@@ -42,6 +42,12 @@ class ServerSettings:
     mode: Literal["development", "production"] = "development"
     # Trust X-Forwarded-For / X-Forwarded-Proto from this many proxies (0 = none).
     proxies_count: int = 0
+    # A request's head (request line and headers) must arrive whole within this many seconds
+    # of the connection (or of its first byte, for a later request on a kept-alive one).
+    header_timeout_seconds: float = 10.0
+    # Connections from one address whose request head is still incomplete a quarter second
+    # in; further slow ones are closed (a slowloris holds many such connections open).
+    max_unfinished_requests_per_address: int = 50
 
 
 @dataclasses.dataclass
@@ -61,6 +67,12 @@ class StorageSettings:
     upload_dir: str = "resource"
     max_upload_mb: int = 10
     max_image_pixels: int = 40_000_000
+    # Pictures decoded at once, counted in pixels (each costs about 4-5 bytes a pixel while
+    # decoded); an upload waits for room, and is refused with 429 if none comes soon.
+    max_decode_pixels_in_flight: int = 40_000_000
+    uploads_per_minute: int = 20
+    # New bytes one user may store per day (files already stored by anyone cost nothing).
+    upload_mb_per_day: int = 200
 
 
 @dataclasses.dataclass
@@ -97,6 +109,9 @@ class ChatSettings:
     session_check_seconds: float = 30.0
     history_page_size: int = 50
     offline_push_limit: int = 1000
+    # Chat sockets one user may hold open in this worker; one more is refused with 429.
+    max_connections_per_user: int = 20
+    history_pages_per_minute: int = 120
 
 
 @dataclasses.dataclass
@@ -236,6 +251,14 @@ def _validate(settings: Settings) -> None:
         (s.database.pool_size >= 1, "database.pool_size: must be at least 1"),
         (1 <= s.storage.max_upload_mb <= 1024, "storage.max_upload_mb: must be 1..1024"),
         (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
+        (s.storage.max_decode_pixels_in_flight >= s.storage.max_image_pixels,
+         "storage.max_decode_pixels_in_flight: must be at least storage.max_image_pixels"),
+        (s.storage.uploads_per_minute >= 1, "storage.uploads_per_minute: must be at least 1"),
+        (s.storage.upload_mb_per_day >= s.storage.max_upload_mb,
+         "storage.upload_mb_per_day: must be at least storage.max_upload_mb"),
+        (s.server.header_timeout_seconds > 0, "server.header_timeout_seconds: must be positive"),
+        (s.server.max_unfinished_requests_per_address >= 1,
+         "server.max_unfinished_requests_per_address: must be at least 1"),
         (s.auth.token_ttl_hours >= 1, "auth.token_ttl_hours: must be at least 1"),
         (s.auth.login_attempts_per_minute >= 1, "auth.login_attempts_per_minute: must be >= 1"),
         (s.auth.account_login_attempts_per_hour >= 1,
@@ -254,6 +277,8 @@ def _validate(settings: Settings) -> None:
          "chat.session_check_seconds: must be between 0 and 3600"),
         (1 <= s.chat.history_page_size <= 500, "chat.history_page_size: must be 1..500"),
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
+        (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
+        (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
         (0.05 <= s.search.index_interval_seconds <= 1.5,
          "search.index_interval_seconds: must be 0.05..1.5 (a message is searchable in 2 s)"),
         (1 <= s.search.max_query_length <= 256, "search.max_query_length: must be 1..256"),

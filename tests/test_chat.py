@@ -834,3 +834,39 @@ async def test_the_writer_publishes_each_batch_inside_the_apps_write_coalescer(s
     assert coalescer.depth == 0 and coalescer.holding == []
     await close_all(a, b)
 
+
+
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 1000}}])
+async def test_a_catch_up_of_large_messages_arrives_whole_over_many_pages(server):
+    """Pages are bounded in bytes (half of chat.max_buffered_kb): 60 messages of 16 KB take
+    several, sent as the client reads, and arrive whole and in order, once."""
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    wa = await connect(server, a)
+    for n in range(60):
+        await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1,
+                                  "content": f"{n:03d}" + "y" * 16_000, "cid": f"big{n}"}))
+    for _ in range(60):
+        assert (await recv_until(wa, lambda f: f.get("cmd") in (100, 101)))["cmd"] == 100
+    wb = await connect(server, b, since=0)
+    contents = []
+    while True:
+        frame = await recv_json(wb)
+        if frame["cmd"] == 10:
+            contents.append(frame["content"][:3])
+        elif frame["cmd"] == 107:
+            break
+    assert contents == [f"{n:03d}" for n in range(60)]
+    stored = await Message.all().order_by("-id").first()
+    assert frame == {"cmd": 107, "upto": stored.id, "more": False}
+    # The article's client gets the same offline push, page by page, and only once.
+    v1 = await connect(server, b, v2=False)
+    pushed = [(await recv_json(v1))["content"][:3] for _ in range(60)]
+    assert pushed == contents
+    await assert_silent(v1)
+    again = await connect(server, b, v2=False)
+    await assert_silent(again)
+    for ws in (wa, wb, v1, again):
+        await ws.close()
+    await close_all(a, b)

@@ -32,15 +32,20 @@ async def history(request: Request) -> HTTPResponse:
     cmd, dstid = _conversation(fields)
     page = services(request).settings.chat.history_page_size
     limit = min(id_field(fields, "limit", required=False) or page, 500)
+    before = id_field(fields, "before", required=False)
     around = id_field(fields, "around", required=False)
+    # Charged once the request is known to be well-formed: it is the query that costs.
+    request.app.ctx.chat.take_history_page(user.id)
     if around is not None:
-        # Half the page up to and including the message, half after it.
-        older = await messages.history(user.id, cmd, dstid, around + 1, limit - limit // 2)
+        # Half the page up to and including the message, half after it (each half bounded
+        # in size as a page is; the client then pages on from either end).
+        older, _ = await messages.history(user.id, cmd, dstid, around + 1, limit - limit // 2)
         newer = await messages.history_after(user.id, cmd, dstid, around, limit // 2)
         return rows([messages.wire_message(r) for r in older + newer])
-    found = await messages.history(user.id, cmd, dstid, id_field(fields, "before", required=False),
-                                   limit)
-    return rows([messages.wire_message(r) for r in found])
+    found, cut_short = await messages.history(user.id, cmd, dstid, before, limit)
+    answer = [messages.wire_message(r) for r in found]
+    # A page cut short by its size says so: fewer rows than asked for is not the beginning.
+    return rows(answer, more=True) if cut_short else rows(answer)
 
 
 @message_bp.post("/conversations")

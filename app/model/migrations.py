@@ -30,6 +30,7 @@ from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from app.model.backup import backup_sqlite
 from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
@@ -147,8 +148,6 @@ def _describe(version: int) -> str:
 
 
 def _backup_sqlite(settings: Settings, version: int) -> Path:
-    from app.dbcopy import backup_sqlite
-
     target = settings.sqlite_path.with_name(f"{settings.sqlite_path.name}.schema-{version}.bak")
     counter = 1
     while target.exists():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.service.uploads import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing
@@ -26,6 +27,7 @@ class ServiceContext:
     account_login_limiter: SlidingWindowLimiter
     registration_limiter: SlidingWindowLimiter
     hub: Hub
+    upload_limits: UploadLimits
     # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
     # guesser elsewhere cannot lock the owner out of their usual desk.
     known_addresses: dict[str, set[str]] = dataclasses.field(default_factory=dict)
@@ -49,4 +51,5 @@ class ServiceContext:
             registration_limiter=SlidingWindowLimiter(settings.auth.registrations_per_hour,
                                                       3600.0),
             hub=hub,
+            upload_limits=UploadLimits(settings.storage),
         )

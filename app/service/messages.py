@@ -36,6 +36,8 @@ CMD_SINGLE = 10
 CMD_GROUP = 11
 SERVER_CID_PREFIX = "~"
 MAX_BATCH = 500
+# About how many bytes of messages one /message/history answer carries at most.
+HISTORY_PAGE_BYTES = 512 * 1024
 
 _COLUMNS = ("cmd", "sender_id", "dst_user_id", "community_id", "cid", "media", "content", "pic",
             "url", "memo", "amount", "created_ms")
@@ -385,7 +387,7 @@ def _values(draft: Draft) -> tuple[Any, ...]:
 # A user's messages after an id: sent to them, sent by them one to one (for their other
 # devices), and their groups' since they joined; each branch walks one index.
 _MISSED_SQL = f"""
-    SELECT {_SELECT} FROM (
+    SELECT {{columns}} FROM (
         SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
         UNION ALL
         SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
@@ -397,8 +399,9 @@ _MISSED_SQL = f"""
     ) AS missed ORDER BY id {{order}} LIMIT {{limit}}"""
 
 
-async def _missed(user_id: int, since_id: int, limit: int, newest: bool) -> list[dict[str, Any]]:
-    sql = _MISSED_SQL.format(order="DESC" if newest else "ASC", limit=int(limit))
+async def _missed(user_id: int, since_id: int, limit: int, newest: bool,
+                  columns: str = _SELECT) -> list[dict[str, Any]]:
+    sql = _MISSED_SQL.format(columns=columns, order="DESC" if newest else "ASC", limit=int(limit))
     return await fetch_all(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
 
 
@@ -407,37 +410,76 @@ async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, A
     return await _missed(user_id, since_id, limit, newest=False)
 
 
-async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
-    """Like missed_by, but when more than `limit` are waiting keep the newest `limit`."""
-    rows = await missed_by(user_id, since_id, limit + 1)
+async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int:
+    """Where a catch-up limited to the newest `limit` missed messages starts: `since_id` when
+    no more are waiting, else the id just below the newest `limit` (ids only are read, so a
+    backlog of large messages is not loaded to be thrown away)."""
+    rows = await _missed(user_id, since_id, limit + 1, newest=True, columns="id")
     if len(rows) <= limit:
-        return rows
-    return list(reversed(await _missed(user_id, since_id, limit, newest=True)))
+        return since_id
+    return int(rows[-1]["id"])
+
+
+def wire_size(row: dict[str, Any]) -> int:
+    """About how many bytes a stored row takes on the wire (its texts plus the JSON around)."""
+    return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
 
 
 async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
-                  limit: int) -> list[dict[str, Any]]:
-    """One conversation's messages below `before_id`, oldest first; participants only."""
-    before = before_id or 2**62
+                  limit: int, max_bytes: int = HISTORY_PAGE_BYTES,
+                  ) -> tuple[list[dict[str, Any]], bool]:
+    """One conversation's messages below `before_id`, oldest first; participants only; and
+    whether the page was cut short by its size.
+
+    At most `limit` rows, and no more than about `max_bytes` of them (always at least one):
+    an answer nobody reads sits in the server's memory, so a page of large messages is cut
+    short, and the caller asks again from its oldest id."""
+    rows = await _conversation_rows(user_id, cmd, peer_id, before_id or 2**62, limit,
+                                    newer=False)
+    kept = _within_bytes(rows, max_bytes)
+    return list(reversed(kept)), len(kept) < len(rows)
+
+
+async def history_after(user_id: int, cmd: int, peer_id: int, after_id: int, limit: int,
+                        max_bytes: int = HISTORY_PAGE_BYTES) -> list[dict[str, Any]]:
+    """One conversation's messages above `after_id`, oldest first (the newer side of a page
+    around a message, e.g. a search result); the same rule and size bound as history()."""
+    return _within_bytes(
+        await _conversation_rows(user_id, cmd, peer_id, after_id, limit, newer=True), max_bytes)
+
+
+def _within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The leading rows that fit in about `max_bytes` (at least one)."""
+    size = 0
+    for kept, row in enumerate(rows):
+        size += wire_size(row)
+        if size > max_bytes and kept:
+            return rows[:kept]
+    return rows
+
+
+async def _conversation_rows(user_id: int, cmd: int, peer_id: int, bound: int, limit: int,
+                             newer: bool) -> list[dict[str, Any]]:
+    """Up to `limit` messages of one conversation on one side of the id `bound`, nearest
+    first: older ones newest first, or (`newer`) newer ones oldest first."""
+    side, order = (">", "ASC") if newer else ("<", "DESC")
     if cmd == CMD_GROUP:
         membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
         if membership is None:
             raise Forbidden("only members can read a group's messages")
         # A member reads what was said since they joined, as sync and the offline push give
         # them: learning a group's name does not open its past.
-        rows = await fetch_all(
-            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
-            f"AND created_ms >= ? ORDER BY id DESC LIMIT {int(limit)}",
-            (peer_id, before, membership.created_ms))
-    else:
-        rows = await fetch_all(
-            f"""SELECT {_SELECT} FROM (
-                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
-                UNION ALL
-                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
-            ) AS conversation ORDER BY id DESC LIMIT {int(limit)}""",
-            (peer_id, user_id, before, user_id, peer_id, before))
-    return list(reversed(rows))
+        return await fetch_all(
+            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id {side} ? "
+            f"AND created_ms >= ? ORDER BY id {order} LIMIT {int(limit)}",
+            (peer_id, bound, membership.created_ms))
+    return await fetch_all(
+        f"""SELECT {_SELECT} FROM (
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
+            UNION ALL
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
+        ) AS conversation ORDER BY id {order} LIMIT {int(limit)}""",
+        (peer_id, user_id, bound, user_id, peer_id, bound))
 
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:
@@ -517,23 +559,3 @@ async def read_marks_of(cmd: int, peer_id: int, user_id: int) -> list[dict[str, 
         marks = await ReadMark.filter(cmd=CMD_SINGLE, peer_id=user_id, user_id=peer_id)
     return [{"userid": m.user_id, "id": m.last_read_id} for m in marks]
 
-
-async def history_after(user_id: int, cmd: int, peer_id: int, after_id: int,
-                        limit: int) -> list[dict[str, Any]]:
-    """One conversation's messages above `after_id`, oldest first (the newer side of a page
-    around a message, e.g. a search result); the same rule as history()."""
-    if cmd == CMD_GROUP:
-        membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
-        if membership is None:
-            raise Forbidden("only members can read a group's messages")
-        return await fetch_all(
-            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id > ? "
-            f"AND created_ms >= ? ORDER BY id LIMIT {int(limit)}",
-            (peer_id, after_id, membership.created_ms))
-    return await fetch_all(
-        f"""SELECT {_SELECT} FROM (
-            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id > ?
-            UNION ALL
-            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id > ?
-        ) AS conversation ORDER BY id LIMIT {int(limit)}""",
-        (peer_id, user_id, after_id, user_id, peer_id, after_id))

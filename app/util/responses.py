@@ -24,7 +24,7 @@ def ok(data: Any = None, msg: str = "", **extra: Any) -> HTTPResponse:
 
 
 def rows(items: list[Any], total: int | None = None, **extra: Any) -> HTTPResponse:
-    """`extra` adds top-level keys (e.g. search's `more`), as in ok()."""
+    """`extra` adds top-level keys for newer clients, as in `ok`."""
     return _json({"code": 0, "msg": "", "rows": items,
                   "total": len(items) if total is None else total, **extra})
 

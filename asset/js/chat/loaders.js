@@ -65,7 +65,8 @@
           store.addMessage(msg);
           user(msg.userid);
         });
-        conv.hasMore = rows.length >= HISTORY_PAGE;
+        // A page of large messages may be cut short by the server (`more`).
+        conv.hasMore = rows.length >= HISTORY_PAGE || answer.more === true;
         conv.loaded = true;
       }, function (error) {
         conv.loaded = true;
