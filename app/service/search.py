@@ -56,6 +56,8 @@ MAX_TOKEN = 32
 _PAIR = 2**31
 # Words a query's word may expand to through the vocabulary (deploy -> deployed, deployment...).
 MAX_PREFIX_WORDS = 100
+# Derived from im_message, never copied: `imchat copy-db` leaves them empty on the target.
+SEARCH_TABLES = ("im_search_token", "im_search_word", "im_search_state")
 # Messages read per batch by the background indexer, and by a reindex (migration, command).
 INDEX_BATCH = 1000
 LIVE_BATCH = 200
@@ -377,15 +379,19 @@ async def create_tables(connection: BaseDBAsyncClient) -> None:
         "last_id BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
 
+async def forget_index(connection: BaseDBAsyncClient) -> None:
+    """Empty the search tables: the indexer then starts again from the first message."""
+    for table in SEARCH_TABLES:
+        await connection.execute_script(f"DELETE FROM {table}")
+
+
 async def reindex(connection: BaseDBAsyncClient, progress: Callable[[str], None],
                   from_scratch: bool = False) -> int:
     """Index every message not yet indexed (all of them with `from_scratch`), with a progress
     line every 10 batches; answer how many messages were read."""
     await create_tables(connection)
     if from_scratch:
-        await connection.execute_script("DELETE FROM im_search_token")
-        await connection.execute_script("DELETE FROM im_search_word")
-        await connection.execute_script("DELETE FROM im_search_state")
+        await forget_index(connection)
     total_rows = await connection.execute_query_dict(
         "SELECT COUNT(*) AS n FROM im_message WHERE id > "
         f"{int(await indexed_up_to(connection))}")
