@@ -327,8 +327,7 @@ def _safe_point(start: int, rows: Sequence[dict[str, Any]], now: int) -> int:
 
 
 async def index_pending(connection: BaseDBAsyncClient, batch: int = INDEX_BATCH,
-                        progress: Callable[[int, int], None] | None = None,
-                        wait_for_gaps: bool = True) -> int:
+                        progress: Callable[[int, int], None] | None = None) -> int:
     """Index every message after the stored mark, in batches; answer how many were read.
     `progress(done, last_id)` is called after each batch."""
     start = await indexed_up_to(connection)
@@ -340,7 +339,7 @@ async def index_pending(connection: BaseDBAsyncClient, batch: int = INDEX_BATCH,
             return done
         await index_rows(connection, rows)
         done += len(rows)
-        safe = _safe_point(start, rows, now_ms()) if wait_for_gaps else rows[-1]["id"]
+        safe = _safe_point(start, rows, now_ms())
         if safe > start:
             await _set_indexed_up_to(connection, safe)
         if progress is not None:
@@ -421,8 +420,9 @@ async def _reindex_batches(connection: BaseDBAsyncClient, total: int,
 
     # Big batches: each one's token rows go in sorted, so an insert lands on a page that the
     # previous one just brought in, rather than anywhere in a table larger than the cache.
-    return await index_pending(connection, batch=REINDEX_BATCH, progress=each_batch,
-                               wait_for_gaps=False)
+    # Holes in the ids younger than GAP_GRACE_MS stop it as they stop the server's indexer
+    # (a server writing meanwhile may still commit them); that indexer goes on from there.
+    return await index_pending(connection, batch=REINDEX_BATCH, progress=each_batch)
 
 
 class Indexer:
