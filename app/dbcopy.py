@@ -230,6 +230,11 @@ async def _copy(target: Settings, batch: int, force: bool) -> CopyReport:
         if written != report.rows[table.name]:
             raise CopyError(f"{table.name}: target has {written} rows, "
                             f"{report.rows[table.name]} were copied")
+    # The search index is derived from the messages: the target's own indexer (or `imchat
+    # reindex`) makes it from the copied rows, never from what the target held before.
+    from app.service.search import forget_index
+
+    await forget_index(dst)
     return report
 
 

@@ -200,6 +200,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return _with_database(settings, job, progress)
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name
+    from app.service.search import reindex
+
+    settings = _load(args)
+    setup_logging("WARNING")
+
+    def progress(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def job() -> int:
+        done = await reindex(Tortoise.get_connection(connection_name()), progress,
+                             from_scratch=not (args.missing_only or args.follow))
+        sys.stdout.write(f"search index ready: {done} messages indexed\n")
+        sys.stdout.flush()
+        if args.follow:
+            # The server's indexer, in this process instead (servers set search.enabled off).
+            from app.service.search import Indexer
+
+            await Indexer(settings.search.index_interval_seconds).run_forever()
+        return 0
+
+    return _with_database(settings, job, progress)
+
+
 def _read_password(args: argparse.Namespace) -> str:
     if getattr(args, "password_stdin", False):
         return sys.stdin.readline().rstrip("\n")
@@ -320,6 +348,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("check-config", cmd_check_config, "validate the config file and show what it means")
     add("migrate", cmd_migrate, "create the tables, or upgrade an older database to this "
         "version's schema (SQLite is backed up first; existing data is kept)", ("init-db",))
+    reindex = add("reindex", cmd_reindex, "rebuild the message search index (safe while the "
+                  "server runs; its own indexer keeps it current afterwards)")
+    reindex.add_argument("--missing-only", action="store_true",
+                         help="index only the messages not indexed yet")
+    reindex.add_argument("--follow", action="store_true",
+                         help="then keep indexing new messages until stopped (the indexer in its "
+                         "own process: set [search] enabled = false for the servers)")
     user = add("user", cmd_user, "manage accounts")
     user_cmds = user.add_subparsers(dest="user_cmd", required=True)
     user_cmds.add_parser("list", help="list accounts")

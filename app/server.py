@@ -20,6 +20,7 @@ from app.controller.contact import contact_bp
 from app.controller.health import health_bp
 from app.controller.message import message_bp
 from app.controller.pages import pages_bp
+from app.controller.search import search_bp
 from app.controller.session import origin_allowed
 from app.controller.user import user_bp
 from app.model.database import close_database, open_database
@@ -29,16 +30,18 @@ from app.service.chat import ChatRuntime
 from app.service.context import ServiceContext
 from app.service.hub import Hub
 from app.service.messages import MessageWriter
+from app.service.search import Indexer
 from app.service.uploads import is_inline_safe
 from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
+from app.util.ratelimit import SlidingWindowLimiter
 from app.util.responses import fail
 from app.websocket import close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
 BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp,
-                               health_bp]
+                               health_bp, search_bp]
 
 _app_numbers = itertools.count(1)
 
@@ -121,6 +124,10 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     app.ctx.writer = writer
     app.ctx.chat = ChatRuntime(hub, writer, settings.chat, coalescer)
     app.ctx.services = ServiceContext.build(settings, hub)
+    app.ctx.search_limiter = SlidingWindowLimiter(settings.search.queries_per_minute, 60.0)
+    app.ctx.indexer = Indexer(settings.search.index_interval_seconds)
+    if settings.search.enabled:
+        app.ctx.indexer.start()
 
 
 async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
@@ -130,6 +137,7 @@ async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
 
 
 async def _close_resources(app: Sanic, _loop: Any = None) -> None:
+    await app.ctx.indexer.stop()
     await app.ctx.writer.stop()
     await app.ctx.hub.stop()
     await close_database()

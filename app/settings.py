@@ -120,6 +120,19 @@ class ChatSettings:
 
 
 @dataclasses.dataclass
+class SearchSettings:
+    # Off: this process does not index new messages (searching still answers from the index).
+    enabled: bool = True
+    index_interval_seconds: float = 0.5
+    max_query_length: int = 64
+    queries_per_minute: int = 30
+    page_size: int = 20
+    # Per query: candidate messages checked, and time spent, before answering `more`.
+    max_candidates: int = 2000
+    max_query_ms: int = 300
+
+
+@dataclasses.dataclass
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
@@ -139,6 +152,7 @@ class Settings:
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
     chat: ChatSettings = dataclasses.field(default_factory=ChatSettings)
+    search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
     log: LogSettings = dataclasses.field(default_factory=LogSettings)
     testing: TestingSettings = dataclasses.field(default_factory=TestingSettings)
     # Where relative paths in the file are anchored: the config file's own directory.
@@ -274,6 +288,13 @@ def _validate(settings: Settings) -> None:
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
         (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
+        (0.05 <= s.search.index_interval_seconds <= 1.5,
+         "search.index_interval_seconds: must be 0.05..1.5 (a message is searchable in 2 s)"),
+        (1 <= s.search.max_query_length <= 256, "search.max_query_length: must be 1..256"),
+        (s.search.queries_per_minute >= 1, "search.queries_per_minute: must be at least 1"),
+        (1 <= s.search.page_size <= 100, "search.page_size: must be 1..100"),
+        (100 <= s.search.max_candidates <= 100_000, "search.max_candidates: must be 100..100000"),
+        (10 <= s.search.max_query_ms <= 10_000, "search.max_query_ms: must be 10..10000"),
         (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
          "broker.url: must be a redis:// URL when broker.kind is redis"),
         (s.server.workers == 1 or s.broker.kind == "redis",

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -532,6 +533,9 @@ class GenConfig:
     connect_concurrency: int = 128
     connect_timeout: float = 15.0
     connect_budget: float = 150.0
+    # Text after the stamp in every message's content (--text: realistic chat text, e.g. for
+    # the cost of search indexing); the receiver reads only the stamp before it.
+    content_text: str = ""
 
 
 def _core_times() -> list[tuple[float, float]]:
@@ -719,10 +723,11 @@ def _run_traffic(
     }
 
 
-def _frame_parts(sender_id: int, cmd: int, dstid: int) -> tuple[bytes, bytes]:
+def _frame_parts(sender_id: int, cmd: int, dstid: int, text: str = "") -> tuple[bytes, bytes]:
     """The article's frame around the content the sender fills in at send time."""
     prefix = (f'{{"id":0,"userid":{sender_id},"cmd":{cmd},"dstid":{dstid},"media":1,"content":"').encode()
-    return prefix, b'","pic":"","url":"","memo":"bench","amount":0}'
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    return prefix, f'{escaped}","pic":"","url":"","memo":"bench","amount":0}}'.encode()
 
 
 def run_direct(
@@ -745,7 +750,7 @@ def run_direct(
         senders: list[SenderSpec] = []
         for k in part:
             s_url, s_id, r_url, r_id = pairs[k]
-            prefix, suffix = _frame_parts(s_id, 10, r_id)
+            prefix, suffix = _frame_parts(s_id, 10, r_id, gen.content_text)
             senders.append(SenderSpec(len(urls), prefix, suffix, window, 1))
             urls.extend((s_url, r_url))
         specs.append(
@@ -787,7 +792,8 @@ def run_fanout(
     for w, part in enumerate(parts):
         urls = [members[i][0] for i in part]
         local_senders = [
-            SenderSpec(j, *_frame_parts(members[i][1], 11, group_id), window, len(part) - 1)
+            SenderSpec(j, *_frame_parts(members[i][1], 11, group_id, gen.content_text), window,
+                       len(part) - 1)
             for j, i in enumerate(part)
             if i < senders
         ]

@@ -95,6 +95,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="measured seconds (10; --quick 3)")
     p.add_argument("--warmup", type=float, help="seconds before measuring (2; --quick 1)")
     p.add_argument("--workers", type=int, default=2, help="generator worker processes")
+    p.add_argument("--text", default="", help="chat text after the stamp in every message "
+                   "(e.g. Chinese, to measure search indexing on the write path)")
     p.add_argument("--connect-concurrency", type=int, default=128, help="handshakes in flight per worker")
     p.add_argument("--server-cpus", default="0", help="CPU list for the server ('' = any)")
     p.add_argument("--gen-cpus", default="1", help="CPU list for the generator ('' = any)")
@@ -346,7 +348,8 @@ def main() -> int:
     if gen_cpus:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, gen_cpus)  # the orchestrator counts as generator
-    gen = GenConfig(workers=args.workers, cpus=gen_cpus, connect_concurrency=args.connect_concurrency)
+    gen = GenConfig(workers=args.workers, cpus=gen_cpus, connect_concurrency=args.connect_concurrency,
+                    content_text=args.text)
     gen_cores = len(gen_cpus) if gen_cpus else (os.cpu_count() or 1)
     wanted = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]

@@ -572,9 +572,23 @@ class ImchatCluster(Imchat):
         return tree
 
 
+class ImchatNoSearch(Imchat):
+    """imchat with its search indexer off (`[search] enabled = false`): beside `imchat` in one
+    invocation, the cost of indexing on the write path (issue 13)."""
+
+    name = "imchat-nosearch"
+    title = "imchat, search indexer off"
+
+    def write_config(self, path: Path, db: Path) -> None:
+        super().write_config(path, db)
+        with path.open("a") as config:
+            config.write("[search]\nenabled = false\n")
+
+
 ADAPTERS: dict[str, type[ServerAdapter]] = {
     "lean": LeanRelay,
     "sanic": SanicRelay,
     "imchat": Imchat,
     "imchat2": ImchatCluster,
+    "imchat-nosearch": ImchatNoSearch,
 }

@@ -85,6 +85,25 @@ async def connect(server: RunningServer, user: TestUser, *, v2: bool = True,
     return ws
 
 
+async def send_texts(server: RunningServer, sender: TestUser, cmd: int, dstid: int,
+                     contents: list[str]) -> list[int]:
+    """Send each text over one real chat connection, one at a time; the acknowledged ids."""
+    import json
+    import time
+
+    ws = await connect(server, sender)
+    ids = []
+    try:
+        for number, content in enumerate(contents):
+            await ws.send(json.dumps({"cmd": cmd, "dstid": dstid, "media": 1, "content": content,
+                                      "cid": f"t{time.time_ns()}.{number}"}))
+            ack = await recv_until(ws, lambda f: f.get("cmd") == 100)
+            ids.append(ack["id"])
+    finally:
+        await ws.close()
+    return ids
+
+
 async def recv_json(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
     import asyncio
     import json

@@ -170,7 +170,12 @@ NUMERIC_FIELDS = [
     ("/message/history", "cmd", {"dstid": 1}),
     ("/message/history", "before", {"cmd": 10, "dstid": 1}),
     ("/message/history", "limit", {"cmd": 10, "dstid": 1}),
+    ("/message/history", "around", {"cmd": 10, "dstid": 1}),
     ("/message/receipts", "dstid", {"cmd": 11}),
+    ("/message/search", "cmd", {"q": "x", "dstid": 1}),
+    ("/message/search", "dstid", {"q": "x", "cmd": 10}),
+    ("/message/search", "before", {"q": "x"}),
+    ("/message/search", "limit", {"q": "x"}),
     ("/contact/loadfriend", "userid", {}),
 ]
 

@@ -173,6 +173,17 @@ async def _behaviours_on_old_data(server: Any, facts: dict[str, Any]) -> None:
                                                       if m["cmd"] == 11]
     receipts = (await ca.post("/message/receipts", data={"cmd": 10, "dstid": bob["id"]})).json()
     assert {"userid": bob["id"], "id": sent[2]["id"]} in receipts["rows"], receipts
+    # The migration indexed the old messages for search (no new message, no indexer needed).
+    meeting = next(m for m in sent if m.get("content") == "明天的会议改到三点")
+    budget = next(m for m in sent if m.get("content") == "Q3 预算")
+    for client, query, expected in ((ca, "会议", [meeting["id"]]), (cb, "会议", [meeting["id"]]),
+                                    (cb, "ｑ３ 预算", [budget["id"]]),
+                                    (clients[carol["id"]], "会议", []),
+                                    (cb, "HELLO", [m["id"] for m in sent
+                                                   if m.get("content") == "hello team"])):
+        found = (await client.post("/message/search", data={"q": query})).json()
+        assert found["code"] == 0 and [m["id"] for m in found["rows"]] == expected, (query,
+                                                                                     found)
     picture = await ca.get(facts["upload"])
     assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
     # Chat goes on: a resend of an old cid is recognised, a new message gets a higher id.
@@ -223,6 +234,10 @@ def test_migrate_command_backs_up_and_shows_each_step(old_database):
     lines = first.stdout.splitlines()
     assert any("upgrading the database from schema 1 (imchat 0.1.0)" in line for line in lines)
     assert any(line.startswith("step 1 -> 2:") for line in lines), lines
+    assert any(line.startswith("step 2 -> 3:") for line in lines), lines
+    messages = len(old.rows()["im_message"])
+    assert f"  indexing {messages} messages for search" in lines, lines
+    assert any(line.startswith(f"  indexed {messages}/{messages} messages") for line in lines)
     if old.engine == "sqlite":
         assert any("backing up the database to" in line for line in lines), lines
         assert old.sqlite_path.with_name("imchat.db.schema-1.bak").is_file()

@@ -22,7 +22,8 @@ def _conversation(fields: dict) -> tuple[int, int]:
 
 
 @message_bp.post("/history")
-@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first")
+@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first; "
+                 "around=<id>: that message and its neighbours on both sides")
 async def history(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
@@ -30,8 +31,15 @@ async def history(request: Request) -> HTTPResponse:
     page = services(request).settings.chat.history_page_size
     limit = min(id_field(fields, "limit", required=False) or page, 500)
     before = id_field(fields, "before", required=False)
+    around = id_field(fields, "around", required=False)
     # Charged once the request is known to be well-formed: it is the query that costs.
     request.app.ctx.chat.take_history_page(user.id)
+    if around is not None:
+        # Half the page up to and including the message, half after it (each half bounded
+        # in size as a page is; the client then pages on from either end).
+        older, _ = await messages.history(user.id, cmd, dstid, around + 1, limit - limit // 2)
+        newer = await messages.history_after(user.id, cmd, dstid, around, limit // 2)
+        return rows([messages.wire_message(r) for r in older + newer])
     found, cut_short = await messages.history(user.id, cmd, dstid, before, limit)
     answer = [messages.wire_message(r) for r in found]
     # A page cut short by its size says so: fewer rows than asked for is not the beginning.

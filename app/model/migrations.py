@@ -35,9 +35,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -91,9 +91,19 @@ async def _exact_identifiers(connection: BaseDBAsyncClient, progress: Progress) 
             f"CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL")
 
 
+async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # The search tables and the tokens of every message stored so far (app/service/search.py);
+    # the indexer of the running server keeps them up to date from here on.
+    from app.service.search import reindex
+
+    await reindex(connection, progress)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
+    Step(3, "message search: the token tables, and the tokens of every stored message",
+         _search_index),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -509,29 +509,50 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
     At most `limit` rows, and no more than about `max_bytes` of them (always at least one):
     an answer nobody reads sits in the server's memory, so a page of large messages is cut
     short, and the caller asks again from its oldest id."""
-    before = before_id or 2**62
-    if cmd == CMD_GROUP:
-        # A member reads what was said since they joined, as sync and the offline push give
-        # them: learning a group's name does not open its past.
-        joined_ms = await access.check_read(user_id, cmd, peer_id)
-        rows = await fetch_all(
-            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
-            f"AND created_ms >= ? ORDER BY id DESC LIMIT {int(limit)}",
-            (peer_id, before, joined_ms))
-    else:
-        rows = await fetch_all(
-            f"""SELECT {_SELECT} FROM (
-                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
-                UNION ALL
-                SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
-            ) AS conversation ORDER BY id DESC LIMIT {int(limit)}""",
-            (peer_id, user_id, before, user_id, peer_id, before))
+    rows = await _conversation_rows(user_id, cmd, peer_id, before_id or 2**62, limit,
+                                    newer=False)
+    kept = _within_bytes(rows, max_bytes)
+    return list(reversed(kept)), len(kept) < len(rows)
+
+
+async def history_after(user_id: int, cmd: int, peer_id: int, after_id: int, limit: int,
+                        max_bytes: int = HISTORY_PAGE_BYTES) -> list[dict[str, Any]]:
+    """One conversation's messages above `after_id`, oldest first (the newer side of a page
+    around a message, e.g. a search result); the same rule and size bound as history()."""
+    return _within_bytes(
+        await _conversation_rows(user_id, cmd, peer_id, after_id, limit, newer=True), max_bytes)
+
+
+def _within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The leading rows that fit in about `max_bytes` (at least one)."""
     size = 0
     for kept, row in enumerate(rows):
         size += wire_size(row)
         if size > max_bytes and kept:
-            return list(reversed(rows[:kept])), True
-    return list(reversed(rows)), False
+            return rows[:kept]
+    return rows
+
+
+async def _conversation_rows(user_id: int, cmd: int, peer_id: int, bound: int, limit: int,
+                             newer: bool) -> list[dict[str, Any]]:
+    """Up to `limit` messages of one conversation on one side of the id `bound`, nearest
+    first: older ones newest first, or (`newer`) newer ones oldest first."""
+    side, order = (">", "ASC") if newer else ("<", "DESC")
+    if cmd == CMD_GROUP:
+        # A member reads what was said since they joined, as sync and the offline push give
+        # them: learning a group's name does not open its past.
+        joined_ms = await access.check_read(user_id, cmd, peer_id)
+        return await fetch_all(
+            f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id {side} ? "
+            f"AND created_ms >= ? ORDER BY id {order} LIMIT {int(limit)}",
+            (peer_id, bound, joined_ms))
+    return await fetch_all(
+        f"""SELECT {_SELECT} FROM (
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
+            UNION ALL
+            SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
+        ) AS conversation ORDER BY id {order} LIMIT {int(limit)}""",
+        (peer_id, user_id, bound, user_id, peer_id, bound))
 
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:
@@ -610,3 +631,4 @@ async def read_marks_of(cmd: int, peer_id: int, user_id: int) -> list[dict[str, 
     else:
         marks = await ReadMark.filter(cmd=CMD_SINGLE, peer_id=user_id, user_id=peer_id)
     return [{"userid": m.user_id, "id": m.last_read_id} for m in marks]
+

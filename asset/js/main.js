@@ -12,6 +12,7 @@
   app.component('chat-app', parts.ChatApp);
   app.component('chat-sidebar', parts.Sidebar);
   app.component('message-pane', parts.MessagePane);
+  app.component('message-search', parts.MessageSearch);
   app.component('chat-composer', parts.Composer);
   app.component('member-drawer', parts.MemberDrawer);
   app.component('chat-dialogs', parts.Dialogs);

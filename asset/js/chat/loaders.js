@@ -75,6 +75,32 @@
       }).finally(function () { conv.loading = false; });
     }
 
+    /** The page of history around message `id` (both sides), in place of what was loaded:
+     * the conversation then shows no hole between this page and an older newest page. */
+    function around(conv, id) {
+      conv.loading = true;
+      return api('/message/history', { cmd: conv.cmd, dstid: conv.dstid, around: id, limit: HISTORY_PAGE }).then(function (answer) {
+        var rows = answer.rows || [];
+        store.replaceMessages(conv, rows);
+        rows.forEach(function (msg) { user(msg.userid); });
+        conv.hasMore = true;
+        conv.loaded = true;
+        // Newer messages than the page exist: the pane offers to jump to the latest.
+        conv.gapAfter = rows.length > 0 && rows[rows.length - 1].id < conv.lastId;
+      }).finally(function () { conv.loading = false; });
+    }
+
+    /** One page of message search: scope null (everywhere) or {cmd, dstid}; `before` pages on. */
+    function search(q, scope, before) {
+      var body = { q: q };
+      if (scope) { body.cmd = scope.cmd; body.dstid = scope.dstid; }
+      if (before) body.before = before;
+      return api('/message/search', body).then(function (answer) {
+        (answer.rows || []).forEach(function (msg) { user(msg.userid); });
+        return answer;
+      });
+    }
+
     function getJson(url, fallback) {
       return fetch(url, { credentials: 'same-origin' }).then(function (r) { return r.ok ? r.json() : fallback; });
     }
@@ -100,7 +126,7 @@
 
     return {
       friends: friends, groups: groups, user: user, conversations: conversations, members: members,
-      receipts: receipts, history: history, stickers: stickers
+      receipts: receipts, history: history, stickers: stickers, around: around, search: search
     };
   }
 

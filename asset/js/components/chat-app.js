@@ -38,6 +38,8 @@
         stickerPacks: [],
         showMembers: window.innerWidth > 1100,
         conn: { state: 'connecting', seconds: 0, retryAt: 0 },
+        // Message search (components/message-search.js): scope null = every conversation.
+        search: { open: false, q: '', scope: null, rows: [], more: false, nextBefore: null, loading: false, error: '', ran: false },
         now: Date.now()
       };
     },
@@ -189,6 +191,77 @@
           });
         });
         this.loaders.receipts(conv);
+      },
+
+      /** Open a conversation at one of its messages (a search result), with its neighbours. */
+      openAt: function (cmd, dstid, id) {
+        var self = this;
+        var conv = this.store.ensureConv(cmd, dstid);
+        this.activeKey = conv.key;
+        this.panel = null;
+        if (cmd === CMD.SINGLE) this.loaders.user(dstid);
+        if (cmd === CMD.GROUP) this.loadMembers(dstid);
+        var present = conv.messages.some(function (m) { return m.id === id; });
+        var page = present ? Promise.resolve() : this.loaders.around(conv, id).then(null, function (error) { ui.toast(error.message, 'error'); });
+        page.then(function () {
+          self.$nextTick(function () {
+            if (self.$refs.pane && self.activeKey === conv.key) self.$refs.pane.showMessage(id);
+          });
+        });
+        this.loaders.receipts(conv);
+      },
+
+      /** Leave a page opened around a search result for the newest messages. */
+      jumpToLatest: function () {
+        var self = this;
+        var conv = this.active;
+        if (!conv) return;
+        this.store.replaceMessages(conv, []);
+        conv.gapAfter = false;
+        conv.hasMore = true;
+        this.loadHistory(conv, true).then(function () {
+          self.$nextTick(function () { if (self.$refs.pane) self.$refs.pane.opened(conv); });
+        });
+      },
+
+      // ---- message search -----------------------------------------------------------------
+
+      openSearch: function (scope, q) {
+        var search = this.search;
+        search.open = true;
+        search.scope = scope || null;
+        if (q !== undefined) search.q = q;
+        search.rows = [];
+        search.ran = false;
+        search.error = '';
+        // On a phone the sidebar (where the results are) is hidden behind an open chat.
+        if (IM.ui.isPhone()) this.activeKey = null;
+        if (search.q) this.runSearch(false);
+      },
+
+      closeSearch: function () {
+        this.search.open = false;
+        this.search.rows = [];
+      },
+
+      runSearch: function (more) {
+        var self = this;
+        var search = this.search;
+        var q = search.q.trim();
+        if (!q || search.loading) return;
+        search.loading = true;
+        search.error = '';
+        var asked = q;
+        this.loaders.search(q, search.scope, more ? search.nextBefore : null).then(function (answer) {
+          if (asked !== search.q.trim()) return;
+          search.rows = more ? search.rows.concat(answer.rows) : answer.rows;
+          search.more = !!answer.more;
+          search.nextBefore = answer.next_before || null;
+          search.ran = true;
+        }, function (error) {
+          search.error = error.message;
+          search.ran = true;
+        }).finally(function () { search.loading = false; });
       },
 
       closeConversation: function () {

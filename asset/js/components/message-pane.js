@@ -18,7 +18,7 @@
     render: IM.templates['message-pane'],
     mixins: [IM.ui.i18nMixin],
     inject: ['chat'],
-    data: function () { return { newBelow: false }; },
+    data: function () { return { newBelow: false, foundId: 0 }; },
     computed: {
       conv: function () { return this.chat.active; },
       view: function () { return this.chat.view; },
@@ -80,6 +80,18 @@
           if (mine || nearBottom) self.scrollToBottom(false);
           else self.newBelow = true;
         });
+      },
+
+      /** Opened at a search result: bring that message into view and mark it for a while. */
+      showMessage: function (id) {
+        var el = this.$refs.scroller;
+        var target = el && el.querySelector('[data-id="' + Number(id) + '"]');
+        if (!target) return;
+        var self = this;
+        this.foundId = id;
+        target.scrollIntoView({ block: 'center' });
+        clearTimeout(this.foundTimer);
+        this.foundTimer = setTimeout(function () { self.foundId = 0; }, 4000);
       },
 
       /** Just opened: show the newest, fill the pane, and put the cursor in the composer. */

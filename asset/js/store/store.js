@@ -71,7 +71,7 @@
         state.convs[key] = {
           key: key, cmd: cmd, dstid: dstid, messages: [], last: null, lastTs: 0, lastId: 0,
           unread: 0, readId: 0, sentReadId: 0, peerRead: {}, typing: {}, hasMore: true,
-          loaded: false, loading: false, draft: ''
+          loaded: false, loading: false, draft: '', gapAfter: false
         };
         seen[key] = new Set();
       }
@@ -122,6 +122,16 @@
       }
       setLast(conv, entry);
       return conv;
+    }
+
+    /** The conversation's stored messages become `rows` (a page somewhere in its past); the
+     * ones still waiting for their acknowledgement stay. */
+    function replaceMessages(conv, rows) {
+      conv.messages = conv.messages.filter(function (m) { return !m.id; });
+      seen[conv.key] = new Set();
+      var lastId = conv.lastId;
+      rows.forEach(addMessage);
+      conv.lastId = Math.max(conv.lastId, lastId);
     }
 
     /** A frame of ours not yet acknowledged (from the outbox or just sent), shown at once. */
@@ -298,6 +308,7 @@
       state: state, keyOf: keyOf, rememberUser: rememberUser, setMe: setMe, setFriends: setFriends,
       setGroups: setGroups, setMembers: setMembers, groupOf: groupOf, isFriend: isFriend,
       ensureConv: ensureConv, addMessage: addMessage, addPending: addPending,
+      replaceMessages: replaceMessages,
       applyConversations: applyConversations, receive: receive, applyAck: applyAck,
       applyRefused: applyRefused, retryFrame: retryFrame, countUnread: countUnread,
       applyReceipt: applyReceipt, applyReceipts: applyReceipts, applyTyping: applyTyping,

@@ -1,0 +1,325 @@
+"""Message search end to end on SQLite and MariaDB: real server, messages sent by real WebSocket
+clients, found through POST /message/search within 2 s of their acknowledgement; what matches
+(Chinese pairs and characters, phrases, mixed text, widths and case, English prefixes), ranking,
+the access rule (table-style), the limits and budgets, history around=<id>, `imchat reindex`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.service.search import fold, match_of, normalise, parse_query, tokens_of
+from tests.factories import TestUser, befriend, close_all, make_group, register, send_texts
+
+REPO = Path(__file__).resolve().parent.parent
+# Tests poll the search and send quickly: neither throttle is what they test (one test does).
+FAST = {"search": {"queries_per_minute": 100_000}, "chat": {"messages_per_second": 1000}}
+
+
+@pytest.fixture
+def settings_overrides() -> dict:
+    return FAST
+
+
+async def search(user: TestUser, q: str, **fields: Any) -> dict[str, Any]:
+    return (await user.client.post("/message/search", data={"q": q, **fields})).json()
+
+
+async def found_ids(user: TestUser, q: str, **fields: Any) -> list[int]:
+    answer = await search(user, q, **fields)
+    assert answer["code"] == 0, answer
+    return [m["id"] for m in answer["rows"]]
+
+
+async def wait_indexed(user: TestUser, q: str, message_id: int, started: float) -> float:
+    """Seconds from `started` until `message_id` is found by `q` (fails after 2 s)."""
+    while True:
+        if message_id in await found_ids(user, q):
+            return time.monotonic() - started
+        if time.monotonic() - started > 2.0:
+            raise AssertionError(f"message {message_id} not found by {q!r} within 2 s")
+        await asyncio.sleep(0.05)
+
+
+def test_tokens_and_matching_rules():
+    assert {"会议", "会", "议", "明天", "deployment", "q3", "预算"} <= tokens_of(
+        "明天的会议 Deployment Q3预算")
+    assert tokens_of("ＡＢＣ１２３") == {"abc123"}  # full width folds to half width
+    # The fast fold of indexing and queries is the per-character one that highlighting maps.
+    for text in ("Straße ＱＵＩＴＥ", "ﬁle ㈱ ½ Å", "e\u0301 café", "ΣΊΣΥΦΟΣ", "한국어 ｶﾀｶﾅ", "abc"):
+        assert fold(text) == normalise(text)[0], text
+    query = parse_query("Q3 预算", 64)
+    assert match_of("ｑ３ 的预算", query) == (False, [(0, 2), (4, 6)])
+    assert match_of("Q3 预算", query) == (True, [(0, 5)])
+    assert match_of("预算 only", query) is None
+    assert match_of("redeploy", parse_query("deploy", 64)) is None  # a word's start only
+    # Offsets count the original text's code points, whatever normalising did.
+    assert match_of("👋 ＤＥＰＬＯＹment", parse_query("deploy", 64)) == (True, [(2, 8)])
+
+
+async def test_a_sent_message_is_found_within_two_seconds_chinese_english_widths_case(server):
+    alice = await register(server, "alice")
+    bob = await register(server, "bob")
+    await befriend(alice, bob)
+    contents = ["明天的会议改到三点", "Q3 预算 已经批了", "预算和Q3的安排", "The deployment is done",
+                "ＦＵＬＬ width ＴＥＸＴ", "redeploy later", "会 only one", "中文和English混在一起"]
+    started = time.monotonic()
+    ids = await send_texts(server, alice, 10, bob.id, contents)
+    by_content = dict(zip(contents, ids, strict=True))
+    assert await wait_indexed(bob, "会议", by_content["明天的会议改到三点"], started) < 2.0
+    expectations = {
+        "会议": ["明天的会议改到三点"],
+        "会": ["会 only one", "明天的会议改到三点"],
+        "的会议改": ["明天的会议改到三点"],
+        "deploy": ["The deployment is done"],
+        "DEPLOYMENT": ["The deployment is done"],
+        "full text": ["ＦＵＬＬ width ＴＥＸＴ"],
+        "ｆｕｌｌ": ["ＦＵＬＬ width ＴＥＸＴ"],
+        # The exact phrase first, then the newest of the others.
+        "Q3 预算": ["Q3 预算 已经批了", "预算和Q3的安排"],
+        "english混": ["中文和English混在一起"],
+        "q3预算": ["预算和Q3的安排", "Q3 预算 已经批了"],  # neither holds "q3预算" as is
+        "会议室": [],
+    }
+    for query, expected in expectations.items():
+        for user in (alice, bob):
+            assert await found_ids(user, query) == [by_content[c] for c in expected], query
+    answer = await search(bob, "会议")
+    [row] = answer["rows"]
+    assert row["match"] == [[3, 5]] and row["exact"] is True and row["cmd"] == 10
+    assert row["dstid"] == bob.id and row["userid"] == alice.id and answer["more"] is False
+    await close_all(alice, bob)
+
+
+async def test_only_readable_messages_are_found(server):
+    """The access rule, row by row: who finds a message of a group and of a 1:1 chat."""
+    owner, member, late, stranger, peer, disabled = [
+        await register(server, name) for name in
+        ("owner", "member", "late", "stranger", "peer", "disabled")]
+    group = await make_group(owner, "searchers", member, disabled)
+    await befriend(owner, peer)
+    [group_id] = await send_texts(server, owner, 11, group, ["团队周会 weekly sync"])
+    [direct_id] = await send_texts(server, owner, 10, peer.id, ["私聊周会 private sync"])
+    await asyncio.sleep(0.02)
+    joined = await late.post("/contact/joincommunity", dstname="searchers")
+    assert joined["code"] == 0, joined
+    [after_join] = await send_texts(server, owner, 11, group, ["加入后周会 after sync"])
+    await wait_indexed(owner, "周会", after_join, time.monotonic())
+    table = [
+        # (who, conversation filter, finds)
+        (owner, {}, [after_join, direct_id, group_id]),
+        (member, {}, [after_join, group_id]),
+        (member, {"cmd": 11, "dstid": group}, [after_join, group_id]),
+        (late, {}, [after_join]),  # a member finds only what was said since joining
+        (peer, {}, [direct_id]),
+        (peer, {"cmd": 10, "dstid": owner.id}, [direct_id]),
+        (owner, {"cmd": 10, "dstid": peer.id}, [direct_id]),
+        (member, {"cmd": 10, "dstid": owner.id}, []),  # not their conversation: nothing in it
+        (stranger, {}, []),
+    ]
+    for user, scope, expected in table:
+        assert await found_ids(user, "周会", **scope) == expected, (user.data["nickname"], scope)
+    refused = await search(stranger, "周会", cmd=11, dstid=group)
+    assert refused["code"] == -1 and refused["reason"] == "forbidden", refused
+    await disabled_user(server, disabled)
+    await close_all(owner, member, late, stranger, peer, disabled)
+
+
+async def disabled_user(server: Any, user: TestUser) -> None:
+    from app.model.tables import User
+
+    await User.filter(id=user.id).update(disabled=True)
+    response = await user.client.post("/message/search", data={"q": "周会"})
+    assert response.status_code in (401, 403) and response.json()["code"] == -1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search": {"queries_per_minute": 5}}])
+async def test_bad_queries_get_clear_errors_and_searching_is_rate_limited(server):
+    alice = await register(server)
+    for fields, words in (({"q": ""}, "q is required"), ({"q": "？！。，,.!"}, "punctuation"),
+                          ({"q": "长" * 65}, "longer than 64"),
+                          ({"q": "x", "cmd": 10}, "cmd and dstid together"),
+                          ({"q": "x", "cmd": 12, "dstid": 1}, "cmd must be"),
+                          ({"q": "x", "limit": 101}, "limit"), ({"q": ["会议"]}, "q must be text"),
+                          ({"q": {"$ne": ""}}, "q must be text"), ({"q": "会\u0000议"}, "NUL")):
+        response = await alice.client.post("/message/search", json=fields)
+        body = response.json()
+        assert response.status_code == 400 and words in body["msg"], (fields, body)
+    statuses = [(await alice.client.post("/message/search", data={"q": "hi"})).status_code
+                for _ in range(6)]
+    assert statuses[:5] == [200] * 5 and statuses[5] == 429, statuses
+    await close_all(alice)
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "search": {"max_candidates": 100}}])
+async def test_a_broad_query_stops_at_its_budget_and_pages_on(server):
+    """A character in every message: each answer checks at most max_candidates messages and
+    says where to go on; paging with next_before reaches the oldest."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    # The oldest holds the phrase; the 150 newer hold both of its pairs but not the phrase:
+    # each is a candidate the text check turns down.
+    [oldest] = await send_texts(server, alice, 10, bob.id, ["会议室 at last"])
+    ids = await send_texts(server, alice, 10, bob.id, [f"会议 议室 {n}" for n in range(150)])
+    await wait_indexed(bob, "议室", ids[-1], time.monotonic())
+    first = await search(bob, "会议室")
+    assert first["rows"] == [] and first["more"] is True, first
+    assert ids[0] < first["next_before"] <= ids[-1 - 99], first
+    second = await search(bob, "会议室", before=first["next_before"])
+    assert [m["id"] for m in second["rows"]] == [oldest] and second["more"] is False, second
+    paged, before = [], None
+    while True:
+        answer = await search(bob, "议室", limit=50, **({"before": before} if before else {}))
+        paged += [m["id"] for m in answer["rows"]]
+        if not answer["more"]:
+            break
+        before = answer["next_before"]
+    assert paged == sorted([oldest, *ids], reverse=True)
+    await close_all(alice, bob)
+
+
+async def test_history_around_a_message_loads_both_sides(server):
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    ids = await send_texts(server, alice, 10, bob.id, [f"line {n}" for n in range(30)])
+    page = await bob.post("/message/history", cmd=10, dstid=alice.id, around=ids[15], limit=10)
+    assert [m["id"] for m in page["rows"]] == ids[11:21]
+    group = await make_group(alice, "around", bob)
+    gids = await send_texts(server, alice, 11, group, [f"g {n}" for n in range(5)])
+    page = await bob.post("/message/history", cmd=11, dstid=group, around=gids[0], limit=4)
+    assert [m["id"] for m in page["rows"]] == gids[:3]
+    stranger = await register(server)
+    refused = await stranger.post("/message/history", cmd=11, dstid=group, around=gids[0])
+    assert refused["code"] == -1
+    await close_all(alice, bob, stranger)
+
+
+def imchat_env(settings: Any) -> dict[str, str]:
+    """The environment of an `imchat` command on the test's database."""
+    db = settings.database
+    return {**os.environ, "IMCHAT_DATABASE_ENGINE": db.engine,
+            "IMCHAT_DATABASE_PATH": str(settings.sqlite_path), "IMCHAT_DATABASE_HOST": db.host,
+            "IMCHAT_DATABASE_PORT": str(db.port), "IMCHAT_DATABASE_USER": db.user,
+            "IMCHAT_DATABASE_PASSWORD": db.password, "IMCHAT_DATABASE_NAME": db.name}
+
+
+def imchat_command(settings: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    """`imchat <args>` as a separate process on the test's database."""
+    return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=REPO,
+                          env=imchat_env(settings), capture_output=True, text=True, timeout=120)
+
+
+async def token_rows(server: Any) -> list[tuple[str, int, int]]:
+    from app.model.database import fetch_all
+
+    return [(r["token"], int(r["conv"]), int(r["message_id"])) for r in await fetch_all(
+        "SELECT token, conv, message_id FROM im_search_token ORDER BY token, conv, message_id")]
+
+
+async def test_indexers_running_at_once_store_each_token_once(server, settings):
+    """The server's indexer and two `imchat reindex --missing-only` processes at once, while
+    messages arrive: the index ends up exactly as one rebuild from scratch makes it."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    group = await make_group(alice, "together", bob)
+    sending = asyncio.gather(
+        send_texts(server, alice, 10, bob.id, [f"并发索引 {n} concurrent" for n in range(60)]),
+        send_texts(server, bob, 11, group, [f"群里的消息 {n} group" for n in range(60)]))
+    commands = [asyncio.to_thread(imchat_command, settings, "reindex", "--missing-only")
+                for _ in range(2)]
+    sent, *done = await asyncio.gather(sending, *commands)
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done]
+    await wait_indexed(alice, "并发", max(sent[0]), time.monotonic())
+    await wait_indexed(alice, "群里", max(sent[1]), time.monotonic())
+    concurrent = await token_rows(server)
+    rebuilt = await asyncio.to_thread(imchat_command, settings, "reindex")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "indexing 120 messages for search" in rebuilt.stdout, rebuilt.stdout
+    assert await token_rows(server) == concurrent
+    await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"search": {"enabled": False}}])
+async def test_reindex_command_indexes_what_the_server_did_not(server, settings):
+    """With the indexer off nothing new is found; `imchat reindex` (a separate process on the
+    same database, the server running) indexes it, with progress lines."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    [message_id] = await send_texts(server, alice, 10, bob.id, ["重建索引 reindex me"])
+    await asyncio.sleep(0.6)
+    assert await found_ids(bob, "索引") == []
+    done = await asyncio.to_thread(imchat_command, settings, "reindex")
+    assert done.returncode == 0, done.stderr
+    assert "indexing 1 messages for search" in done.stdout, done.stdout
+    assert "search index ready: 1 messages indexed" in done.stdout, done.stdout
+    assert await found_ids(bob, "索引") == [message_id]
+    assert await found_ids(alice, "REINDEX") == [message_id]
+    await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "search": {"enabled": False}}])
+async def test_the_indexer_in_its_own_process(server, settings):
+    """`imchat reindex --follow` beside a server that does not index: a new message is found
+    within 2 s all the same."""
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    indexer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.main", "reindex", "--follow", cwd=REPO, env=imchat_env(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert indexer.stdout is not None
+        ready = await asyncio.wait_for(indexer.stdout.readline(), 60)
+        while not ready.startswith(b"search index ready"):
+            ready = await asyncio.wait_for(indexer.stdout.readline(), 60)
+        started = time.monotonic()
+        [message_id] = await send_texts(server, alice, 10, bob.id, ["另一个进程 elsewhere"])
+        assert await wait_indexed(bob, "进程", message_id, started) < 2.0
+    finally:
+        indexer.terminate()
+        await indexer.wait()
+    await close_all(alice, bob)
+
+
+
+async def test_a_stale_index_never_shows_another_conversations_message(server):
+    """Index rows that point at a message of someone else's conversation (as a database copied
+    over without a reindex would have) find nothing: the rule is checked on the message too."""
+    from app.model.database import fetch_all
+    from app.service.search import pair_key
+
+    alice, bob, carol = [await register(server, name) for name in ("alice", "bob", "carol")]
+    await befriend(alice, bob)
+    group = await make_group(carol, "carols")
+    [secret] = await send_texts(server, alice, 10, bob.id, ["机密 secret plan"])
+    await wait_indexed(bob, "机密", secret, time.monotonic())
+    for conv in (pair_key(carol.id, alice.id), group):
+        await fetch_all("INSERT INTO im_search_token (token, conv, message_id) VALUES (?, ?, ?)",
+                        ("机密", conv, secret))
+    assert await found_ids(carol, "机密") == []
+    assert await found_ids(carol, "机密", cmd=11, dstid=group) == []
+    assert await found_ids(bob, "机密") == [secret]
+    await close_all(alice, bob, carol)
+
+
+def test_the_indexer_waits_for_a_young_hole_in_the_ids():
+    """A missing id may be a MySQL transaction still to commit: the stored mark stops before
+    it for GAP_GRACE_MS, then moves past (ids an INSERT IGNORE used up never come)."""
+    from app.service.search import GAP_GRACE_MS, _safe_point
+
+    now = 10_000_000
+    rows = [{"id": 11, "created_ms": now}, {"id": 13, "created_ms": now}]
+    assert _safe_point(10, rows, now) == 11
+    assert _safe_point(10, rows, now + GAP_GRACE_MS) == 13
+    assert _safe_point(10, [{"id": 12, "created_ms": now}], now) == 10
