@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
+# `make run` listens on this machine only; `HOST=0.0.0.0 make run` opens it to the network (the
+# installed server's /etc/imchat/config.toml listens on every interface).
+HOST ?= 127.0.0.1
 
-.PHONY: run test lint bench binary venv dev assets clean conformance
+.PHONY: run test lint bench binary release venv dev assets clean conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +29,7 @@ venv: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
 run: venv assets
-	$(BIN)/imchat serve --config $(CONFIG)
+	IMCHAT_SERVER_HOST=$(HOST) $(BIN)/imchat serve --config $(CONFIG)
 
 test: dev assets
 	$(BIN)/ruff check .
@@ -45,16 +48,23 @@ lint: dev
 binary: dev assets
 	bash scripts/build_binary.sh
 
+# dist/imchat-<version>-linux-<arch>.tar.gz: the binary, install.sh, uninstall.sh, the unit, the
+# kernel settings, config.toml and the admin guide; a server needs nothing else (docs/admin.md).
+release: binary
+	bash scripts/make_release.sh
+
 bench: dev
 	$(BIN)/python bench/run.py
 
-# Third-party browser files come from the npm registry, pinned by package-lock.json.
+# Third-party browser files come from the npm registry, pinned by package-lock.json; the Vue
+# templates are compiled at the same step, so editing one rebuilds.
 assets:
 	@if [ -f package.json ]; then $(MAKE) --no-print-directory -s asset/vendor/.built; fi
 
-asset/vendor/.built: package.json package-lock.json scripts/build_assets.sh
+asset/vendor/.built: package.json package-lock.json scripts/build_assets.sh scripts/compile_templates.js \
+		$(wildcard asset/js/components/*.html)
 	sh scripts/build_assets.sh
 	touch $@
 
 clean:
-	rm -rf $(VENV) build dist node_modules asset/vendor *.egg-info
+	rm -rf $(VENV) build dist node_modules asset/vendor asset/build *.egg-info

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from tortoise import Tortoise
@@ -34,6 +31,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from app.model.database import MODEL_MODULES, tortoise_config
+from app.model.migrations import SCHEMA_VERSION, prepare_schema, schema_version
 from app.settings import Settings
 
 log = logging.getLogger("imchat.dbcopy")
@@ -184,20 +182,23 @@ async def copy_database(source: Settings, target: Settings, *, batch: int = DEFA
         "timezone": "UTC",
     })
     try:
-        return await _copy(batch, force)
+        return await _copy(target, batch, force)
     finally:
         await Tortoise.close_connections()
 
 
-async def _copy(batch: int, force: bool) -> CopyReport:
+async def _copy(target: Settings, batch: int, force: bool) -> CopyReport:
     src = Tortoise.get_connection(SOURCE)
     dst = Tortoise.get_connection(TARGET)
     src_dialect, dst_dialect = _Dialect(src), _Dialect(dst)
     tables = plan_tables()
 
-    with warnings.catch_warnings():  # MySQL warns for each table that already exists
-        warnings.filterwarnings("ignore", message=".*already exists")
-        await Tortoise.generate_schemas(safe=True)
+    source_version = await schema_version(src)
+    if source_version != SCHEMA_VERSION:
+        raise CopyError(f"the source database is at schema {source_version}, this imchat's is "
+                        f"{SCHEMA_VERSION}: run `imchat migrate --config <source config>` first")
+    # The models are bound to the target: its tables (and schema stamp) are made there.
+    await prepare_schema(target, TARGET, progress=log.info)
 
     occupied = {t.name: n for t in tables if (n := await _count(dst, dst_dialect, t))}
     if occupied and not force:
@@ -256,38 +257,3 @@ async def _copy_table(reader: BaseDBAsyncClient, src_dialect: _Dialect, dst: Bas
             last = rows[-1][table.key]
         if len(rows) < batch:
             return copied
-
-
-def backup_sqlite(settings: Settings, destination: Path) -> int:
-    """Online backup of the SQLite database to `destination` (SQLite's backup API: a consistent
-    copy while the server keeps running). Returns the size of the copy in bytes."""
-    if settings.database.engine != "sqlite":
-        raise CopyError("backup copies SQLite databases; for MySQL use mysqldump "
-                        "--single-transaction (see docs/admin.md)")
-    source_path = settings.sqlite_path
-    if not source_path.is_file():
-        raise CopyError(f"database not found: {source_path}")
-    destination = destination.expanduser().resolve()
-    if destination == source_path.resolve():
-        raise CopyError("the backup file must not be the database itself")
-    if destination.exists():
-        raise CopyError(f"{destination} exists; choose a new file name")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
-    try:
-        target = sqlite3.connect(partial)
-        try:
-            source.backup(target, pages=4096)
-            # The copy is a plain file: no -wal beside it is needed to read it.
-            target.execute("PRAGMA journal_mode=DELETE")
-            check = target.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            target.close()
-    finally:
-        source.close()
-    if check != "ok":
-        partial.unlink(missing_ok=True)
-        raise CopyError(f"backup failed its integrity check: {check}")
-    partial.replace(destination)
-    return destination.stat().st_size

@@ -1,4 +1,4 @@
-"""The `imchat` command: serve, check-config, init-db, and user administration."""
+"""The `imchat` command: serve, check-config, migrate, user administration, backup and copy-db."""
 
 from __future__ import annotations
 
@@ -12,14 +12,43 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from app import __version__
-from app.paths import DEFAULT_CONFIG
-from app.settings import Settings, SettingsError, load_settings
+from app.model.migrations import SCHEMA_VERSION, SchemaError
+from app.paths import unpack_dir
+from app.settings import Settings, SettingsError, load_settings, unmatched_environment
 from app.util.logs import setup_logging
 
 log = logging.getLogger("imchat.main")
 
-# Where scripts/install.sh puts the admin's config: found without --config on an appliance.
+# Where scripts/install.sh puts the admin's config.
 INSTALLED_CONFIG = Path("/etc/imchat/config.toml")
+LOCAL_CONFIG = Path("config.toml")
+
+SEARCH_ORDER_HELP = """\
+Which config file: --config FILE (before or after the command), else $IMCHAT_CONFIG, else the
+first that exists of
+  /etc/imchat/config.toml, ./config.toml   for the one-file binary (the installed imchat)
+  ./config.toml, /etc/imchat/config.toml   when run from a source checkout (make run, .venv)
+else the built-in defaults, whose relative paths (data/imchat.db, resource/) are in the
+current folder. Every command says which config and which database it uses.
+Exit status: 0 done, 1 refused (the message says why), 2 configuration or usage error (a
+retry or a restart cannot help; the message names the key and the fix)."""
+
+
+class CommandError(Exception):
+    """A refusal told to the admin as one line, with the exit status to return."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def config_search_order() -> tuple[Path, ...]:
+    """Files tried when neither --config nor $IMCHAT_CONFIG names one. The installed binary
+    serves /etc/imchat/config.toml, so its admin commands must act on that one even when run
+    from a folder holding a (development) config.toml."""
+    if unpack_dir() is not None:
+        return (INSTALLED_CONFIG, LOCAL_CONFIG)
+    return (LOCAL_CONFIG, INSTALLED_CONFIG)
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -27,7 +56,7 @@ def _config_path(arg: str | None) -> Path | None:
         return Path(arg)
     if os.environ.get("IMCHAT_CONFIG"):
         return Path(os.environ["IMCHAT_CONFIG"])
-    for candidate in (Path("config.toml"), INSTALLED_CONFIG, DEFAULT_CONFIG):
+    for candidate in config_search_order():
         try:
             if candidate.is_file():
                 return candidate
@@ -36,30 +65,81 @@ def _config_path(arg: str | None) -> Path | None:
     return None
 
 
+def load_config(args: argparse.Namespace) -> tuple[Settings, Path | None]:
+    """The settings for this command and the file they came from (None: built-in defaults);
+    never with data inside the one-file binary's unpack folder."""
+    from app.preflight import check_data_paths
+
+    path = _config_path(args.config)
+    settings = load_settings(path)
+    check_data_paths(settings)
+    return settings, path
+
+
 def _load(args: argparse.Namespace) -> Settings:
-    return load_settings(_config_path(args.config))
+    settings, path = load_config(args)
+    _announce(settings, path)
+    return settings
+
+
+def describe_config(settings: Settings, path: Path | None) -> str:
+    """One line: which config file and which database (what an admin must never have to
+    guess), as every command reports it."""
+    from app.dbcopy import describe
+
+    source = (str(path.absolute()) if path else
+              f"none found, built-in defaults (relative paths from {settings.base_dir})")
+    return f"config {source}; database {describe(settings)}"
+
+
+def _announce(settings: Settings, path: Path | None) -> None:
+    sys.stderr.write(f"imchat: {describe_config(settings, path)}\n")
+    for name in unmatched_environment():
+        sys.stderr.write(f"imchat: warning: {name} matches no setting (IMCHAT_<SECTION>_<KEY>, "
+                         "see config.toml); ignored\n")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args)
-    path = _config_path(args.config)
+    from app.preflight import check_tls, listen_problem
+
+    settings, path = load_config(args)
+    check_tls(settings)
+    problem = listen_problem(settings)
+    listen = f"{settings.server.host}:{settings.server.port}"
+    if problem:
+        # Not an error: the running server itself holds its port.
+        listen += f" (in use now: fine if that is this imchat running; else {problem})"
     sys.stdout.write(
-        f"config OK: {path or '(built-in defaults)'}\n"
-        f"  listen {settings.server.host}:{settings.server.port}, "
-        f"{settings.server.workers} worker(s), mode {settings.server.mode}\n"
+        f"config OK: {path.absolute() if path else '(none found: built-in defaults)'}\n"
+        f"  listen {listen}, "
+        f"{settings.server.workers} worker(s), mode {settings.server.mode}"
+        f"{', TLS' if settings.server.tls_cert else ''}\n"
         f"  database {settings.database.engine} "
         f"({settings.sqlite_path if settings.database.engine == 'sqlite' else settings.database.host})\n"
         f"  uploads {settings.upload_path}, broker {settings.broker.kind}\n"
     )
+    for name in unmatched_environment():
+        sys.stdout.write(f"  warning: {name} matches no setting; ignored\n")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from app.preflight import check_serve
     from app.runner import serve
 
-    settings = _load(args)
+    settings, path = load_config(args)
     setup_logging(settings.log.level, settings.log.access_log)
-    serve(settings, _config_path(args.config))
+    log.info("%s", describe_config(settings, path))
+    for name in unmatched_environment():
+        log.warning("%s matches no setting (IMCHAT_<SECTION>_<KEY>); ignored", name)
+    check_serve(settings)
+    # Upgrade the schema once, here, before any worker process opens the database.
+    _with_database(settings, _nothing_more)
+    serve(settings, path)
+    return 0
+
+
+async def _nothing_more() -> int:
     return 0
 
 
@@ -80,13 +160,23 @@ def _refuse_root_on_service_data(settings: Settings) -> None:
                          f"sudo -u {owner} imchat ...")
 
 
-def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> int:
+def _with_database(settings: Settings, job: Callable[..., Awaitable[int]],
+                   progress: Callable[[str], None] | None = None) -> int:
+    from tortoise.exceptions import BaseORMException
+
+    from app.dbcopy import describe
     from app.model.database import close_database, open_database
+    from app.preflight import check_storage
 
     _refuse_root_on_service_data(settings)
+    check_storage(settings, uploads=False)
 
     async def run() -> int:
-        await open_database(settings)
+        try:
+            await open_database(settings, progress=progress)
+        except BaseORMException as error:
+            raise CommandError(f"cannot open the database {describe(settings)}: {error}"
+                               ) from None
         try:
             return await job()
         finally:
@@ -95,23 +185,35 @@ def _with_database(settings: Settings, job: Callable[..., Awaitable[int]]) -> in
     return asyncio.run(run())
 
 
-def cmd_init_db(args: argparse.Namespace) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("WARNING")
 
+    def progress(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     async def job() -> int:
-        sys.stdout.write(f"database ready: {settings.database.engine}\n")
+        sys.stdout.write(f"database ready: {settings.database.engine}, schema {SCHEMA_VERSION}\n")
         return 0
 
-    return _with_database(settings, job)
+    return _with_database(settings, job, progress)
 
 
 def _read_password(args: argparse.Namespace) -> str:
     if getattr(args, "password_stdin", False):
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("password: ")
-    if first != getpass.getpass("again: "):
-        raise SystemExit("passwords differ")
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password: pipe it in with "
+                           "--password-stdin, e.g. echo 'the-password' | imchat user "
+                           f"{args.user_cmd} {args.mobile} --password-stdin", status=2)
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:
+        raise CommandError("no password given", status=2) from None
+    if first != again:
+        raise CommandError("passwords differ")
     return first
 
 
@@ -179,14 +281,14 @@ def cmd_copy_db(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from app.dbcopy import CopyError, backup_sqlite
+    from app.model.backup import BackupError, backup_sqlite
 
     settings = _load(args)
     # Even a read-only open of a WAL database creates its -wal/-shm files when they are missing.
     _refuse_root_on_service_data(settings)
     try:
         size = backup_sqlite(settings, Path(args.file))
-    except CopyError as error:
+    except BackupError as error:
         sys.stderr.write(f"backup refused: {error}\n")
         return 1
     sys.stdout.write(f"backup written: {args.file} ({size} bytes)\n")
@@ -194,21 +296,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imchat", description="imchat chat server")
+    parser = argparse.ArgumentParser(prog="imchat", description="imchat chat server",
+                                     epilog=SEARCH_ORDER_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"imchat {__version__}")
+    # `imchat --config F user list` as well as `imchat user list --config F`.
+    parser.add_argument("--config", metavar="FILE",
+                        help="the config file (default: see the search order below)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
             aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, aliases=list(aliases))
-        sub.add_argument("--config", help="path to config.toml (default: $IMCHAT_CONFIG, "
-                         "./config.toml, then the built-in one)")
+        sub = commands.add_parser(name, help=help_text, aliases=list(aliases),
+                                  epilog=SEARCH_ORDER_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        # SUPPRESS: an option given before the command is not reset by the command's default.
+        sub.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                         help="the config file (default: see the search order below)")
         sub.set_defaults(handler=handler)
         return sub
 
     add("serve", cmd_serve, "start the server")
     add("check-config", cmd_check_config, "validate the config file and show what it means")
-    add("init-db", cmd_init_db, "create missing tables (existing data is kept)", ("migrate",))
+    add("migrate", cmd_migrate, "create the tables, or upgrade an older database to this "
+        "version's schema (SQLite is backed up first; existing data is kept)", ("init-db",))
     user = add("user", cmd_user, "manage accounts")
     user_cmds = user.add_subparsers(dest="user_cmd", required=True)
     user_cmds.add_parser("list", help="list accounts")
@@ -250,6 +361,19 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         sys.stderr.write(f"imchat: configuration error: {error}\n")
         return 2
+    except SchemaError as error:
+        sys.stderr.write(f"imchat: database error: {error}\n")
+        return 2
+    except CommandError as error:
+        sys.stderr.write(f"imchat: {error}\n")
+        return error.status
+    except PermissionError as error:
+        if error.filename is None:  # not a file: a bug or a sandbox, worth its traceback
+            raise
+        # e.g. the service's data folder, from an admin command run as another user.
+        sys.stderr.write(f"imchat: {error.strerror}: {error.filename} (run as the user that "
+                         "owns it, e.g. sudo -u imchat imchat ...)\n")
+        return 1
 
 
 if __name__ == "__main__":

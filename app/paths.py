@@ -9,4 +9,10 @@ from pathlib import Path
 ROOT = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parent.parent))
 ASSET_DIR = ROOT / "asset"
 VIEW_DIR = ROOT / "app" / "view"
-DEFAULT_CONFIG = ROOT / "config.toml"
+
+
+def unpack_dir() -> Path | None:
+    """The one-file executable's temporary unpack folder (deleted when the process exits), or
+    None when running from source. Nothing the admin keeps may ever be stored under it."""
+    folder = getattr(sys, "_MEIPASS", None)
+    return Path(folder).resolve() if folder else None

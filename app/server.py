@@ -33,7 +33,7 @@ from app.service.uploads import is_inline_safe
 from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
 from app.util.responses import fail
-from app.websocket import ImchatHttpProtocol, close_all, coalesced_writes
+from app.websocket import close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
@@ -51,11 +51,18 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
         REQUEST_TIMEOUT=30,
         RESPONSE_TIMEOUT=60,
         KEEP_ALIVE_TIMEOUT=30,
+        # Read by ImchatHttpProtocol: slow request heads (slowloris) are cut off.
+        HEADER_TIMEOUT=settings.server.header_timeout_seconds,
+        MAX_UNFINISHED_REQUESTS_PER_ADDRESS=settings.server.max_unfinished_requests_per_address,
         PROXIES_COUNT=settings.server.proxies_count,
         FORWARDED_SECRET=None,
         ACCESS_LOG=settings.log.access_log,
         NOISY_EXCEPTIONS=False,
-        OAS_UI_DEFAULT="swagger",
+        # sanic-ext's own UI pages load Swagger UI from a public CDN (and its OAuth2 page
+        # fetches one at request time): imchat serves its own /docs from asset/vendor/.
+        OAS_UI_DEFAULT=None,
+        OAS_UI_SWAGGER=False,
+        OAS_UI_REDOC=False,
         OAS_URL_PREFIX="/docs",
         OAS_AUTODOC=False,
         CORS=False,
@@ -67,9 +74,8 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
         description="HTTP API of imchat. Responses use the envelope "
         '`{"code":0,"msg":"","data":...}`; failures `{"code":-1,"msg":...}`.',
     )
+    _serve_api_browser(app)
     app.ctx.settings = settings
-    # The server must run with imchat's own WebSocket data path (see app/websocket/).
-    app.ctx.protocol_class = ImchatHttpProtocol
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
     if settings.testing.websocket_echo:
@@ -89,6 +95,15 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.before_server_stop(_stop_chat)
     app.after_server_stop(_close_resources)
     return app
+
+
+def _serve_api_browser(app: Sanic) -> None:
+    """/docs: imchat's own API browser page (controller/pages.py), in sanic-ext's OpenAPI
+    blueprint under the name its start-up banner looks for, in place of sanic-ext's UI pages."""
+    from app.controller.pages import api_docs
+
+    extension = next(e for e in app.ext.extensions if e.name == "openapi")
+    extension.bp.add_route(api_docs, "", methods=["GET"], name="index")
 
 
 async def _open_resources(app: Sanic, _loop: Any = None) -> None:

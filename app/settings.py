@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 ENV_PREFIX = "IMCHAT_"
+# IMCHAT_* variables that are not settings: the config file's path, the build and install
+# scripts' options and the test suite's. Any other IMCHAT_* name that matches no setting is a typo.
+ENV_NOT_SETTINGS = ("IMCHAT_CONFIG", "IMCHAT_BINARY", "IMCHAT_NO_START", "IMCHAT_STRIP",
+                    "IMCHAT_SCREENSHOTS", "IMCHAT_TEST_")
+# Sections that exist for the test suite only: not offered to administrators in messages.
+INTERNAL_SECTIONS = ("testing",)
 
 
 class SettingsError(ValueError):
@@ -36,6 +42,12 @@ class ServerSettings:
     mode: Literal["development", "production"] = "development"
     # Trust X-Forwarded-For / X-Forwarded-Proto from this many proxies (0 = none).
     proxies_count: int = 0
+    # A request's head (request line and headers) must arrive whole within this many seconds
+    # of the connection (or of its first byte, for a later request on a kept-alive one).
+    header_timeout_seconds: float = 10.0
+    # Connections from one address whose request head is still incomplete a quarter second
+    # in; further slow ones are closed (a slowloris holds many such connections open).
+    max_unfinished_requests_per_address: int = 50
 
 
 @dataclasses.dataclass
@@ -57,6 +69,12 @@ class StorageSettings:
     upload_dir: str = "resource"
     max_upload_mb: int = 10
     max_image_pixels: int = 40_000_000
+    # Pictures decoded at once, counted in pixels (each costs about 4-5 bytes a pixel while
+    # decoded); an upload waits for room, and is refused with 429 if none comes soon.
+    max_decode_pixels_in_flight: int = 40_000_000
+    uploads_per_minute: int = 20
+    # New bytes one user may store per day (files already stored by anyone cost nothing).
+    upload_mb_per_day: int = 200
 
 
 @dataclasses.dataclass
@@ -73,6 +91,8 @@ class AuthSettings:
     registration_open: bool = True
     token_ttl_hours: int = 24 * 14
     login_attempts_per_minute: int = 10
+    # Attempts on one account from all addresses together, except addresses it signed in from.
+    account_login_attempts_per_hour: int = 60
     # Each new account costs an argon2 hash: a flood of sign-ups from one address is refused.
     registrations_per_hour: int = 60
     cookie_name: str = "imchat_token"
@@ -94,6 +114,9 @@ class ChatSettings:
     session_check_seconds: float = 30.0
     history_page_size: int = 50
     offline_push_limit: int = 1000
+    # Chat sockets one user may hold open in this worker; one more is refused with 429.
+    max_connections_per_user: int = 20
+    history_pages_per_minute: int = 120
 
 
 @dataclasses.dataclass
@@ -147,11 +170,12 @@ def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         allowed = typing.get_args(hint)
-        if isinstance(value, str) and value.upper() in allowed:
-            value = value.upper()
-        if value not in allowed:
-            raise SettingsError(f"{key}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
+        # Every choice in any case ("debug", "Production"): stored in the spelling listed.
+        spelled = {choice.lower(): choice for choice in allowed}
+        if not isinstance(value, str) or value.lower() not in spelled:
+            raise SettingsError(f"{key}: must be one of {', '.join(map(repr, allowed))} "
+                                f"(in any case), got {value!r}")
+        return spelled[value.lower()]
     if origin in (list, types.GenericAlias) or hint == list[str]:
         if from_env and isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
@@ -193,14 +217,18 @@ def _coerce(key: str, hint: Any, value: Any, from_env: bool) -> Any:
     raise SettingsError(f"{key}: unsupported setting type {hint!r}")  # pragma: no cover
 
 
-def _apply(section_obj: Any, section: str, values: Mapping[str, Any], from_env: bool) -> None:
+def _apply(section_obj: Any, section: str, values: Mapping[str, Any], from_env: bool,
+           variable: str = "") -> None:
+    """Set each key of `values`; messages name `variable` (the environment variable the value
+    came from) when given, else the key as written in the file."""
     hints = typing.get_type_hints(type(section_obj))
     for key, value in values.items():
         name = f"{section}.{key}"
         if key not in hints:
             known = ", ".join(hints)
-            raise SettingsError(f"{name}: unknown key (known keys in [{section}]: {known})")
-        setattr(section_obj, key, _coerce(name, hints[key], value, from_env))
+            what = f"{variable}: no setting {name}" if variable else f"{name}: unknown key"
+            raise SettingsError(f"{what} (known keys in [{section}]: {known})")
+        setattr(section_obj, key, _coerce(variable or name, hints[key], value, from_env))
 
 
 def _validate(settings: Settings) -> None:
@@ -218,8 +246,18 @@ def _validate(settings: Settings) -> None:
         (bool(s.broker.stream_key), "broker.stream_key: must not be empty"),
         (1 <= s.storage.max_upload_mb <= 1024, "storage.max_upload_mb: must be 1..1024"),
         (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
+        (s.storage.max_decode_pixels_in_flight >= s.storage.max_image_pixels,
+         "storage.max_decode_pixels_in_flight: must be at least storage.max_image_pixels"),
+        (s.storage.uploads_per_minute >= 1, "storage.uploads_per_minute: must be at least 1"),
+        (s.storage.upload_mb_per_day >= s.storage.max_upload_mb,
+         "storage.upload_mb_per_day: must be at least storage.max_upload_mb"),
+        (s.server.header_timeout_seconds > 0, "server.header_timeout_seconds: must be positive"),
+        (s.server.max_unfinished_requests_per_address >= 1,
+         "server.max_unfinished_requests_per_address: must be at least 1"),
         (s.auth.token_ttl_hours >= 1, "auth.token_ttl_hours: must be at least 1"),
         (s.auth.login_attempts_per_minute >= 1, "auth.login_attempts_per_minute: must be >= 1"),
+        (s.auth.account_login_attempts_per_hour >= 1,
+         "auth.account_login_attempts_per_hour: must be >= 1"),
         (s.auth.registrations_per_hour >= 1, "auth.registrations_per_hour: must be >= 1"),
         (s.auth.argon2_memory_kib >= 8 * 1024, "auth.argon2_memory_kib: must be at least 8192"),
         (s.auth.argon2_time_cost >= 1, "auth.argon2_time_cost: must be at least 1"),
@@ -234,6 +272,8 @@ def _validate(settings: Settings) -> None:
          "chat.session_check_seconds: must be between 0 and 3600"),
         (1 <= s.chat.history_page_size <= 500, "chat.history_page_size: must be 1..500"),
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
+        (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
+        (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
         (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
          "broker.url: must be a redis:// URL when broker.kind is redis"),
         (s.server.workers == 1 or s.broker.kind == "redis",
@@ -272,23 +312,51 @@ def load_settings(
                 data = tomllib.load(handle)
         except FileNotFoundError:
             raise SettingsError(f"config file not found: {config_path}") from None
+        except OSError as exc:  # e.g. /etc/imchat/config.toml (0640) read by another user
+            raise SettingsError(f"cannot read config file {config_path}: {exc.strerror} (run "
+                                "as the service user, e.g. sudo -u imchat imchat ...)") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{config_path}: not valid TOML: {exc}") from None
         settings.base_dir = config_path.resolve().parent
         for section, values in data.items():
             if section not in sections:
-                raise SettingsError(f"[{section}]: unknown section (known: {', '.join(sections)})")
+                offered = ", ".join(s for s in sections if s not in INTERNAL_SECTIONS)
+                raise SettingsError(f"[{section}]: unknown section (known: {offered})")
             if not isinstance(values, dict):
                 raise SettingsError(f"{section}: must be a [section] table")
             _apply(getattr(settings, section), section, values, from_env=False)
     env = os.environ if environ is None else environ
+    # "server.port" -> "IMCHAT_SERVER_PORT": a refused value is reported by the variable's name.
+    variables: dict[str, str] = {}
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX):].lower()
-        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        section = _env_section(name, sections)
         if section is None:
-            continue  # IMCHAT_CONFIG and other non-setting variables
-        _apply(getattr(settings, section), section, {rest[len(section) + 1:]: raw}, from_env=True)
-    _validate(settings)
+            continue  # IMCHAT_CONFIG and other non-setting variables (see unmatched_environment)
+        key = name[len(ENV_PREFIX) + len(section) + 1:].lower()
+        _apply(getattr(settings, section), section, {key: raw}, from_env=True, variable=name)
+        variables[f"{section}.{key}"] = name
+    try:
+        _validate(settings)
+    except SettingsError as error:
+        key, _, problem = str(error).partition(": ")
+        if key in variables:
+            raise SettingsError(f"{variables[key]}: {problem}") from None
+        raise
     return settings
+
+
+def _env_section(name: str, sections: Mapping[str, type]) -> str | None:
+    if not name.startswith(ENV_PREFIX):
+        return None
+    rest = name[len(ENV_PREFIX):].lower()
+    return next((s for s in sections if rest.startswith(s + "_")), None)
+
+
+def unmatched_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """IMCHAT_* variables that name no setting and no known non-setting variable: most likely a
+    misspelt override (IMCHAT_SERVR_PORT), which would otherwise be ignored without a word."""
+    env = os.environ if environ is None else environ
+    sections = _sections()
+    return sorted(name for name in env
+                  if name.startswith(ENV_PREFIX) and _env_section(name, sections) is None
+                  and not name.startswith(ENV_NOT_SETTINGS))

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Build dist/imchat: one self-contained executable (PyInstaller one-file) carrying the Python
-# runtime, every dependency, app/view/, asset/ (with asset/vendor/ when `make assets` made it)
-# and the default config.toml.
+# runtime, every dependency, app/view/ and asset/ (with asset/vendor/ when `make assets` made it).
 #
 # Usage: scripts/build_binary.sh            (from anywhere; works on the repository it sits in)
 # Environment:
@@ -29,8 +28,9 @@ if ! "$PYTHON" -c 'import PyInstaller' >/dev/null 2>&1; then
   exit 3
 fi
 
-# The browser's third-party files (asset/vendor/) come from `make assets`; build them first when
-# the project has a package.json, so the binary carries the same web client as `make run`.
+# The browser's third-party files (asset/vendor/) and the compiled templates (asset/build/) come
+# from `make assets`; build them first when the project has a package.json, so the binary
+# carries the same web client as `make run`.
 if [ -f package.json ] && [ ! -f asset/vendor/.built ]; then
   echo "build_binary: asset/vendor/ missing; running make assets" >&2
   make --no-print-directory -s assets

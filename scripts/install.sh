@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install (or upgrade) imchat on a systemd Linux machine from the one-file binary.
 #
-#   sudo scripts/install.sh                   # after scripts/build_binary.sh (or make binary)
+#   sudo ./install.sh                         # in an unpacked release bundle (make release)
+#   sudo scripts/install.sh                   # in the repository, after make binary
 #   sudo IMCHAT_BINARY=/path/to/imchat scripts/install.sh
 #
 # What it does (every step is safe to repeat; an upgrade is the same command):
@@ -11,9 +12,10 @@
 #   - installs the binary as /usr/local/bin/imchat (replaced atomically: a running server keeps
 #     its old copy until it restarts);
 #   - writes /etc/imchat/config.toml only if it does not exist (an upgrade keeps the admin's
-#     edits): the repository's config.toml with the database and uploads under /var/lib/imchat
-#     and mode = "production". The new default is always written beside it as
-#     config.toml.default, to compare after an upgrade;
+#     edits): the shipped config.toml with the database and uploads under /var/lib/imchat,
+#     mode = "production" and server.backlog equal to the net.core.somaxconn of the kernel
+#     settings below (the kernel caps the listen queue at that). The new default is always
+#     written beside it as config.toml.default, to compare after an upgrade;
 #   - creates /var/lib/imchat (database, uploads) owned by imchat, mode 0750;
 #   - installs the unit /etc/systemd/system/imchat.service, the kernel settings
 #     /etc/sysctl.d/99-imchat.conf (applied at once) and the admin guide under
@@ -22,16 +24,24 @@
 #     upgrade) and wait until it reports ready.
 #
 # Environment:
-#   IMCHAT_BINARY    the executable to install (default: dist/imchat next to this script's repo)
+#   IMCHAT_BINARY    the executable to install (default: ./imchat beside this script in a
+#                    release bundle, dist/imchat in the repository)
 #   DESTDIR          install under this root instead of / (packaging, tests). With DESTDIR no
 #                    user is created, nothing is chowned, sysctl is not applied and systemd is
 #                    left alone: those act on the running machine, not on the tree.
 #   IMCHAT_NO_START  1: install and enable, but do not start or restart the service.
 set -eu
 
-SRC=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -f "$HERE/config.toml" ] && [ -f "$HERE/systemd/imchat.service" ]; then
+  SRC=$HERE                   # an unpacked release bundle: everything beside this script
+  DEFAULT_BINARY=$HERE/imchat
+else
+  SRC=$(cd "$HERE/.." && pwd)  # the repository's scripts/ folder
+  DEFAULT_BINARY=$SRC/dist/imchat
+fi
 DESTDIR=${DESTDIR:-}
-BINARY=${IMCHAT_BINARY:-$SRC/dist/imchat}
+BINARY=${IMCHAT_BINARY:-$DEFAULT_BINARY}
 NO_START=${IMCHAT_NO_START:-0}
 
 BIN_DIR=$DESTDIR/usr/local/bin
@@ -46,11 +56,14 @@ say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 
 # --- checks: nothing is changed until they pass ---------------------------------------------
-[ -f "$BINARY" ] || die "no binary at $BINARY (build it with scripts/build_binary.sh, or set IMCHAT_BINARY)"
+[ -f "$BINARY" ] || die "no binary at $BINARY (build it with make binary, or set IMCHAT_BINARY)"
 [ -x "$BINARY" ] || die "$BINARY is not executable"
 for file in config.toml systemd/imchat.service systemd/99-imchat.conf; do
-  [ -f "$SRC/$file" ] || die "missing $SRC/$file (run this script from the imchat repository)"
+  [ -f "$SRC/$file" ] || die "missing $SRC/$file (run the install.sh of an unpacked release bundle or of the imchat repository)"
 done
+# The listen queue the kernel settings allow: the installed config asks for exactly that.
+somaxconn=$(sed -n 's/^net\.core\.somaxconn *= *\([0-9][0-9]*\) *$/\1/p' "$SRC/systemd/99-imchat.conf")
+[ -n "$somaxconn" ] || die "no net.core.somaxconn line in $SRC/systemd/99-imchat.conf"
 if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
   die "run as root (sudo), or set DESTDIR to install into a directory"
 fi
@@ -92,13 +105,15 @@ say "binary: $BIN_DIR/imchat"
 mkdir -p "$CONF_DIR"
 chmod 0755 "$CONF_DIR"
 default_config=$CONF_DIR/config.toml.default
-# The repository's config.toml, made for this layout: absolute data paths, production mode.
+# The shipped config.toml, made for this layout: absolute data paths, production mode, the
+# listen queue of the kernel settings.
 sed -e 's|^path = .*|path = "/var/lib/imchat/imchat.db"|' \
     -e 's|^upload_dir = .*|upload_dir = "/var/lib/imchat/resource"|' \
     -e 's|^mode = .*|mode = "production"|' \
+    -e "s|^backlog = .*|backlog = $somaxconn|" \
     "$SRC/config.toml" > "$default_config.tmp"
 for line in 'path = "/var/lib/imchat/imchat.db"' 'upload_dir = "/var/lib/imchat/resource"' \
-            'mode = "production"'; do
+            'mode = "production"' "backlog = $somaxconn"; do
   grep -qxF "$line" "$default_config.tmp" \
     || die "could not adapt $SRC/config.toml (no line '$line' after editing)"
 done

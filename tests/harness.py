@@ -18,6 +18,7 @@ from sanic import Sanic
 
 from app.server import create_app
 from app.settings import Settings, load_settings
+from app.websocket import ImchatHttpProtocol
 
 MYSQL_HOST = os.environ.get("IMCHAT_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("IMCHAT_TEST_MYSQL_PORT", "3306"))
@@ -112,7 +113,8 @@ class RunningServer:
 async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     """Serve a fresh app for `settings`; `port` 0 picks a free one (a restart passes the old)."""
     app = create_app(settings, name=f"imchat_test_{uuid.uuid4().hex[:8]}")
-    protocol = getattr(app.ctx, "protocol_class", None)
+    # imchat's own WebSocket data path (app/websocket/), as app/runner.py serves it.
+    protocol = ImchatHttpProtocol
     # Sanic treats port 0 as "use 8000": bind the socket ourselves so the kernel picks one.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -132,3 +134,10 @@ async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     port = server.server.sockets[0].getsockname()[1]
     running = RunningServer(app, settings, "127.0.0.1", port, server)
     return running
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server run as a separate process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -94,7 +95,7 @@ async def test_cookie_and_bearer_authenticate_the_socket(server):
 async def test_plain_http_get_on_chat_is_a_clean_error(server):
     a = await register(server)
     response = await a.client.get("/chat")
-    assert response.status_code in (400, 426)
+    assert response.status_code == 426
     await close_all(a)
 
 
@@ -672,6 +673,40 @@ async def test_history_pages_by_id_and_is_for_participants_only(server):
     await close_all(a, b, c)
 
 
+async def test_unread_counts_follow_read_marks_joins_and_own_messages(server):
+    a = await register(server)
+    b = await register(server)
+    c = await register(server)
+    await befriend(a, b)
+    await befriend(c, b)
+    name = "unread-" + uuid.uuid4().hex[:6]
+    group_id = await make_group(a, name)
+    wa, wc = await connect(server, a), await connect(server, c)
+
+    async def say(ws, dstid: int, content: str, cmd: int = 10) -> int:
+        await ws.send(text(dstid, content, cmd=cmd))
+        return (await recv_until(ws, lambda f: f["cmd"] == 100))["id"]
+
+    await say(wa, group_id, "before b joined", cmd=11)
+    joined = await b.post("/contact/joincommunity", dstname=name)
+    assert joined["code"] == 0
+    direct = [await say(wa, b.id, f"d{n}") for n in range(4)]
+    await say(wc, b.id, "from c")
+    grouped = [await say(wa, group_id, f"g{n}", cmd=11) for n in range(3)]
+    wb = await connect(server, b)
+    await wb.send(text(group_id, "b's own", cmd=11))
+    await recv_until(wb, lambda f: f["cmd"] == 100)
+    for tcmd, dstid, upto in ((10, a.id, direct[1]), (11, group_id, grouped[1])):
+        await wb.send(json.dumps({"cmd": 102, "tcmd": tcmd, "dstid": dstid, "id": upto}))
+    await asyncio.sleep(0.5)  # read marks are stored in the background
+    rows = (await b.post("/message/conversations"))["rows"]
+    assert {(r["cmd"], r["dstid"]): r["unread"] for r in rows} == {
+        (10, a.id): 2, (10, c.id): 1, (11, group_id): 1}
+    for ws in (wa, wb, wc):
+        await ws.close()
+    await close_all(a, b, c)
+
+
 async def test_devices_connecting_at_once_all_get_group_messages(server):
     owner = await register(server)
     member = await register(server)
@@ -799,3 +834,39 @@ async def test_the_writer_publishes_each_batch_inside_the_apps_write_coalescer(s
     assert coalescer.depth == 0 and coalescer.holding == []
     await close_all(a, b)
 
+
+
+@pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 1000}}])
+async def test_a_catch_up_of_large_messages_arrives_whole_over_many_pages(server):
+    """Pages are bounded in bytes (half of chat.max_buffered_kb): 60 messages of 16 KB take
+    several, sent as the client reads, and arrive whole and in order, once."""
+    a = await register(server)
+    b = await register(server)
+    await befriend(a, b)
+    wa = await connect(server, a)
+    for n in range(60):
+        await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 1,
+                                  "content": f"{n:03d}" + "y" * 16_000, "cid": f"big{n}"}))
+    for _ in range(60):
+        assert (await recv_until(wa, lambda f: f.get("cmd") in (100, 101)))["cmd"] == 100
+    wb = await connect(server, b, since=0)
+    contents = []
+    while True:
+        frame = await recv_json(wb)
+        if frame["cmd"] == 10:
+            contents.append(frame["content"][:3])
+        elif frame["cmd"] == 107:
+            break
+    assert contents == [f"{n:03d}" for n in range(60)]
+    stored = await Message.all().order_by("-id").first()
+    assert frame == {"cmd": 107, "upto": stored.id, "more": False}
+    # The article's client gets the same offline push, page by page, and only once.
+    v1 = await connect(server, b, v2=False)
+    pushed = [(await recv_json(v1))["content"][:3] for _ in range(60)]
+    assert pushed == contents
+    await assert_silent(v1)
+    again = await connect(server, b, v2=False)
+    await assert_silent(again)
+    for ws in (wa, wb, v1, again):
+        await ws.close()
+    await close_all(a, b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.util.logs import JournalFormatter, _TokenRedactingFilter
+from app.util.logs import JournalFormatter, _SecretRedactingFilter, redact_url
 
 
 def record(level: int, msg: str = "hello") -> logging.LogRecord:
@@ -25,10 +25,16 @@ def test_journal_priorities_only_under_systemd():
 def test_tokens_are_redacted_from_access_lines():
     line = record(logging.INFO)
     line.request = "GET /chat?id=3&token=s3cr3t-value&v=2"
-    assert _TokenRedactingFilter().filter(line)
+    assert _SecretRedactingFilter().filter(line)
     assert line.request == "GET /chat?id=3&token=***&v=2"
 
 
+def test_every_secret_named_parameter_is_redacted():
+    assert redact_url("/x?notatoken=1&token=T") == "/x?notatoken=***&token=***"
+    assert redact_url("/a?to%6Ben=zz;b=1#frag") == "/a?to%6Ben=***;b=1#frag"
+    assert redact_url("POST /user/login?passwd=p&mobile=m HTTP/1.1") == (
+        "POST /user/login?passwd=***&mobile=m HTTP/1.1")
+    assert redact_url("/plain") == "/plain" and redact_url("/q?a=1") == "/q?a=1"
 def test_a_storm_of_identical_failures_logs_one_traceback_and_a_count():
     import io
 

@@ -1,5 +1,5 @@
-"""GET /chat: authenticate and check the Origin before the upgrade (a refused client never
-gets a 101), then hand the socket to a chat session."""
+"""GET /chat: authenticate, check the Origin and the user's number of open sockets before the
+upgrade (a refused client never gets a 101), then hand the socket to a chat session."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ async def chat(request: Request) -> None:
     since = id_field(query, "since", required=False, minimum=0)
     runtime: ChatRuntime = request.app.ctx.chat
     settings = runtime.settings
+    # Checked here, before any 101; nothing is awaited from here to the socket's on_open.
+    runtime.check_socket_room(record.user.id)
     session = ChatSession(runtime, record.user.id, v2=request.args.get("v") == "2",
                           token_hash=record.token_hash, expires_ms=record.expires_ms,
                           since=since)

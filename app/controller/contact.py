@@ -74,10 +74,13 @@ async def load_communities(request: Request) -> HTTPResponse:
 
 @contact_bp.post("/members")
 @openapi.summary("List a group's members (id); members only")
+@openapi.description("Members who are not your friends come without mobile number and presence.")
 async def members(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     hub = services(request).hub
     member_list = await groups.members_of(user, id_field(fields, "id") or 0)
-    online = await hub.online_among([m.id for m in member_list])
-    return rows([users.public_user(m, online=m.id in online) for m in member_list])
+    friends = await users.friend_ids_of(user.id)
+    # Presence is a friend's to see (in any process of the cluster).
+    online = await hub.online_among([m.id for m in member_list if m.id in friends])
+    return rows([users.card_for(user, m, friends, online) for m in member_list])

@@ -8,9 +8,8 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
 from app.controller.session import require_user, services
-from app.service import groups, messages
+from app.service import access, messages
 from app.util.binding import id_field, request_fields
-from app.util.errors import BadRequest, Forbidden
 from app.util.responses import rows
 
 message_bp = Blueprint("message", url_prefix="/message")
@@ -18,8 +17,7 @@ message_bp = Blueprint("message", url_prefix="/message")
 
 def _conversation(fields: dict) -> tuple[int, int]:
     cmd = id_field(fields, "cmd") or 0
-    if cmd not in (messages.CMD_SINGLE, messages.CMD_GROUP):
-        raise BadRequest("cmd must be 10 (one to one) or 11 (group)")
+    access.check_kind(cmd)
     return cmd, id_field(fields, "dstid") or 0
 
 
@@ -31,9 +29,13 @@ async def history(request: Request) -> HTTPResponse:
     cmd, dstid = _conversation(fields)
     page = services(request).settings.chat.history_page_size
     limit = min(id_field(fields, "limit", required=False) or page, 500)
-    found = await messages.history(user.id, cmd, dstid, id_field(fields, "before", required=False),
-                                   limit)
-    return rows([messages.wire_message(r) for r in found])
+    before = id_field(fields, "before", required=False)
+    # Charged once the request is known to be well-formed: it is the query that costs.
+    request.app.ctx.chat.take_history_page(user.id)
+    found, cut_short = await messages.history(user.id, cmd, dstid, before, limit)
+    answer = [messages.wire_message(r) for r in found]
+    # A page cut short by its size says so: fewer rows than asked for is not the beginning.
+    return rows(answer, more=True) if cut_short else rows(answer)
 
 
 @message_bp.post("/conversations")
@@ -49,6 +51,5 @@ async def receipts(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     cmd, dstid = _conversation(fields)
-    if cmd == messages.CMD_GROUP and not await groups.is_member(dstid, user.id):
-        raise Forbidden("only members can see a group's read marks")
+    await access.check_read(user.id, cmd, dstid)
     return rows(await messages.read_marks_of(cmd, dstid, user.id))

@@ -17,6 +17,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, file, html, redirect
 from sanic_ext import openapi
 
+from app.controller.session import services
 from app.paths import ASSET_DIR, VIEW_DIR
 from app.util.errors import NotFound
 
@@ -24,12 +25,12 @@ pages_bp = Blueprint("pages")
 
 SHELL = "index.html"
 VERSION_MARK = "__ASSET_VERSION__"
-# Vue's global build compiles the templates in the browser (it needs 'unsafe-eval'); no inline
-# script runs, and pictures, sockets and fetches stay on this origin. `blob:` is the picture
-# preview before upload.
+# The templates are compiled when the assets are built and the page runs Vue's runtime-only
+# build, so no script is evaluated from a string and none runs inline; pictures, sockets and
+# fetches stay on this origin. `blob:` is the picture preview before upload.
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
-    "script-src 'self' 'unsafe-eval'",
+    "script-src 'self'",
     "style-src 'self' 'unsafe-inline'",
     "img-src 'self' blob:",
     "media-src 'self' blob:",
@@ -71,8 +72,13 @@ def _mtimes() -> tuple[float, ...]:
     return tuple(p.stat().st_mtime for p in paths)
 
 
-def shell_response(page: str) -> HTTPResponse:
-    response = html(_render_shell(_mtimes()).replace("__PAGE__", page))
+def shell_response(request: Request, page: str) -> HTTPResponse:
+    # Whether the browser sent a session cookie at all (the cookie is HttpOnly, the script
+    # cannot see it): the client asks /user/me only then, so a fresh visitor's page logs no
+    # failed request. Presence only; /user/me still decides whether the session is good.
+    has_cookie = bool(request.cookies.get(services(request).settings.auth.cookie_name))
+    text = _render_shell(_mtimes()).replace("__PAGE__", page)
+    response = html(text.replace("__SESSION__", "1" if has_cookie else "0"))
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Frame-Options"] = "DENY"
@@ -82,25 +88,48 @@ def shell_response(page: str) -> HTTPResponse:
 @pages_bp.get("/")
 @openapi.exclude()
 async def login_page(request: Request) -> HTTPResponse:
-    return shell_response("login")
+    return shell_response(request, "login")
 
 
 @pages_bp.get("/register")
 @openapi.exclude()
 async def register_page(request: Request) -> HTTPResponse:
-    return shell_response("register")
+    return shell_response(request, "register")
 
 
 @pages_bp.get("/app")
 @openapi.exclude()
 async def chat_page(request: Request) -> HTTPResponse:
-    return shell_response("app")
+    return shell_response(request, "app")
 
 
 @pages_bp.get("/login")
 @openapi.exclude()
 async def login_alias(request: Request) -> HTTPResponse:
     return redirect("/")
+
+
+# The API browser: every script a file from this server, none inline; Swagger UI styles
+# some elements inline and shows its icons as data: URLs.
+DOCS_CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+])
+
+
+@openapi.exclude()
+async def api_docs(request: Request) -> HTTPResponse:
+    response = await file(VIEW_DIR / "docs.html", mime_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = DOCS_CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 @pages_bp.get("/favicon.ico")

@@ -38,7 +38,6 @@ async def require_user(request: Request, fields: dict[str, Any] | None = None) -
         claimed = id_field(source, "userid", required=False)
         if claimed is not None and claimed != user.id:
             raise Forbidden("userid does not match your session")
-    request.ctx.user = user
     return user
 
 
@@ -61,7 +60,10 @@ def set_session_cookie(request: Request, response: HTTPResponse, token: str) -> 
 
 
 def clear_session_cookie(request: Request, response: HTTPResponse) -> None:
-    response.delete_cookie(services(request).settings.auth.cookie_name, path="/")
+    # Sanic marks the deleting cookie Secure by default, which a browser on a plain-http LAN
+    # origin ignores (keeping the revoked cookie): match how it was set.
+    response.cookies.delete_cookie(services(request).settings.auth.cookie_name, path="/",
+                                   secure=is_secure(request))
 
 
 def origin_allowed(request: Request) -> bool:

@@ -90,12 +90,12 @@ async def update(request: Request) -> HTTPResponse:
 
 @user_bp.post("/find")
 @openapi.summary("Look up a user by id")
+@openapi.description("Friends (and yourself) are answered in full; anyone else without the "
+                     "mobile number and with `online` 0.")
 async def find(request: Request) -> HTTPResponse:
     fields = request_fields(request)
-    await require_user(request, fields)
-    user = await users.find(id_field(fields, "id") or 0)
-    online = await services(request).hub.online_among([user.id])
-    return ok(users.public_user(user, online=user.id in online))
+    viewer = await require_user(request, fields)
+    return ok(await users.find(services(request), viewer, id_field(fields, "id") or 0))
 
 
 @user_bp.route("/me", methods=["GET", "POST"])

@@ -1,5 +1,5 @@
 """Opening and closing the database: Tortoise config for SQLite (WAL) or MySQL/MariaDB (aiomysql
-pool), and creating missing tables on start without touching existing data.
+pool), and bringing the schema up to date on start without touching existing data.
 
 Every statement sent through the app's connection has a deadline
 (`database.query_timeout_seconds`): a database that stalls (frozen, its disk hung) or is gone
@@ -14,13 +14,13 @@ import contextlib
 import functools
 import logging
 import sqlite3
-import warnings
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
+from app.model.migrations import Progress, prepare_schema
 from app.settings import Settings
 from app.util.errors import Unavailable
 
@@ -74,17 +74,20 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def open_database(settings: Settings, create_tables: bool = True) -> None:
+async def open_database(settings: Settings, progress: Progress | None = None) -> int:
+    """Connect, then create, check or upgrade the schema (app/model/migrations.py); answer the
+    schema version. Raises SchemaError for a database this imchat cannot use."""
     await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
-    if create_tables:
-        # safe=True: CREATE TABLE IF NOT EXISTS, so a later start keeps every row. MySQL
-        # answers each existing table with a warning that aiomysql turns into a Python one.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*already exists")
-            await Tortoise.generate_schemas(safe=True)
+    try:
+        version = await prepare_schema(settings, settings.database.engine, progress)
+    except BaseException:
+        await Tortoise.close_connections()
+        raise
+    # After the schema: an upgrade of a large table may take longer than any one request.
     add_deadlines(Tortoise.get_connection(connection_name()),
                   settings.database.query_timeout_seconds)
-    log.info("database ready (%s)", settings.database.engine)
+    log.info("database ready (%s, schema %d)", settings.database.engine, version)
+    return version
 
 
 _STATEMENT_METHODS = ("execute_insert", "execute_many", "execute_query", "execute_query_dict",

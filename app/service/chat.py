@@ -17,14 +17,28 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
+from app.chat.wire import (
+    CMD_ACK,
+    CMD_ERROR,
+    CMD_GROUP,
+    CMD_HEART,
+    CMD_PRESENCE,
+    CMD_READ,
+    CMD_SINGLE,
+    CMD_SYNC,
+    CMD_SYNC_END,
+    CMD_TYPING,
+    SERVER_CID_PREFIX,
+    encode,
+)
 from app.model.database import fetch_all
-from app.service import messages
+from app.service import access, messages
 from app.service.broker import Envelope
-from app.service.hub import CMD_PRESENCE
-from app.service.messages import CMD_GROUP, CMD_SINGLE, SERVER_CID_PREFIX, Draft, encode
+from app.service.messages import Draft
 from app.settings import ChatSettings
 from app.util.binding import check_text, whole_number
-from app.util.errors import AppError, BadRequest, Forbidden, Throttled, Unavailable
+from app.util.errors import AppError, BadRequest, Throttled, Unavailable
+from app.util.ratelimit import TokenBuckets
 from app.util.security import check_local_link
 from app.websocket.connection import WriteCoalescer, WsConnection, encode_text_frame
 
@@ -34,15 +48,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imchat.chat")
 
-CMD_HEART = 0
-CMD_ACK = 100
-CMD_ERROR = 101
-CMD_READ = 102
-CMD_TYPING = 103
-CMD_SYNC = 106
-CMD_SYNC_END = 107
 SYNC_PAGE = 500
 SYNC_COST = 5.0
+# A further page of one catch-up: one more query, paced by the socket anyway.
+NEXT_PAGE_COST = 1.0
+# Live frames held back during a catch-up; a socket whose catch-up lags further is closed 1013.
+PENDING_LIMIT = 1000
+# How often a paced catch-up looks whether the socket took its last page: soon at first, then
+# less and less often (many sockets that do not read must not keep the loop busy).
+DRAIN_POLL_FIRST = 0.01
+DRAIN_POLL_MAX = 0.5
 HEARTBEAT_FRAME = encode_text_frame(b'{"cmd":0}')
 TYPING_INTERVAL = 0.5
 
@@ -50,7 +65,8 @@ TYPING_INTERVAL = 0.5
 class ChatRuntime:
     """What all sessions of this process share: the hub, the writer and the chat settings."""
 
-    __slots__ = ("hub", "writer", "settings", "coalescer", "paused", "tasks", "buckets")
+    __slots__ = ("hub", "writer", "settings", "coalescer", "paused", "tasks", "buckets",
+                 "history_buckets", "open_sockets")
 
     def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings,
                  coalescer: WriteCoalescer | None = None) -> None:
@@ -62,21 +78,42 @@ class ChatRuntime:
         # Sessions whose reading is paused while the writer catches up.
         self.paused: set[ChatSession] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        # One token bucket per user, [tokens, last refill], shared by all of the user's
-        # connections: opening more sockets does not raise anyone's rate.
-        self.buckets: dict[int, list[float]] = {}
+        # One token bucket per user, shared by all of the user's connections: opening more
+        # sockets does not raise anyone's rate.
+        rate = settings.messages_per_second
+        self.buckets = TokenBuckets(rate, 2.0 * rate, start=rate)
+        per_minute = settings.history_pages_per_minute
+        self.history_buckets = TokenBuckets(per_minute / 60.0, max(1.0, per_minute / 6.0))
+        # Open chat sockets per user in this process (counted from on_open to on_close).
+        self.open_sockets: dict[int, int] = {}
 
     def take_token(self, user_id: int, cost: float = 1.0) -> None:
-        rate = self.settings.messages_per_second
-        now = time.monotonic()
-        bucket = self.buckets.get(user_id)
-        if bucket is None:
-            bucket = self.buckets[user_id] = [float(rate), now]
-        bucket[0] = min(2.0 * rate, bucket[0] + (now - bucket[1]) * rate)
-        bucket[1] = now
-        if bucket[0] < cost:
+        if not self.buckets.take(user_id, cost):
             raise Throttled("you are sending too fast; the request was refused")
-        bucket[0] -= cost
+
+    async def pay(self, user_id: int, cost: float, conn: WsConnection) -> bool:
+        """Take `cost` from the user's bucket, waiting as long as it takes to fill: work the
+        server does on its own account (a catch-up page) is paced, not refused. False (and
+        nothing taken) once `conn` is closed: sockets opened and dropped in a loop must not
+        leave waiters behind."""
+        buckets = self.buckets
+        cost = min(cost, buckets.burst)  # a bucket never holds more than its burst
+        while not conn.closed:
+            if buckets.take(user_id, cost):
+                return True
+            # Several catch-ups may wait on one bucket: each takes its turn when it wakes.
+            await asyncio.sleep(buckets.wait_time(user_id, cost))
+        return False
+
+    def take_history_page(self, user_id: int) -> None:
+        if not self.history_buckets.take(user_id):
+            raise Throttled("you are loading history too fast; try again in a moment")
+
+    def check_socket_room(self, user_id: int) -> None:
+        """Refuse (429) one more chat socket beyond chat.max_connections_per_user."""
+        if self.open_sockets.get(user_id, 0) >= self.settings.max_connections_per_user:
+            raise Throttled("too many chat connections are open for this account; "
+                            "close another tab or device first")
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -140,8 +177,8 @@ class ChatSession:
     """One connection's protocol state (kept small: thousands of these live at once)."""
 
     __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
-                 "pending", "since", "caught_up", "typing_at", "recent", "start_cursor",
-                 "__weakref__")
+                 "pending", "since", "caught_up", "typing_at", "refused", "recent",
+                 "start_cursor", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
                  expires_ms: int, since: int | None) -> None:
@@ -159,6 +196,7 @@ class ChatSession:
         # The last message id the catch-up sent; held-back live frames at or below it are dupes.
         self.caught_up = 0
         self.typing_at = 0.0
+        self.refused = False
         # v1 only: ids already written, so no message reaches the socket twice.
         self.recent: RecentIds | None = None if v2 else RecentIds()
         # v1: the user's delivery cursor when this connection opened (older was delivered).
@@ -168,6 +206,8 @@ class ChatSession:
 
     def on_open(self, conn: WsConnection) -> None:
         self.conn = conn
+        sockets = self.runtime.open_sockets
+        sockets[self.user_id] = sockets.get(self.user_id, 0) + 1
         # Read nothing until the session knows the user's groups and friends.
         conn.pause_reading()
         self.runtime.spawn(self._attach())
@@ -185,6 +225,9 @@ class ChatSession:
         cid = cid if isinstance(cid, str) and len(cid) <= 64 and cid.isprintable() else None
         try:
             cmd = frame.get("cmd")
+            # Exactly an int: 10.0 == 10 and False == 0 in Python, and would be stored as such.
+            if type(cmd) is not int:
+                raise BadRequest("cmd must be a whole number")
             if cmd in (CMD_SINGLE, CMD_GROUP):
                 self._message(frame, cmd)
             elif cmd == CMD_HEART:
@@ -196,11 +239,17 @@ class ChatSession:
             elif cmd == CMD_SYNC:
                 self._sync_request(frame)
             else:
-                raise BadRequest(f"unknown cmd {cmd!r}")
+                raise BadRequest(f"unknown cmd {str(cmd)[:20]}")
         except AppError as error:
             self._refuse(error, cid)
 
     def on_close(self, conn: WsConnection) -> None:
+        sockets = self.runtime.open_sockets
+        left = sockets.get(self.user_id, 1) - 1
+        if left > 0:
+            sockets[self.user_id] = left
+        else:
+            sockets.pop(self.user_id, None)
         self.pending = None
         self.runtime.paused.discard(self)
         self.hub.detach(self)
@@ -210,8 +259,14 @@ class ChatSession:
     def push(self, frame: bytes, message_id: int) -> bool:
         """Write a live frame (from the hub), or hold it while catching up. True when it was
         written now: the hub then moves a v1 user's delivery cursor past it."""
-        if self.pending is not None:
-            self.pending.append((message_id, frame))
+        pending = self.pending
+        if pending is not None:
+            if len(pending) >= PENDING_LIMIT:
+                # Its catch-up lags too far behind the live stream: it resyncs when it returns.
+                self.pending = None
+                self.conn.close(1013, "too slow")
+                return False
+            pending.append((message_id, frame))
             return False
         recent = self.recent
         if recent is not None and message_id:
@@ -234,8 +289,12 @@ class ChatSession:
             if cid is not None:
                 body["cid"] = cid[:64]
             self._send_json(body)
-        else:
-            log.info("refused a frame from user %s: %s", self.user_id, error.detail)
+        elif not self.refused:
+            # The article's client has no error frame, so the refusal is logged; only the first
+            # of each connection, shortened: one socket must not be able to fill the disk.
+            self.refused = True
+            log.info("refused a frame from user %s: %.200s (further refusals on this "
+                     "connection are not logged)", self.user_id, error.detail)
 
     # -- connect-time catch-up --------------------------------------------------------------
 
@@ -248,9 +307,12 @@ class ChatSession:
             if self.v2:
                 self._send_json({"cmd": CMD_PRESENCE,
                                  "online": await self.hub.online_friends(self.user_id)})
-                if self.since is not None:
+                # A catch-up costs what a requested sync page costs, so reconnecting in a
+                # loop is no way around the rate.
+                if self.since is not None and await self.runtime.pay(
+                        self.user_id, SYNC_COST, self.conn):
                     await self._sync_from(self.since, until_current=True)
-            else:
+            elif await self.runtime.pay(self.user_id, SYNC_COST, self.conn):
                 await self._legacy_push()
             # Rows the catch-up sent may still be on their way to the hub: let them arrive
             # while live frames are held, so they are dropped there and not sent twice.
@@ -292,13 +354,13 @@ class ChatSession:
         # them (own=False), it releases them when it ends (repeats are dropped by id).
         held = None
         try:
-            rows = await messages.newest_missed_by(
+            floor = await messages.newest_missed_floor(
                 self.user_id, max(since, self.start_cursor),
                 self.runtime.settings.offline_push_limit)
             if self.conn.closed:
                 return
-            rows = [row for row in rows if row["id"] not in self.recent]  # type: ignore[operator]
-            self._sent_legacy(rows)
+            # Pages, as on connect; rows this socket already has are skipped by id.
+            await self._catch_up(floor, until_current=True)
             await self.runtime.writer.published()
         except Exception:
             log.exception("catching user %s up after a broker gap failed", self.user_id)
@@ -319,34 +381,90 @@ class ChatSession:
                      self.hub.legacy_cursor.get(self.user_id, 0))
         self.hub.legacy_cursor[self.user_id] = cursor
         self.start_cursor = cursor
-        rows = await messages.newest_missed_by(
+        floor = await messages.newest_missed_floor(
             self.user_id, cursor, self.runtime.settings.offline_push_limit)
-        self._sent_legacy(rows)
-        self.caught_up = rows[-1]["id"] if rows else cursor
+        # The cursor moves page by page as pages are written (in _catch_up).
+        self.caught_up, _more = await self._catch_up(floor, until_current=True)
 
-    def _sent_legacy(self, rows: list[dict[str, Any]]) -> None:
-        self._send_rows(rows)
-        if rows:
-            recent = self.recent
-            assert recent is not None
-            for row in rows:
-                recent.add(row["id"])
-            self.hub.advance_legacy_cursor(self.user_id, max(row["id"] for row in rows))
-
-    def _send_rows(self, rows: list[dict[str, Any]]) -> None:
+    def _send_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Write the first rows of `rows` up to a page's worth of bytes (at least one row);
+        how many of `rows` are done. A v1 connection skips rows it was already sent."""
+        budget = self.runtime.settings.max_buffered_kb * 1024 // 2
+        size = 0
+        done = 0
+        conn = self.conn
+        recent = self.recent
         with self.runtime.coalescer:  # one write for the page, not one per message
             for row in rows:
-                self.conn.send_frame(encode_text_frame(encode(messages.wire_message(row))))
+                if size and size >= budget:
+                    break
+                if recent is not None:
+                    if row["id"] in recent:
+                        done += 1
+                        continue
+                    recent.add(row["id"])
+                frame = encode_text_frame(encode(messages.wire_message(row)))
+                if not conn.send_frame(frame):
+                    break
+                size += len(frame)
+                done += 1
+        return 0 if conn.closed else done
+
+    async def _drained(self) -> bool:
+        """Wait until the socket has taken most of what it was sent. False when it is closed,
+        or was closed here (1013) because it did not within chat.ping_timeout_seconds."""
+        conn = self.conn
+        settings = self.runtime.settings
+        low = settings.max_buffered_kb * 1024 // 4
+        deadline = time.monotonic() + settings.ping_timeout_seconds
+        poll = DRAIN_POLL_FIRST
+        while not conn.closed and conn.buffered_bytes > low:
+            if time.monotonic() > deadline:
+                conn.close(1013, "too slow")
+                break
+            await asyncio.sleep(poll)
+            poll = min(2 * poll, DRAIN_POLL_MAX)
+        return not conn.closed
+
+    async def _catch_up(self, since: int, until_current: bool,
+                        limit: int = SYNC_PAGE) -> tuple[int, bool]:
+        """Send the messages after `since` in pages (the caller paid for the first); returns
+        the last id sent and whether more are waiting.
+
+        A page is at most `limit` rows and about half of chat.max_buffered_kb, and the next
+        one goes out only once the socket has taken the last one and the user's rate allows:
+        a client that does not read holds one page of the server's memory, not its backlog.
+        """
+        runtime = self.runtime
+        first = True
+        fetch = limit
+        while True:
+            if not first and not await runtime.pay(self.user_id, NEXT_PAGE_COST, self.conn):
+                return since, True
+            if not await self._drained():
+                return since, True
+            rows = await messages.missed_by(self.user_id, since, fetch)
+            sent = self._send_rows(rows)
+            if self.conn.closed:
+                return since, True
+            more = sent < len(rows) or len(rows) == fetch
+            if sent:
+                since = rows[sent - 1]["id"]
+                if not self.v2:
+                    # An article client has no acks: written to its socket counts as delivered.
+                    self.hub.advance_legacy_cursor(self.user_id, since)
+            # Rows read but not sent are read again: when a page was cut by its size, read
+            # about what the next one can hold, not `limit` large messages again.
+            fetch = limit if sent == len(rows) else min(limit, 2 * sent)
+            del rows  # not kept while waiting for the socket: it may be megabytes
+            if not (until_current and more):
+                return since, more
+            first = False
 
     async def _sync_from(self, since: int, until_current: bool, limit: int = SYNC_PAGE) -> None:
-        while True:
-            rows = await messages.missed_by(self.user_id, since, limit)
-            self._send_rows(rows)
-            if rows:
-                since = rows[-1]["id"]
-            more = len(rows) == limit
-            if not (until_current and more) or self.conn.closed:
-                break
+        since, more = await self._catch_up(since, until_current, limit)
+        if self.conn.closed:
+            return
         self.caught_up = max(self.caught_up, since)
         self._send_json({"cmd": CMD_SYNC_END, "upto": since, "more": more})
 
@@ -371,14 +489,7 @@ class ChatSession:
             check_text(cid, "cid")
         if not (content or url):
             raise BadRequest("an empty message cannot be sent")
-        if cmd == CMD_SINGLE:
-            if dstid == self.user_id:
-                raise BadRequest("you cannot send a message to yourself")
-            if (not self.runtime.settings.allow_strangers
-                    and dstid not in self.hub.user_friends.get(self.user_id, ())):
-                raise Forbidden("you can only message your friends")
-        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
-            raise Forbidden("only members can post to this group")
+        self._may_post(cmd, dstid)
         self.runtime.take_token(self.user_id)
         draft = Draft(cmd, self.user_id, dstid, media, content, pic, url, memo, amount, cid,
                       int(time.time() * 1000), self._stored)
@@ -439,15 +550,17 @@ class ChatSession:
         if not self.v2:
             raise BadRequest("this frame needs a v=2 connection")
 
+    def _may_post(self, cmd: int, dstid: int) -> None:
+        hub = self.hub
+        access.check_post_cached(self.user_id, cmd, dstid, self.runtime.settings.allow_strangers,
+                                 hub.user_friends.get(self.user_id, ()),
+                                 hub.user_groups.get(self.user_id, ()))
+
     def _conversation(self, frame: dict[str, Any]) -> tuple[int, int]:
+        """The conversation a read receipt or typing notice is for, if the user may post there."""
         tcmd = _int(frame, "tcmd", low=CMD_SINGLE, high=CMD_GROUP)
         dstid = _int(frame, "dstid", low=1)
-        if tcmd == CMD_SINGLE:
-            if (dstid not in self.hub.user_friends.get(self.user_id, ())
-                    and not self.runtime.settings.allow_strangers):
-                raise Forbidden("not a conversation of yours")
-        elif dstid not in self.hub.user_groups.get(self.user_id, ()):
-            raise Forbidden("not a conversation of yours")
+        self._may_post(tcmd, dstid)
         return tcmd, dstid
 
     def _read(self, frame: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.service.uploads import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing
@@ -13,14 +14,31 @@ from app.util.security import PasswordHashing
 if TYPE_CHECKING:
     from app.service.hub import Hub
 
+MAX_REMEMBERED_ACCOUNTS = 100_000
+MAX_ADDRESSES_PER_ACCOUNT = 16
+
 
 @dataclasses.dataclass
 class ServiceContext:
     settings: Settings
     passwords: PasswordHashing
     login_limiter: SlidingWindowLimiter
+    # Attempts on one account from every address together: slower than the per-address limits.
+    account_login_limiter: SlidingWindowLimiter
     registration_limiter: SlidingWindowLimiter
     hub: Hub
+    upload_limits: UploadLimits
+    # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
+    # guesser elsewhere cannot lock the owner out of their usual desk.
+    known_addresses: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+
+    def remember_address(self, mobile: str, address: str) -> None:
+        if len(self.known_addresses) >= MAX_REMEMBERED_ACCOUNTS:
+            self.known_addresses.clear()
+        addresses = self.known_addresses.setdefault(mobile, set())
+        if len(addresses) >= MAX_ADDRESSES_PER_ACCOUNT:
+            addresses.pop()
+        addresses.add(address)
 
     @classmethod
     def build(cls, settings: Settings, hub: Hub) -> ServiceContext:
@@ -28,7 +46,10 @@ class ServiceContext:
             settings=settings,
             passwords=PasswordHashing(settings.auth),
             login_limiter=SlidingWindowLimiter(settings.auth.login_attempts_per_minute, 60.0),
+            account_login_limiter=SlidingWindowLimiter(
+                settings.auth.account_login_attempts_per_hour, 3600.0),
             registration_limiter=SlidingWindowLimiter(settings.auth.registrations_per_hour,
                                                       3600.0),
             hub=hub,
+            upload_limits=UploadLimits(settings.storage),
         )

@@ -9,8 +9,9 @@ from tortoise.transactions import in_transaction
 
 from app.model.database import within_deadline
 from app.model.tables import Community, Membership, User
+from app.service import access
 from app.service.context import ServiceContext
-from app.util.errors import BadRequest, Conflict, Forbidden, NotFound
+from app.util.errors import BadRequest, Conflict, NotFound
 from app.util.security import check_local_link
 
 MAX_NAME = 40
@@ -75,7 +76,6 @@ async def is_member(group_id: int, user_id: int) -> bool:
 
 
 async def members_of(user: User, group_id: int) -> list[User]:
-    if not await is_member(group_id, user.id):
-        raise Forbidden("only members can see a group's members")
+    await access.check_members(user.id, group_id)
     ids = await Membership.filter(community_id=group_id).values_list("user_id", flat=True)
     return list(await User.filter(id__in=list(ids)).order_by("id"))

@@ -15,10 +15,10 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
+from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
 from app.model.database import fetch_all
 from app.model.tables import User, now_ms
 from app.service.broker import Broker, Envelope, MemoryBroker
-from app.service.messages import encode
 from app.websocket.connection import encode_text_frame
 
 if TYPE_CHECKING:
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imchat.hub")
 
-CMD_PRESENCE = 104
-CMD_RESYNC = 108
-CLOSE_SESSION_ENDED = 4001  # application close code: logged out, disabled or expired
 # A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
 _GROUPS_AND_FRIENDS_SQL = (
     "SELECT 1 AS kind, community_id AS peer FROM im_membership WHERE user_id = ? "

@@ -21,22 +21,27 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-import ujson
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.chat.wire import (
+    CMD_GROUP,
+    CMD_SINGLE,
+    SERVER_CID_PREFIX,
+    wire_message,
+    wire_size,
+)
 from app.model import sqlite_writer
 from app.model.database import connection_name, database_unavailable, fetch_all
-from app.model.tables import Membership, ReadMark, now_ms
-from app.util.errors import Forbidden
+from app.model.tables import ReadMark, now_ms
+from app.service import access
 
 log = logging.getLogger("imchat.messages")
 
-CMD_SINGLE = 10
-CMD_GROUP = 11
-SERVER_CID_PREFIX = "~"
 MAX_BATCH = 500
+# About how many bytes of messages one /message/history answer carries at most.
+HISTORY_PAGE_BYTES = 512 * 1024
 
 _COLUMNS = ("cmd", "sender_id", "dst_user_id", "community_id", "cid", "media", "content", "pic",
             "url", "memo", "amount", "created_ms")
@@ -64,31 +69,6 @@ class Draft:
     created_ms: int
     # Called once with (draft, stored row, was_duplicate) after the commit, or with an error.
     done: Callable[[Draft, dict[str, Any] | None, bool], None]
-
-
-def wire_message(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as the article's message JSON, plus `ts` and the client's `cid`."""
-    message = {
-        "id": row["id"],
-        "userid": row["sender_id"],
-        "cmd": row["cmd"],
-        "dstid": row["dst_user_id"] if row["cmd"] == CMD_SINGLE else row["community_id"],
-        "media": row["media"],
-        "content": row["content"],
-        "pic": row["pic"],
-        "url": row["url"],
-        "memo": row["memo"],
-        "amount": row["amount"],
-        "ts": row["created_ms"],
-    }
-    cid = row.get("cid")
-    if cid and not cid.startswith(SERVER_CID_PREFIX):
-        message["cid"] = cid
-    return message
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
 class _Sql:
@@ -434,14 +414,16 @@ class MessageWriter:
                 after = await connection.execute_query_dict(select, cids)
             else:
                 after = before
-        stored = {(r["cid"], r["sender_id"]): r for r in after}
+            stored = {(r["cid"], r["sender_id"]): r for r in after}
+            missing = keys - stored.keys()
+            if missing:
+                # Inside the transaction, so that it rolls back: the retry one by one must not
+                # find this batch's rows and take them for resends (which are not published).
+                raise RuntimeError(f"{len(missing)} stored messages could not be read back "
+                                   "by their cid")
         self.written += len(fresh)
-        results: list[tuple[dict[str, Any], bool]] = []
         fresh_ids = {id(d) for d in fresh}
-        for draft in batch:
-            row = stored[(draft.cid, draft.sender_id)]
-            results.append((row, id(draft) not in fresh_ids))
-        return results
+        return [(stored[(d.cid, d.sender_id)], id(d) not in fresh_ids) for d in batch]
 
 
 def _row(draft: Draft, message_id: int) -> dict[str, Any]:
@@ -485,7 +467,7 @@ def _values(draft: Draft) -> tuple[Any, ...]:
 # A user's messages after an id: sent to them, sent by them one to one (for their other
 # devices), and their groups' since they joined; each branch walks one index.
 _MISSED_SQL = f"""
-    SELECT {_SELECT} FROM (
+    SELECT {{columns}} FROM (
         SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND id > ?
         UNION ALL
         SELECT {_SELECT} FROM im_message WHERE sender_id = ? AND cmd = {CMD_SINGLE} AND id > ?
@@ -497,8 +479,9 @@ _MISSED_SQL = f"""
     ) AS missed ORDER BY id {{order}} LIMIT {{limit}}"""
 
 
-async def _missed(user_id: int, since_id: int, limit: int, newest: bool) -> list[dict[str, Any]]:
-    sql = _MISSED_SQL.format(order="DESC" if newest else "ASC", limit=int(limit))
+async def _missed(user_id: int, since_id: int, limit: int, newest: bool,
+                  columns: str = _SELECT) -> list[dict[str, Any]]:
+    sql = _MISSED_SQL.format(columns=columns, order="DESC" if newest else "ASC", limit=int(limit))
     return await fetch_all(sql, (user_id, since_id, user_id, since_id, since_id, user_id))
 
 
@@ -507,28 +490,34 @@ async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, A
     return await _missed(user_id, since_id, limit, newest=False)
 
 
-async def newest_missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
-    """Like missed_by, but when more than `limit` are waiting keep the newest `limit`."""
-    rows = await missed_by(user_id, since_id, limit + 1)
+async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int:
+    """Where a catch-up limited to the newest `limit` missed messages starts: `since_id` when
+    no more are waiting, else the id just below the newest `limit` (ids only are read, so a
+    backlog of large messages is not loaded to be thrown away)."""
+    rows = await _missed(user_id, since_id, limit + 1, newest=True, columns="id")
     if len(rows) <= limit:
-        return rows
-    return list(reversed(await _missed(user_id, since_id, limit, newest=True)))
+        return since_id
+    return int(rows[-1]["id"])
 
 
 async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
-                  limit: int) -> list[dict[str, Any]]:
-    """One conversation's messages below `before_id`, oldest first; participants only."""
+                  limit: int, max_bytes: int = HISTORY_PAGE_BYTES,
+                  ) -> tuple[list[dict[str, Any]], bool]:
+    """One conversation's messages below `before_id`, oldest first; participants only; and
+    whether the page was cut short by its size.
+
+    At most `limit` rows, and no more than about `max_bytes` of them (always at least one):
+    an answer nobody reads sits in the server's memory, so a page of large messages is cut
+    short, and the caller asks again from its oldest id."""
     before = before_id or 2**62
     if cmd == CMD_GROUP:
-        membership = await Membership.get_or_none(community_id=peer_id, user_id=user_id)
-        if membership is None:
-            raise Forbidden("only members can read a group's messages")
         # A member reads what was said since they joined, as sync and the offline push give
         # them: learning a group's name does not open its past.
+        joined_ms = await access.check_read(user_id, cmd, peer_id)
         rows = await fetch_all(
             f"SELECT {_SELECT} FROM im_message WHERE community_id = ? AND id < ? "
             f"AND created_ms >= ? ORDER BY id DESC LIMIT {int(limit)}",
-            (peer_id, before, membership.created_ms))
+            (peer_id, before, joined_ms))
     else:
         rows = await fetch_all(
             f"""SELECT {_SELECT} FROM (
@@ -537,7 +526,12 @@ async def history(user_id: int, cmd: int, peer_id: int, before_id: int | None,
                 SELECT {_SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id < ?
             ) AS conversation ORDER BY id DESC LIMIT {int(limit)}""",
             (peer_id, user_id, before, user_id, peer_id, before))
-    return list(reversed(rows))
+    size = 0
+    for kept, row in enumerate(rows):
+        size += wire_size(row)
+        if size > max_bytes and kept:
+            return list(reversed(rows[:kept])), True
+    return list(reversed(rows)), False
 
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:
@@ -562,23 +556,34 @@ async def conversations(user_id: int) -> list[dict[str, Any]]:
     last_rows = {r["id"]: r for r in await fetch_all(
         f"SELECT {_SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(last_ids))})",
         last_ids)}
+    unread = {(r["cmd"], r["peer"]): int(r["n"]) for r in await fetch_all(
+        _UNREAD_SQL, (user_id, user_id, user_id, user_id))}
     result = []
     for cmd, peer, last_id in wanted:
-        read_id = marks.get((cmd, peer), 0)
-        if cmd == CMD_SINGLE:
-            unread_rows = await fetch_all(
-                "SELECT COUNT(*) AS n FROM im_message WHERE dst_user_id = ? AND sender_id = ? "
-                "AND id > ?", (user_id, peer, read_id))
-        else:
-            unread_rows = await fetch_all(
-                "SELECT COUNT(*) AS n FROM im_message m JOIN im_membership s "
-                "ON s.community_id = m.community_id AND s.user_id = ? "
-                "WHERE m.community_id = ? AND m.sender_id <> ? AND m.id > ? "
-                "AND m.created_ms >= s.created_ms", (user_id, peer, user_id, read_id))
         result.append({"cmd": cmd, "dstid": peer, "last": wire_message(last_rows[last_id]),
-                       "unread": int(unread_rows[0]["n"]), "read_id": read_id})
+                       "unread": unread.get((cmd, peer), 0),
+                       "read_id": marks.get((cmd, peer), 0)})
     result.sort(key=lambda c: c["last"]["id"], reverse=True)
     return result
+
+
+# Unread messages of every conversation of a user, counted in one query: those after the
+# user's read mark (none: all), from the peer in one-to-one, from others since joining in groups.
+_UNREAD_SQL = f"""
+    SELECT {CMD_SINGLE} AS cmd, m.sender_id AS peer, COUNT(*) AS n
+      FROM im_message m
+      LEFT JOIN im_readmark r ON r.user_id = m.dst_user_id AND r.cmd = {CMD_SINGLE}
+                             AND r.peer_id = m.sender_id
+     WHERE m.dst_user_id = ? AND m.id > COALESCE(r.last_read_id, 0)
+     GROUP BY m.sender_id
+    UNION ALL
+    SELECT {CMD_GROUP} AS cmd, m.community_id AS peer, COUNT(*) AS n
+      FROM im_membership s
+      JOIN im_message m ON m.community_id = s.community_id AND m.created_ms >= s.created_ms
+      LEFT JOIN im_readmark r ON r.user_id = ? AND r.cmd = {CMD_GROUP}
+                             AND r.peer_id = s.community_id
+     WHERE s.user_id = ? AND m.sender_id <> ? AND m.id > COALESCE(r.last_read_id, 0)
+     GROUP BY m.community_id"""
 
 
 async def mark_read(user_id: int, cmd: int, peer_id: int, message_id: int) -> int:

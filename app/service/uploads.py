@@ -1,10 +1,12 @@
 """Uploads: decide the type by content, re-encode pictures (dropping EXIF and anything hidden),
 refuse decompression bombs, store under a server-made name, and keep identical files once
-(the article's "秒传")."""
+(the article's "秒传"). Also the upload limits: uploads per user per minute, new bytes per user
+per day, and pixels being decoded at once (a small file can decode to hundreds of megabytes)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import io
@@ -12,18 +14,97 @@ import os
 import secrets
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.model.tables import Attachment, User
-from app.service.context import ServiceContext
-from app.util.errors import AppError, BadRequest, PayloadTooLarge, UnsupportedMedia
+from app.model.tables import Attachment, User, now_ms
+from app.util.errors import AppError, BadRequest, PayloadTooLarge, Throttled, UnsupportedMedia
+from app.util.ratelimit import SlidingWindowLimiter
+
+if TYPE_CHECKING:
+    from app.service.context import ServiceContext
+    from app.settings import StorageSettings
 
 PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
                    "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
 THUMB_EDGE = 320
 MAX_FRAMES = 300
 RASTER_EXTENSIONS = {"png", "jpg", "gif", "webp"}
+# How long an upload waits for pixels to decode before it is refused (429, "try again").
+DECODE_WAIT_SECONDS = 15.0
+DAY_MS = 24 * 3600 * 1000
+
+
+class PixelBudget:
+    """At most `capacity` pixels being decoded at once; the rest wait their turn (FIFO)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    async def acquire(self, pixels: int, wait_seconds: float) -> None:
+        """Take `pixels` of the budget, or raise Throttled after `wait_seconds`."""
+        pixels = min(pixels, self.capacity)
+        if not self._waiters and self.used + pixels <= self.capacity:
+            self.used += pixels
+            return
+        entry = (pixels, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(entry[1]), wait_seconds)
+        except BaseException as error:
+            granted = entry[1].done() and not entry[1].cancelled()
+            if granted:
+                self.release(pixels)  # granted just as we gave up: hand it on
+            else:
+                entry[1].cancel()
+                self._waiters.remove(entry)
+                self._grant()  # the head may have been what blocked smaller ones behind
+            if isinstance(error, TimeoutError):
+                raise Throttled("the server is busy with other pictures; try again in a moment"
+                                ) from None
+            raise
+
+    def release(self, pixels: int) -> None:
+        self.used -= min(pixels, self.capacity)
+        self._grant()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters and self.used + waiters[0][0] <= self.capacity:
+            pixels, future = waiters.popleft()
+            self.used += pixels
+            future.set_result(None)
+
+
+class UploadLimits:
+    """The app's upload throttles (one per app, on the ServiceContext)."""
+
+    def __init__(self, storage: StorageSettings) -> None:
+        self.per_minute = SlidingWindowLimiter(storage.uploads_per_minute, 60.0)
+        self.bytes_per_day = storage.upload_mb_per_day * 1024 * 1024
+        self.decoding = PixelBudget(storage.max_decode_pixels_in_flight)
+        # Bytes of each user's uploads being processed now, not yet in the table.
+        self.in_progress: dict[int, int] = {}
+
+    async def reserve_bytes(self, user_id: int, size: int) -> None:
+        """Count `size` new bytes against the user's day, or raise Throttled."""
+        since = now_ms() - DAY_MS
+        stored = await Attachment.filter(uploader_id=user_id, created_ms__gte=since).values_list(
+            "size", flat=True)
+        used = sum(stored) + self.in_progress.get(user_id, 0)
+        if used + size > self.bytes_per_day:
+            raise Throttled("you have uploaded as much as a day allows; try again tomorrow")
+        self.in_progress[user_id] = self.in_progress.get(user_id, 0) + size
+
+    def release_bytes(self, user_id: int, size: int) -> None:
+        left = self.in_progress.get(user_id, 0) - size
+        if left > 0:
+            self.in_progress[user_id] = left
+        else:
+            self.in_progress.pop(user_id, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,26 +196,64 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _picture_pixels(data: bytes) -> int:
+    """The pixels a picture declares (its header only; 0 when Pillow cannot tell)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data), formats=list(PICTURE_FORMATS)) as image:
+                width, height = image.size
+        except Exception:
+            return 0  # the decode proper refuses it, with the right answer
+    return max(0, width) * max(0, height)
+
+
+async def _decode_picture(ctx: ServiceContext, data: bytes) -> tuple[bytes, bytes, str, str,
+                                                                      int, int]:
+    """Re-encode a picture once its pixels fit in the decode budget."""
+    storage = ctx.settings.storage
+    budget = ctx.upload_limits.decoding
+    pixels = min(await asyncio.to_thread(_picture_pixels, data), storage.max_image_pixels)
+    await budget.acquire(pixels, DECODE_WAIT_SECONDS)
+    decode = asyncio.ensure_future(asyncio.to_thread(_reencode_picture, data,
+                                                     storage.max_image_pixels))
+    # The thread cannot be stopped: if the client leaves, its pixels stay counted until the
+    # decode really ends, or leaving early would be a way around the budget.
+    decode.add_done_callback(lambda _done: budget.release(pixels))
+    return await asyncio.shield(decode)
+
+
 async def store_upload(ctx: ServiceContext, uploader: User, data: bytes) -> StoredFile:
     limit = ctx.settings.storage.max_upload_mb * 1024 * 1024
     if not data:
         raise BadRequest("the file is empty")
     if len(data) > limit:
         raise PayloadTooLarge(f"files are limited to {ctx.settings.storage.max_upload_mb} MB")
+    limits = ctx.upload_limits
+    key = str(uploader.id)
+    if limits.per_minute.blocked(key):
+        raise Throttled("you are uploading too fast; try again in a minute")
+    limits.per_minute.hit(key)
     digest = hashlib.sha256(data).hexdigest()
     known = await Attachment.get_or_none(sha256=digest)
     if known is not None and (ctx.settings.upload_path / known.stored_name).exists():
         return _stored(known)
+    await limits.reserve_bytes(uploader.id, len(data))
+    try:
+        return await _store_new(ctx, uploader, data, digest, known)
+    finally:
+        limits.release_bytes(uploader.id, len(data))
 
+
+async def _store_new(ctx: ServiceContext, uploader: User, data: bytes, digest: str,
+                     known: Attachment | None) -> StoredFile:
     audio = _sniff_audio(data)
     thumb: bytes = b""
     if audio is not None:
         extension, mime = audio
         body, width, height = data, 0, 0
     else:
-        body, thumb, extension, mime, width, height = await asyncio.to_thread(
-            _reencode_picture, data, ctx.settings.storage.max_image_pixels
-        )
+        body, thumb, extension, mime, width, height = await _decode_picture(ctx, data)
     name = f"{secrets.token_hex(16)}.{extension}"
     directory = ctx.settings.upload_path
     directory.mkdir(parents=True, exist_ok=True)

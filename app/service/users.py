@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tortoise.exceptions import IntegrityError
 
 from app.model.database import fetch_all
-from app.model.tables import AuthToken, User, now_ms
+from app.model.tables import AuthToken, Friendship, User, now_ms
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
+from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import check_local_link, new_token, token_digest
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger("imchat.users")
 
@@ -109,27 +113,46 @@ async def register(ctx: ServiceContext, client_ip: str, **fields: Any) -> tuple[
 
 
 async def login(ctx: ServiceContext, mobile: str, password: str, client_ip: str) -> tuple[User, str]:
-    limiter = ctx.login_limiter
+    """Check a password under three throttles that together bound guessing without letting a
+    guesser lock the owner out: attempts per address, per (account, address), and per account
+    from all addresses (slower); the last spares addresses the account signed in from before."""
+    limiter, account_limiter = ctx.login_limiter, ctx.account_login_limiter
+    address_key = f"ip:{client_ip}"
+    if not MOBILE_PATTERN.match(mobile):
+        # No account can have this name (accented or padded spellings among them): no lookup,
+        # and the same answer as a wrong password, but it counts against the address.
+        _count_attempt(limiter, (address_key,))
+        raise Refused("wrong mobile or password")
     mobile = canonical_mobile(mobile)
-    keys = (f"m:{mobile}", f"ip:{client_ip}")
-    if any(limiter.blocked(key) for key in keys):
-        raise Throttled("too many login attempts, wait a minute and try again")
-    # Count the attempt before checking it: a burst of concurrent guesses all pass the
-    # `blocked` test above before any of them has failed.
-    for key in keys:
-        limiter.hit(key)
+    pair_key, account_key = f"m:{mobile}|{address_key}", f"m:{mobile}"
+    trusted = client_ip in ctx.known_addresses.get(mobile, ())
+    _count_attempt(limiter, (address_key, pair_key))
+    if not trusted:
+        _count_attempt(account_limiter, (account_key,))
     user = await User.get_or_none(mobile=mobile)
     valid = await ctx.passwords.verify(user.passwd_hash if user else None, password)
     if user is None or not valid:
         raise Refused("wrong mobile or password")
     if user.disabled:
         raise Forbidden("this account is disabled")
-    limiter.reset(keys[0])
-    limiter.release(keys[1])
+    limiter.reset(pair_key)
+    limiter.release(address_key)
+    if not trusted:
+        account_limiter.release(account_key)
+    ctx.remember_address(mobile, client_ip)
     if ctx.passwords.needs_rehash(user.passwd_hash):
         user.passwd_hash = await ctx.passwords.hash(password)
         await user.save(update_fields=["passwd_hash"])
     return user, await issue_token(ctx, user)
+
+
+def _count_attempt(limiter: SlidingWindowLimiter, keys: tuple[str, ...]) -> None:
+    """Refuse when any key is at its limit, else count the attempt before checking it: a burst
+    of concurrent guesses all pass this test before any of them has failed."""
+    if any(limiter.blocked(key) for key in keys):
+        raise Throttled("too many login attempts, wait a minute and try again")
+    for key in keys:
+        limiter.hit(key)
 
 
 class AuthenticatedSession(NamedTuple):
@@ -188,11 +211,31 @@ async def update_profile(user: User, changes: dict[str, str]) -> User:
     return user
 
 
-async def find(user_id: int) -> User:
+def card_for(viewer: User, user: User, friend_ids: set[int], online: set[int]
+             ) -> dict[str, Any]:
+    """What `viewer` may see of `user`: everything for themselves and their friends (`online`:
+    which of those are online); for anyone else the public part, without the mobile number or
+    whether they are online."""
+    if user.id == viewer.id:
+        return public_user(user, online=True)
+    if user.id in friend_ids:
+        return public_user(user, online=user.id in online)
+    return {**public_user(user), "mobile": ""}
+
+
+async def friend_ids_of(user_id: int) -> set[int]:
+    return set(await Friendship.filter(owner_id=user_id).values_list("friend_id", flat=True))
+
+
+async def find(ctx: ServiceContext, viewer: User, user_id: int) -> dict[str, Any]:
+    """Look a user up by id, as `viewer` may see them."""
     user = await User.get_or_none(id=user_id)
     if user is None:
         raise NotFound("no such user")
-    return user
+    friends = ({user.id} if await Friendship.filter(owner_id=viewer.id, friend_id=user.id).exists()
+               else set())
+    online = await ctx.hub.online_among(list(friends))
+    return card_for(viewer, user, friends, online)
 
 
 async def set_disabled(ctx: ServiceContext, user: User, disabled: bool) -> None:

@@ -10,9 +10,14 @@ from sanic import Request
 
 from app.util.errors import BadRequest
 
+PASSWORD_FIELDS = ("passwd", "password")
+
 
 def request_fields(request: Request) -> dict[str, Any]:
-    """Query arguments overlaid by the body's fields; the first value of a repeated field wins."""
+    """Query arguments overlaid by the body's fields; the first value of a repeated field wins.
+    A password is only ever read from the body: in the address it would land in logs."""
+    if any(name in request.args for name in PASSWORD_FIELDS):
+        raise BadRequest("send the password in the request body, never in the address")
     fields: dict[str, Any] = {key: values[0] for key, values in request.args.items() if values}
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if not request.body:

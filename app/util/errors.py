@@ -7,7 +7,7 @@ frame. Status 200 is used where the article's client must be able to read the re
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 
 class AppError(Exception):
@@ -16,9 +16,8 @@ class AppError(Exception):
     # A stable machine-readable reason for v2 clients; the envelope's `code` stays -1.
     reason: ClassVar[str] = "failed"
 
-    def __init__(self, message: str | None = None, **extra: Any) -> None:
+    def __init__(self, message: str | None = None) -> None:
         self.detail = message or self.message
-        self.extra = extra
         super().__init__(self.detail)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import re
 import sys
 import threading
+from urllib.parse import unquote_plus
 
 # journald adds its own timestamps; a plain "level logger: message" line reads well there and
 # on a terminal.
@@ -32,15 +34,53 @@ class JournalFormatter(logging.Formatter):
         return f"<{priority}>{line}"
 
 
-class _TokenRedactingFilter(logging.Filter):
-    """Keep bearer tokens out of logs: the article's `/chat?token=` sits in every access line."""
+# Query parameters whose values never reach a log line (by name, after percent-decoding):
+# the article's `/chat?token=` sits in every access line, and old clients put more in the URL.
+_SECRET_NAME = re.compile(r"token|passw|secret|pwd", re.IGNORECASE)
+
+
+def redact_url(target: str) -> str:
+    """`target` (a request line or URL) with the value of every secret-named query parameter
+    replaced by `***`."""
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    query, hash_mark, fragment = query.partition("#")
+    tail = ""
+    if " " in query:  # "GET /x?a=1 HTTP/1.1": keep what follows the URL
+        query, _, rest = query.partition(" ")
+        tail = " " + rest
+    parts = []
+    for part in re.split(r"([&;])", query):
+        name, equals, _value = part.partition("=")
+        if equals and _SECRET_NAME.search(unquote_plus(name)):
+            part = f"{name}=***"
+        parts.append(part)
+    return f"{path}?{''.join(parts)}{hash_mark}{fragment}{tail}"
+
+
+class _SecretRedactingFilter(logging.Filter):
+    """Keep credentials out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request = getattr(record, "request", None)
-        if isinstance(request, str) and "token=" in request:
-            head, _, tail = request.partition("token=")
-            rest = tail.split("&", 1)
-            record.request = head + "token=***" + ("&" + rest[1] if len(rest) > 1 else "")
+        if isinstance(request, str) and "?" in request:
+            record.request = redact_url(request)
+        return True
+
+
+class _StaticProbeFilter(logging.Filter):
+    """Sanic logs a refused static path at ERROR, with a traceback line and the server's own
+    folder; anyone can send such probes. They are kept out of the error log, and shown at DEBUG
+    without the server's paths."""
+
+    PREFIX = "File not found: path="
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            _, _, asked = record.msg.partition("relative_url=")
+            logging.getLogger("imchat.static").debug("refused static path %.200r", asked)
+            return False
         return True
 
 
@@ -97,7 +137,9 @@ def setup_logging(level: str = "INFO", access_log: bool = False) -> dict:
     config: dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": _TokenRedactingFilter}, "repeats": {"()": RepeatFilter}},
+        "filters": {"redact": {"()": _SecretRedactingFilter},
+                    "static_probe": {"()": _StaticProbeFilter},
+                    "repeats": {"()": RepeatFilter}},
         "formatters": {
             "plain": {"()": JournalFormatter, "fmt": _FORMAT},
             "access": {"()": JournalFormatter,
@@ -119,7 +161,8 @@ def setup_logging(level: str = "INFO", access_log: bool = False) -> dict:
         },
         "loggers": {
             "sanic.root": {"level": level, "handlers": ["console"], "propagate": False},
-            "sanic.error": {"level": level, "handlers": ["console"], "propagate": False},
+            "sanic.error": {"level": level, "handlers": ["console"], "propagate": False,
+                            "filters": ["static_probe"]},
             "sanic.server": {"level": level, "handlers": ["console"], "propagate": False},
             "sanic.websockets": {"level": "WARNING", "handlers": ["console"], "propagate": False},
             "sanic.access": {

@@ -1,4 +1,5 @@
-"""In-process rate limiting: a sliding-window counter per key (login attempts per mobile/IP)."""
+"""In-process rate limiting: a sliding-window counter per key (login attempts per mobile/IP) and
+token buckets per key (chat messages, history pages, uploads per user)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,49 @@ class SlidingWindowLimiter:
 
     def reset(self, key: str) -> None:
         self._events.pop(key, None)
+
+
+class TokenBuckets:
+    """One token bucket per key: `rate` tokens a second, at most `burst` saved up.
+
+    Unlike the sliding window this paces a steady stream (a cost is paid back at `rate`), so
+    a client that keeps to the rate is never refused, and one that bursts is refused at once.
+    """
+
+    def __init__(self, rate: float, burst: float, start: float | None = None,
+                 max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        # What a key never seen before holds (a full bucket unless told otherwise).
+        self.start = burst if start is None else start
+        self.max_keys = max_keys
+        # key -> [tokens, time of the last refill]
+        self._buckets: dict[object, list[float]] = {}
+
+    def _refilled(self, key: object, now: float) -> list[float]:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys:
+                # Full buckets hold nothing a fresh one would not: forget those.
+                full = [k for k, (tokens, at) in self._buckets.items()
+                        if tokens + (now - at) * self.rate >= self.burst]
+                for k in full:
+                    del self._buckets[k]
+            bucket = self._buckets[key] = [self.start, now]
+        else:
+            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+            bucket[1] = now
+        return bucket
+
+    def take(self, key: object, cost: float = 1.0) -> bool:
+        """Pay `cost` from the key's bucket if it holds that much; False (nothing paid) if not."""
+        bucket = self._refilled(key, time.monotonic())
+        if bucket[0] < cost:
+            return False
+        bucket[0] -= cost
+        return True
+
+    def wait_time(self, key: object, cost: float = 1.0) -> float:
+        """Seconds until `take(key, cost)` would succeed (0 if it would now)."""
+        bucket = self._refilled(key, time.monotonic())
+        return max(0.0, (cost - bucket[0]) / self.rate)

@@ -23,8 +23,10 @@ def ok(data: Any = None, msg: str = "", **extra: Any) -> HTTPResponse:
     return _json({"code": 0, "msg": msg, "data": data, **extra})
 
 
-def rows(items: list[Any], total: int | None = None) -> HTTPResponse:
-    return _json({"code": 0, "msg": "", "rows": items, "total": len(items) if total is None else total})
+def rows(items: list[Any], total: int | None = None, **extra: Any) -> HTTPResponse:
+    """`extra` adds top-level keys for newer clients, as in `ok`."""
+    return _json({"code": 0, "msg": "", "rows": items,
+                  "total": len(items) if total is None else total, **extra})
 
 
 def fail(msg: str, status: int = 200, reason: str = "failed", **extra: Any) -> HTTPResponse:

@@ -8,7 +8,9 @@ per send, and outgoing frames go straight to ``transport.write``. Ping/pong, the
 handshake, fragmentation checks and the message size limit are the library's; this module
 adds what the sans-io layer leaves to its caller: reassembly, UTF-8 validation (1007),
 refusing binary messages (1003), keepalive pings, and closing laggards (1013) when the
-transport's write buffer passes its high-water mark.
+transport's write buffer passes its high-water mark (or what the coalescer holds for one
+connection would). A closing connection answers no more pings, and one that still passes the
+mark is dropped: a peer that reads nothing must not make the server buffer for it.
 
 Write coalescing: inside ``with coalescer:`` (:class:`WriteCoalescer`, one per app) frames sent
 to a connection are held and written with one ``transport.write`` per connection when the block
@@ -200,6 +202,8 @@ class WsConnection:
         "_paused",
         "_coalescer",
         "_held",
+        "_held_bytes",
+        "_max_buffered",
     )
 
     def __init__(
@@ -215,6 +219,7 @@ class WsConnection:
         ping_timeout: float | None,
         close_timeout: float,
         coalescer: WriteCoalescer | None = None,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         self.closed = False
         self.close_code: int | None = None
@@ -234,8 +239,11 @@ class WsConnection:
         self._close_timeout = close_timeout
         self._paused = False
         self._coalescer = coalescer if coalescer is not None else WriteCoalescer()
-        # Frames sent inside the coalescer's block, not yet written.
+        # Frames sent inside the coalescer's block, not yet written, and their size.
         self._held: list[bytes] | None = None
+        self._held_bytes = 0
+        # The laggard limit, also applied to what is held (None: the transport's alone).
+        self._max_buffered = max_buffered_bytes
 
     def __repr__(self) -> str:
         state = f"closed {self.close_code}" if self.closed else "open"
@@ -277,6 +285,14 @@ class WsConnection:
             proto.send_close(code, reason)
             self._flush()
         self._closed(code, defer=True)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes sent but not yet handed to the kernel: held by the coalescer or waiting in
+        the transport. Paced senders (a catch-up) wait for this to fall before sending more."""
+        if self._ping_state == _GONE:
+            return 0
+        return self._held_bytes + self._transport.get_write_buffer_size()
 
     def pause_reading(self) -> None:
         """Stop reading frames from this client (inbound flow control for the handler)."""
@@ -379,7 +395,10 @@ class WsConnection:
                 else:
                     self._frag = [None, [frame.data] if frame.data else []]
             elif opcode is _PING:
-                self._write(replies[sent:sent + 1])
+                # Once closing, a peer that floods pings and reads nothing would pile pongs up
+                # in our buffer until the close timeout: closing peers get no pongs.
+                if not self.closed:
+                    self._write(replies[sent:sent + 1])
                 sent += 1
             elif opcode is _PONG:
                 if self._ping_state == _PONG_AWAITED:
@@ -401,6 +420,7 @@ class WsConnection:
     def _lost(self) -> None:
         self._ping_state = _GONE
         self._held = None
+        self._held_bytes = 0
         timer = self._timer
         if timer is not None:
             timer.cancel()
@@ -417,6 +437,10 @@ class WsConnection:
         failure, and write the close frame on the next loop iteration.
         """
         if self.closed:
+            # Closing already and still not reading: the limit holds all the same, and a
+            # peer that does not read will not read our close frame either.
+            if self._ping_state != _GONE:
+                self._loop.call_soon(self._abort)
             return
         self._closed(1013, defer=True, timer=False)
         self._loop.call_soon(self._fail_slow)
@@ -427,10 +451,19 @@ class WsConnection:
         if self._coalescer.depth:
             held = self._held
             if held is None:
-                self._held = [frame]
+                self._held = held = []
+                self._held_bytes = 0
                 self._coalescer.holding.append(self)
-            else:
-                held.append(frame)
+            held.append(frame)
+            self._held_bytes += len(frame)
+            limit = self._max_buffered
+            if limit is not None and self._held_bytes > limit:
+                # The held frames alone would overflow the buffer when written: drop them
+                # now instead of holding (then buffering) a whole batch for a laggard.
+                self._held = None
+                self._held_bytes = 0
+                self._too_slow()
+                return False
             return True
         try:
             self._transport.write(frame)
@@ -445,6 +478,7 @@ class WsConnection:
     def _release(self) -> None:
         """Write the frames held during a coalescing block (a no-op when there are none)."""
         held, self._held = self._held, None
+        self._held_bytes = 0
         if not held or self._ping_state == _GONE:
             return
         try:
@@ -534,8 +568,12 @@ class WsConnection:
         return self._loop.call_later(delay, callback, context=contextvars.Context())
 
     def _abort(self) -> None:
-        self._timer = None
-        self._transport.abort()
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+        if self._ping_state != _GONE:
+            self._transport.abort()
 
     def _on_timer(self) -> None:
         """Keepalive: ping, then expect a pong within ping_timeout."""

@@ -15,17 +15,28 @@ stage: Sanic writes nothing more, an exception raised by the handler afterwards 
 instead of being sent as an HTTP error into the WebSocket stream, and the connection task
 finishes as soon as the handler returns. No task, future or Request object stays alive per
 connection; the keep-alive/request/response timers of ``HttpProtocol`` are cancelled.
+
+Slow request heads: Sanic's request timeout starts again with every chunk received, so a
+client sending one header byte every few seconds holds a connection forever (slowloris). Here
+a request's head (request line and headers) must be complete within ``HEADER_TIMEOUT``
+seconds (app config, default 10) of the connection, or of the first byte of a later request
+on a kept-alive one; and one address may hold at most ``MAX_UNFINISHED_REQUESTS_PER_ADDRESS``
+connections (default 50) whose head is still incomplete ``SLOW_HEAD_AFTER`` seconds in:
+further ones are closed then. A reconnect storm from one address (an office behind NAT, a
+proxy) sends whole heads at once and is served; a slowloris beyond the cap is cut off.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from collections.abc import Set
 from typing import Any
 
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException, ServerError
-from sanic.http import Stage
+from sanic.http import Http, Stage
 from sanic.response.types import BaseHTTPResponse
 from sanic.server.protocols.http_protocol import HttpProtocol
 from websockets.datastructures import Headers
@@ -59,6 +70,16 @@ CLOSE_TIMEOUT = 10.0
 # so two apps in one process (tests) never see each other's sockets.
 _REGISTRY_ATTR = "imchat_ws_connections"
 _COALESCER_ATTR = "imchat_ws_coalescer"
+# Attribute of app.ctx: address -> connections from it whose request head is slow (incomplete
+# SLOW_HEAD_AFTER seconds in).
+_SLOW_HEADS_ATTR = "imchat_slow_heads"
+
+#: Defaults for the app config keys HEADER_TIMEOUT and MAX_UNFINISHED_REQUESTS_PER_ADDRESS.
+HEADER_TIMEOUT = 10.0
+MAX_UNFINISHED_REQUESTS_PER_ADDRESS = 50
+#: A head still incomplete this many seconds in counts against its address (not at once: a
+#: burst of accepted connections has unread heads until the loop gets to them).
+SLOW_HEAD_AFTER = 0.25
 
 
 class HandshakeRejected(SanicException):
@@ -108,14 +129,99 @@ _ALWAYS_WRITABLE = _AlwaysWritable()
 _NO_BUFFER = b""
 
 
-class ImchatHttpProtocol(HttpProtocol):
-    """Sanic's HTTP/1.1 protocol, plus a synchronous WebSocket data path after an upgrade."""
+class _HeadTimedHttp(Http):
+    """Sanic's HTTP/1.1 cycle, telling the protocol when a request head starts and ends."""
 
-    __slots__ = ("ws",)
+    __slots__ = ()
+
+    async def http1_request_header(self) -> None:
+        protocol: ImchatHttpProtocol = self.protocol
+        protocol._head_started()  # a later request on a kept-alive connection
+        try:
+            await super().http1_request_header()
+        finally:
+            protocol._head_finished()
+
+
+class ImchatHttpProtocol(HttpProtocol):
+    """Sanic's HTTP/1.1 protocol, plus a synchronous WebSocket data path after an upgrade,
+    and a deadline and a per-address cap for request heads."""
+
+    HTTP_CLASS = _HeadTimedHttp
+
+    __slots__ = ("ws", "_head_timer", "_head_address", "_head_deadline")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ws: WsConnection | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        # Set while the head counts as slow against its address (see _head_is_slow).
+        self._head_address: str | None = None
+        self._head_deadline = 0.0
+
+    # ------------------------------------------------------------ request heads
+
+    def _head_started(self) -> None:
+        if self._head_timer is not None:
+            return  # the connection's first head: timed since connection_made
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        timeout = getattr(self.app.config, "HEADER_TIMEOUT", HEADER_TIMEOUT)
+        self._head_deadline = self.loop.time() + timeout
+        self._head_timer = self.loop.call_later(min(SLOW_HEAD_AFTER, timeout),
+                                                self._head_is_slow, context=contextvars.Context())
+
+    def _head_is_slow(self) -> None:
+        """The head is still incomplete a moment in: count it against its address (heads that
+        arrive whole, even in a storm of connections, are done before this runs)."""
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or self.ws is not None:
+            return
+        remaining = self._head_deadline - self.loop.time()
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        counts = _slow_heads(self.app)
+        waiting = counts.get(address, 0)
+        cap = getattr(self.app.config, "MAX_UNFINISHED_REQUESTS_PER_ADDRESS",
+                      MAX_UNFINISHED_REQUESTS_PER_ADDRESS)
+        if remaining <= 0 or waiting >= cap:
+            self._cut_off(address, "no whole request head in time" if remaining <= 0
+                          else f"{waiting} other slow request heads from there")
+            return
+        counts[address] = waiting + 1
+        self._head_address = address
+        self._head_timer = self.loop.call_later(remaining, self._head_too_slow,
+                                                context=contextvars.Context())
+
+    def _head_finished(self) -> None:
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        address = self._head_address
+        if address is None:
+            return
+        self._head_address = None
+        counts = _slow_heads(self.app)
+        left = counts.get(address, 1) - 1
+        if left > 0:
+            counts[address] = left
+        else:
+            counts.pop(address, None)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        address = self._head_address
+        self._head_finished()
+        self._cut_off(address, "no whole request head in time")
+
+    def _cut_off(self, address: str | None, why: str) -> None:
+        transport = self.transport
+        if transport is not None and self.ws is None:
+            log.debug("closing a connection from %s: %s", address, why)
+            transport.abort()
 
     # ------------------------------------------------------------------ upgrade
 
@@ -153,6 +259,10 @@ class ImchatHttpProtocol(HttpProtocol):
 
     # --------------------------------------------------- asyncio.Protocol callbacks
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_started()
+
     def data_received(self, data: bytes) -> None:
         ws = self.ws
         if ws is None:
@@ -168,6 +278,7 @@ class ImchatHttpProtocol(HttpProtocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._head_finished()
         ws = self.ws
         if ws is None:
             super().connection_lost(exc)
@@ -218,6 +329,14 @@ def coalesced_writes(app: Sanic) -> WriteCoalescer:
         coalescer = WriteCoalescer()
         setattr(app.ctx, _COALESCER_ATTR, coalescer)
     return coalescer
+
+
+def _slow_heads(app: Sanic) -> dict[str, int]:
+    counts: dict[str, int] | None = getattr(app.ctx, _SLOW_HEADS_ATTR, None)
+    if counts is None:
+        counts = {}
+        setattr(app.ctx, _SLOW_HEADS_ATTR, counts)
+    return counts
 
 
 def _registry(app: Sanic) -> set[WsConnection]:
@@ -314,6 +433,7 @@ async def accept_websocket(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         close_timeout=close_timeout,
+        max_buffered_bytes=max_buffered_bytes,
     )
     log.debug("websocket open %s %s", conn.peer, request.path)
     protocol._upgrade(conn, max_buffered_bytes)

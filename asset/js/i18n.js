@@ -5,7 +5,6 @@
 
   var MESSAGES = {
     en: {
-      appName: 'imchat',
       tagline: 'Team chat on your own network',
       heroTitle: 'Chat with your team, on a server you own.',
       heroPrivate: 'Private by design. ',
@@ -57,7 +56,6 @@
       join: 'Join',
       cancel: 'Cancel',
       close: 'Close',
-      save: 'Save',
       send: 'Send',
       back: 'Back',
       profile: 'Profile',
@@ -67,7 +65,6 @@
       online: 'Online',
       offline: 'Offline',
       typing: '{name} is typing…',
-      someoneTyping: 'typing…',
       messagePlaceholder: 'Write a message…',
       pressEnter: 'Enter to send, Shift+Enter for a new line',
       emoji: 'Emoji',
@@ -89,7 +86,6 @@
       reconnecting: 'Connection lost. Reconnecting…',
       reconnectIn: 'Connection lost. Reconnecting in {s}s…',
       reconnectNow: 'Reconnect now',
-      connected: 'Connected',
       notifications: 'Notifications',
       enableNotifications: 'Enable desktop notifications',
       notificationsOn: 'Notifications are on',
@@ -115,12 +111,9 @@
       required: 'Please fill in {field}',
       startChat: 'Send message',
       fileTooBig: 'The file is too large',
-      onlyPictures: 'Please choose a picture (PNG, JPEG, GIF or WebP)',
-      memo: 'About me',
-      details: 'Details'
+      onlyPictures: 'Please choose a picture (PNG, JPEG, GIF or WebP)'
     },
     'zh-CN': {
-      appName: 'imchat',
       tagline: '部署在自己网络里的团队聊天',
       heroTitle: '团队沟通，运行在你自己的服务器上。',
       heroPrivate: '数据私有。',
@@ -172,7 +165,6 @@
       join: '加入',
       cancel: '取消',
       close: '关闭',
-      save: '保存',
       send: '发送',
       back: '返回',
       profile: '个人资料',
@@ -182,7 +174,6 @@
       online: '在线',
       offline: '离线',
       typing: '{name} 正在输入…',
-      someoneTyping: '对方正在输入…',
       messagePlaceholder: '输入消息…',
       pressEnter: 'Enter 发送，Shift+Enter 换行',
       emoji: '表情',
@@ -204,7 +195,6 @@
       reconnecting: '连接已断开，正在重新连接…',
       reconnectIn: '连接已断开，{s} 秒后重新连接…',
       reconnectNow: '立即重连',
-      connected: '已连接',
       notifications: '通知',
       enableNotifications: '开启桌面通知',
       notificationsOn: '桌面通知已开启',
@@ -230,9 +220,7 @@
       required: '请填写{field}',
       startChat: '发消息',
       fileTooBig: '文件太大',
-      onlyPictures: '请选择图片（PNG、JPEG、GIF 或 WebP）',
-      memo: '个性签名',
-      details: '详情'
+      onlyPictures: '请选择图片（PNG、JPEG、GIF 或 WebP）'
     }
   };
 

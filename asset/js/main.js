@@ -1,62 +1,20 @@
-/* imchat web client: the root — which page the path names (/, /register, /app), whether the
- * session cookie is still good (POST /user/me), moving between pages without reloading. */
+/* imchat web client: start-up — one Vue app (runtime-only build: the templates were compiled
+ * into asset/build/templates.js when the assets were built) with every component registered
+ * under the name its parent's template uses, mounted on #app. */
 (function () {
   'use strict';
 
-  var PATHS = { login: '/', register: '/register', app: '/app' };
-
-  function pageOfPath(path) {
-    if (path === '/register') return 'register';
-    if (path === '/app') return 'app';
-    return 'login';
-  }
-
-  var Root = {
-    template: '#tpl-root',
-    mixins: [IM.ui.i18nMixin],
-    data: function () {
-      return { page: pageOfPath(location.pathname), me: null, ready: false, toasts: IM.ui.toasts };
-    },
-    created: function () {
-      var self = this;
-      window.addEventListener('popstate', function () { self.show(pageOfPath(location.pathname), false); });
-      IM.util.api('/user/me', {}).then(function (answer) {
-        self.me = answer.data;
-      }, function () {
-        self.me = null;
-      }).then(function () {
-        self.ready = true;
-        self.show(self.page, false);
-      });
-    },
-    methods: {
-      /** Show a page; logged-in users go to the app, others to the login page. */
-      show: function (page, push) {
-        if (page === 'app' && !this.me) page = 'login';
-        if (page !== 'app' && this.me) page = 'app';
-        this.page = page;
-        var path = PATHS[page];
-        if (location.pathname !== path) {
-          if (push) history.pushState({}, '', path);
-          else history.replaceState({}, '', path);
-        }
-      },
-      go: function (page) { this.show(page, true); },
-      onLoggedIn: function (user) {
-        this.me = user;
-        this.show('app', true);
-      },
-      onLoggedOut: function () {
-        this.me = null;
-        this.show('login', true);
-      }
-    }
-  };
-
-  var app = Vue.createApp(Root);
+  var parts = IM.components;
+  var app = Vue.createApp(parts.Root);
   IM.ui.install(app);
-  app.component('login-page', IM.pages.LoginPage);
-  app.component('register-page', IM.pages.RegisterPage);
-  app.component('chat-app', IM.ChatApp);
+  app.component('login-page', parts.LoginPage);
+  app.component('register-page', parts.RegisterPage);
+  app.component('chat-app', parts.ChatApp);
+  app.component('chat-sidebar', parts.Sidebar);
+  app.component('message-pane', parts.MessagePane);
+  app.component('chat-composer', parts.Composer);
+  app.component('member-drawer', parts.MemberDrawer);
+  app.component('chat-dialogs', parts.Dialogs);
+  app.component('profile-dialog', parts.Profile);
   app.mount('#app');
 })();

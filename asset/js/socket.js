@@ -1,7 +1,7 @@
 /* imchat web client: the /chat WebSocket (protocol v2) with what makes it dependable —
  * reconnect with backoff and jitter, catch-up from the last seen message id (`since`, cmd
- * 106/107), a heartbeat that notices dead links, and an outbox: a message is kept (also in
- * localStorage) until the server acknowledges its `cid` (cmd 100), and resent after every
+ * SYNC/SYNC_END), a heartbeat that notices dead links, and an outbox: a message is kept (also in
+ * localStorage) until the server acknowledges its `cid` (cmd ACK), and resent after every
  * reconnect; the server stores a resend with the same `cid` only once. */
 (function () {
   'use strict';
@@ -10,7 +10,8 @@
   var SILENCE_MS = 65000;       // nothing received for this long: the link is dead
   var BACKOFF_FIRST_MS = 500;
   var BACKOFF_MAX_MS = 15000;
-  var CLOSE_SESSION_ENDED = 4001;
+  var P = IM.protocol;
+  var CMD = P.CMD;
 
   /**
    * options: userId, since (last seen message id), onFrame(frame), onState(state, info),
@@ -28,8 +29,7 @@
     this.heartbeatTimer = null;
     this.lastHeard = 0;
     this.stopped = false;
-    this.storageKey = 'imchat.outbox.' + this.userId;
-    this.outbox = this.loadOutbox();   // [{cid, frame}] in sending order
+    this.outbox = new IM.Outbox(localStorageOrNull(), 'imchat.outbox.' + this.userId);
     var self = this;
     this.onOnline = function () { self.reconnectNow(); };
     this.onVisible = function () {
@@ -41,7 +41,7 @@
 
   ChatSocket.prototype.url = function () {
     var scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    return scheme + '://' + location.host + '/chat?v=2&since=' + encodeURIComponent(String(this.since || 0));
+    return scheme + '://' + location.host + '/chat?v=' + P.VERSION + '&since=' + encodeURIComponent(String(this.since || 0));
   };
 
   ChatSocket.prototype.setState = function (state, info) {
@@ -62,7 +62,7 @@
     document.removeEventListener('visibilitychange', this.onVisible);
     if (this.ws) {
       this.ws.onclose = null;
-      try { this.ws.close(1000, 'bye'); } catch (e) { /* already closed */ }
+      try { this.ws.close(P.CLOSE.NORMAL, 'bye'); } catch (e) { /* already closed */ }
       this.ws = null;
     }
   };
@@ -103,7 +103,7 @@
       self.ws = null;
       clearInterval(self.heartbeatTimer);
       if (self.stopped) return;
-      if (event.code === CLOSE_SESSION_ENDED) {
+      if (event.code === P.CLOSE.SESSION_ENDED) {
         self.stopped = true;
         if (self.options.onSessionEnded) self.options.onSessionEnded();
         return;
@@ -147,41 +147,41 @@
     }
     if (now - this.lastBeat >= HEARTBEAT_MS) {
       this.lastBeat = now;
-      this.sendRaw({ cmd: 0 });
+      this.sendRaw({ cmd: CMD.HEARTBEAT });
     }
   };
 
   ChatSocket.prototype.handle = function (frame) {
     var cmd = frame.cmd;
-    if (cmd === 0) return;                       // heartbeat answer
-    if (cmd === 100) {                           // acknowledgement of a message we sent
+    if (cmd === CMD.HEARTBEAT) return;           // heartbeat answer
+    if (cmd === CMD.ACK) {                       // acknowledgement of a message we sent
       this.dropFromOutbox(frame.cid);
       if (this.options.onAck) this.options.onAck(frame);
       return;
     }
-    if (cmd === 101) {                           // a refused frame
+    if (cmd === CMD.REFUSED) {                   // a refused frame
       // throttled, or not stored in time (database unavailable): the same cid is sent again
-      var again = frame.reason === 'throttled' || frame.reason === 'unavailable';
+      var again = P.isRetryable(frame.reason);
       if (frame.cid && !again) this.dropFromOutbox(frame.cid);
       if (frame.cid && again) this.retryLater();
       if (!frame.cid && again && this.resyncing) this.syncLater();
       if (this.options.onRefused) this.options.onRefused(frame);
       return;
     }
-    if ((cmd === 10 || cmd === 11) && typeof frame.id === 'number' && frame.id > this.since) {
+    if (P.isChat(cmd) && typeof frame.id === 'number' && frame.id > this.since) {
       this.since = frame.id;
     }
-    if (cmd === 107 && typeof frame.upto === 'number') {
+    if (cmd === CMD.SYNC_END && typeof frame.upto === 'number') {
       if (frame.upto > this.since) this.since = frame.upto;
-      if (frame.more) this.sendRaw({ cmd: 106, since: this.since });
+      if (frame.more) this.sendRaw({ cmd: CMD.SYNC, since: this.since });
       else this.resyncing = false;
     }
-    if (cmd === 108 && typeof frame.since === 'number') {
+    if (cmd === CMD.RESYNC && typeof frame.since === 'number') {
       // The server's link to the other servers had a gap: messages above `since` may have
       // been missed even though later ones arrived. Sync from there (repeats are dropped by id).
       if (frame.since < this.since) this.since = frame.since;
       this.resyncing = true;
-      this.sendRaw({ cmd: 106, since: this.since });
+      this.sendRaw({ cmd: CMD.SYNC, since: this.since });
       return;
     }
     if (this.options.onFrame) this.options.onFrame(frame);
@@ -196,7 +196,7 @@
   ChatSocket.prototype.syncLater = function () {
     var self = this;
     clearTimeout(this.syncTimer);
-    this.syncTimer = setTimeout(function () { self.sendRaw({ cmd: 106, since: self.since }); }, 1500);
+    this.syncTimer = setTimeout(function () { self.sendRaw({ cmd: CMD.SYNC, since: self.since }); }, 1500);
   };
 
   ChatSocket.prototype.sendRaw = function (obj) {
@@ -216,43 +216,29 @@
 
   /** Queue a chat message (it must carry `cid`) and send it now if the link is up. */
   ChatSocket.prototype.sendMessage = function (frame) {
-    this.outbox.push({ cid: frame.cid, frame: frame });
-    this.saveOutbox();
+    this.outbox.push(frame);
     return this.sendRaw(frame);
   };
 
   ChatSocket.prototype.flushOutbox = function () {
-    for (var i = 0; i < this.outbox.length; i++) {
-      if (!this.sendRaw(this.outbox[i].frame)) return;
+    var frames = this.outbox.frames();
+    for (var i = 0; i < frames.length; i++) {
+      if (!this.sendRaw(frames[i])) return;
     }
   };
 
   ChatSocket.prototype.dropFromOutbox = function (cid) {
-    if (!cid) return;
-    var before = this.outbox.length;
-    this.outbox = this.outbox.filter(function (entry) { return entry.cid !== cid; });
-    if (this.outbox.length !== before) this.saveOutbox();
+    this.outbox.drop(cid);
   };
 
   ChatSocket.prototype.pending = function () {
-    return this.outbox.map(function (entry) { return entry.frame; });
+    return this.outbox.frames();
   };
 
-  ChatSocket.prototype.loadOutbox = function () {
-    try {
-      var saved = JSON.parse(localStorage.getItem(this.storageKey) || '[]');
-      return Array.isArray(saved) ? saved.filter(function (e) { return e && e.cid && e.frame; }) : [];
-    } catch (e) {
-      return [];
-    }
-  };
-
-  ChatSocket.prototype.saveOutbox = function () {
-    try {
-      if (this.outbox.length) localStorage.setItem(this.storageKey, JSON.stringify(this.outbox));
-      else localStorage.removeItem(this.storageKey);
-    } catch (e) { /* storage full or disabled: the in-memory outbox still works */ }
-  };
+  // localStorage may be disabled (some private modes throw on mere access).
+  function localStorageOrNull() {
+    try { return window.localStorage; } catch (e) { return null; }
+  }
 
   window.IM = window.IM || {};
   window.IM.ChatSocket = ChatSocket;

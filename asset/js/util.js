@@ -1,5 +1,6 @@
 /* imchat web client: small helpers with no Vue in them — the HTTP API call, which picture URLs
- * may be shown, turning text into text-and-link pieces, times, and client message ids. */
+ * may be shown, turning text into text-and-link pieces, times, and client message ids. Nothing
+ * here touches the page when loaded, so the DOM-free store can use it outside a browser. */
 (function () {
   'use strict';
 
@@ -129,9 +130,9 @@
   function newCid(userId) {
     cidCounter += 1;
     var random = '';
-    if (window.crypto && crypto.getRandomValues) {
+    if (globalThis.crypto && globalThis.crypto.getRandomValues) {
       var bytes = new Uint8Array(6);
-      crypto.getRandomValues(bytes);
+      globalThis.crypto.getRandomValues(bytes);
       for (var i = 0; i < bytes.length; i++) random += pad(bytes[i].toString(36)).slice(-2);
     } else {
       random = Math.random().toString(36).slice(2, 10);
@@ -164,8 +165,8 @@
     return (size / 1024 / 1024).toFixed(1) + ' MB';
   }
 
-  window.IM = window.IM || {};
-  window.IM.util = {
+  var IM = globalThis.IM = globalThis.IM || {};
+  IM.util = {
     ApiError: ApiError,
     api: api,
     safeMediaUrl: safeMediaUrl,

@@ -86,24 +86,27 @@ def rewrite_config(text: str, data_dir: Path, port: int, **extra: str) -> str:
 class ServerProcess:
     """`imchat serve` of the installed binary, run as a child process with a log file."""
 
-    def __init__(self, binary: Path, config: Path, port: int, workdir: Path,
-                 notify_socket: Path | None = None, prefix: list[str] | None = None) -> None:
+    def __init__(self, binary: Path, config: Path | None, port: int, workdir: Path,
+                 notify_socket: Path | None = None, prefix: list[str] | None = None,
+                 environment: dict[str, str] | None = None) -> None:
         self.port = port
         self.workdir = workdir
         self.log_path = workdir / "server.log"
         # The one-file binary unpacks into $TMPDIR: a private one shows that it cleans up.
         self.tmpdir = workdir / "tmp"
         self.tmpdir.mkdir(parents=True, exist_ok=True)
-        extra = {"TMPDIR": str(self.tmpdir)}
+        extra = {"TMPDIR": str(self.tmpdir), **(environment or {})}
         if notify_socket is not None:
             extra["NOTIFY_SOCKET"] = str(notify_socket)
-        cwd = workdir / "cwd"  # no source tree, no config.toml: only what the binary carries
-        cwd.mkdir(parents=True, exist_ok=True)
+        self.cwd = workdir / "cwd"  # no source tree, no config.toml: only the binary
+        self.cwd.mkdir(parents=True, exist_ok=True)
         self.started = time.monotonic()
         self._log = self.log_path.open("wb")
         # `prefix` execs into the binary (same pid): signals still reach the bootloader.
+        # Without a config: the binary's search order, then its built-in defaults.
+        chosen = ["--config", str(config)] if config else []
         self.proc = subprocess.Popen(
-            [*(prefix or []), str(binary), "serve", "--config", str(config)], cwd=cwd,
+            [*(prefix or []), str(binary), "serve", *chosen], cwd=self.cwd,
             env=clean_env(workdir, **extra), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 

@@ -1,7 +1,8 @@
 """Run a command under the confinement imchat.service asks systemd for, as far as it can be
 had without systemd: the unit's SystemCallFilter= lines as a seccomp filter (EPERM otherwise,
-like SystemCallErrorNumber=EPERM), MemoryDenyWriteExecute= (the kernel's PR_SET_MDWE, the same
-rule) and NoNewPrivileges=.
+like SystemCallErrorNumber=EPERM), RestrictAddressFamilies= (socket() allowed for those families
+only, as systemd's own seccomp rule does), MemoryDenyWriteExecute= (the kernel's PR_SET_MDWE,
+the same rule) and NoNewPrivileges=.
 
     /usr/bin/python3 syscall_sandbox.py UNIT_FILE COMMAND [ARGS...]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,12 +45,15 @@ def expand(group: str, seen: set[str] | None = None) -> set[str]:
     return calls
 
 
-def unit_settings(unit: Path) -> tuple[set[str], bool, bool]:
+def unit_settings(unit: Path) -> tuple[set[str], bool, bool, list[int]]:
     allowed: set[str] | None = None
     mdwe = nnp = False
+    families: list[int] = []
     for line in unit.read_text().splitlines():
         key, _, value = line.partition("=")
-        if key == "SystemCallFilter":
+        if key == "RestrictAddressFamilies":
+            families += [getattr(socket, name) for name in value.split()]
+        elif key == "SystemCallFilter":
             names = set().union(*(expand(n) for n in value.lstrip("~").split()))
             current = allowed or set()
             allowed = current - names if value.startswith("~") else current | names
@@ -58,12 +63,12 @@ def unit_settings(unit: Path) -> tuple[set[str], bool, bool]:
             nnp = value == "yes"
     if allowed is None:
         raise SystemExit(f"{unit}: no SystemCallFilter=")
-    return allowed, mdwe, nnp
+    return allowed, mdwe, nnp, families
 
 
 def main() -> None:
     unit, command = Path(sys.argv[1]), sys.argv[2:]
-    allowed, mdwe, nnp = unit_settings(unit)
+    allowed, mdwe, nnp, families = unit_settings(unit)
     libc = ctypes.CDLL(None, use_errno=True)
     if nnp and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise SystemExit("prctl(PR_SET_NO_NEW_PRIVS) failed")
@@ -72,10 +77,15 @@ def main() -> None:
     rules = seccomp.SyscallFilter(defaction=seccomp.ERRNO(errno.EPERM))
     # systemd always lets a service exec, exit and return from signal handlers.
     for call in sorted(allowed | {"execve", "exit", "exit_group", "rt_sigreturn"}):
+        if call == "socket" and families:
+            continue  # below, per address family
         try:
             rules.add_rule(seccomp.ALLOW, call)
         except (RuntimeError, ValueError):  # not a call on this architecture
             continue
+    if "socket" in allowed:
+        for family in families:
+            rules.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, family))
     rules.load()
     os.execv(command[0], command)
 

@@ -3,14 +3,24 @@ Python variables in the environment (as on a fresh VM)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app import __version__
-from tests.appliance.helpers import Installed, clean_env, free_port, rewrite_config
+from tests.appliance.helpers import (
+    Installed,
+    ServerProcess,
+    clean_env,
+    free_port,
+    rewrite_config,
+)
 
 
 def imchat(binary: Path, cwd: Path, *args: str, stdin: str | None = None
@@ -26,13 +36,47 @@ def test_version_from_an_empty_directory(binary: Path, tmp_path: Path) -> None:
     assert result.stdout.strip() == f"imchat {__version__}"
 
 
-def test_bundled_default_config(binary: Path, tmp_path: Path) -> None:
-    # No --config, no ./config.toml: the config.toml inside the bundle is used.
+def test_built_in_defaults_keep_data_across_restarts(binary: Path, tmp_path: Path) -> None:
+    """No --config, no ./config.toml: the built-in defaults put the data in the working folder
+    (never in the binary's temporary unpack folder), say so, and it is there after a restart."""
     if Path("/etc/imchat/config.toml").exists():
         pytest.skip("/etc/imchat/config.toml exists here and takes precedence, by design")
-    result = imchat(binary, tmp_path, "check-config")
-    assert result.returncode == 0, result.stderr
-    assert "/_MEI" in result.stdout and "config.toml" in result.stdout, result.stdout
+    work = tmp_path / "run"
+    folder = work / "cwd"
+    database = folder / "data" / "imchat.db"
+    checked = imchat(binary, folder, "check-config")
+    assert checked.returncode == 0, checked.stderr
+    assert "built-in defaults" in checked.stdout and str(database) in checked.stdout
+    assert "_MEI" not in checked.stdout, checked.stdout
+    added = imchat(binary, folder, "user", "add", "13900000009", "--password-stdin",
+                   stdin="erin-secret-1\n")
+    assert added.returncode == 0, added.stderr
+    # One line names the config (none: built-in defaults) and the database.
+    assert f"database sqlite {database}" in added.stderr and "_MEI" not in added.stderr
+
+    port = free_port()
+    environment = {"IMCHAT_SERVER_PORT": str(port), "IMCHAT_SERVER_HOST": "127.0.0.1"}
+    for restart in (False, True):
+        server = ServerProcess(binary, None, port, work, environment=environment)
+        try:
+            server.wait_ready()
+            with httpx.Client(base_url=server.base_url, timeout=15) as client:
+                if not restart:
+                    body = client.post("/user/register", data={
+                        "mobile": "13900000010", "passwd": "fred-secret-1"}).json()
+                    assert body["code"] == 0, body
+                for mobile, password in (("13900000009", "erin-secret-1"),
+                                         ("13900000010", "fred-secret-1")):
+                    if restart or mobile == "13900000009":
+                        body = client.post("/user/login", data={
+                            "mobile": mobile, "passwd": password}).json()
+                        assert body["code"] == 0, (mobile, body, server.log_text())
+            assert server.stop() == 0, server.log_text()
+        finally:
+            server.kill()
+        assert f"database sqlite {database}" in server.log_text()
+    listed = imchat(binary, folder, "user", "list")
+    assert "13900000009" in listed.stdout and "13900000010" in listed.stdout, listed
 
 
 def test_admin_commands(installed: Installed, tmp_path: Path) -> None:
@@ -59,6 +103,9 @@ def test_admin_commands(installed: Installed, tmp_path: Path) -> None:
 
     listed = run("user", "list", "--config", str(config))
     assert listed.returncode == 0 and "13900000001\tCarol\tactive" in listed.stdout
+    before = run("--config", str(config), "user", "list")  # the option before the command
+    assert before.returncode == 0 and before.stdout == listed.stdout, before.stderr
+    assert f"config {config}; database sqlite {data / 'imchat.db'}" in before.stderr
 
     assert run("user", "disable", "13900000001", "--config", str(config)).returncode == 0
     assert "\tdisabled" in run("user", "list", "--config", str(config)).stdout
@@ -79,3 +126,26 @@ def test_admin_commands(installed: Installed, tmp_path: Path) -> None:
     bad.write_text(config.read_text().replace("[log]", "[log]\nlevle = \"INFO\""))
     refused = run("check-config", "--config", str(bad))
     assert refused.returncode == 2 and "log.levle" in refused.stderr
+
+
+def test_admin_command_as_another_user_is_one_line(binary: Path) -> None:
+    """`imchat user list` by a user who cannot write the data folder: one line naming the folder
+    and the fix, no traceback from the database driver (exit status 2)."""
+    runuser = shutil.which("runuser")
+    if os.geteuid() != 0 or runuser is None:
+        pytest.skip("needs root and runuser to run the binary as another user")
+    # Outside pytest's tmp folder (0700, root's): the other user must reach the files.
+    with tempfile.TemporaryDirectory() as folder:
+        site = Path(folder)
+        site.chmod(0o755)
+        (site / "data").mkdir(mode=0o755)
+        config = site / "config.toml"
+        config.write_text('[database]\npath = "data/imchat.db"\n')
+        config.chmod(0o644)
+        result = subprocess.run([runuser, "-u", "nobody", "--", str(binary), "--config",
+                                 str(config), "user", "list"], cwd=site, env=clean_env(site),
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{site / 'data'}" in last and "not writable" in last and "sudo -u" in last, last

@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import sqlite3
 import stat
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +23,12 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from app import __version__
 from tests.appliance.helpers import (
     REPO,
     Installed,
     ServerProcess,
+    clean_env,
     run_install,
     smoke_flow,
     start,
@@ -60,6 +64,81 @@ def test_install_layout(installed: Installed) -> None:
     assert installed.unit.read_text() == (REPO / "systemd/imchat.service").read_text()
     assert installed.sysctl.read_text() == (REPO / "systemd/99-imchat.conf").read_text()
     assert (installed.root / "usr/local/share/doc/imchat/admin.md").is_file()
+
+
+def _setting(text: str, name: str) -> str:
+    """The value of the first active `name = value` line (TOML or sysctl syntax)."""
+    match = re.search(rf"^{re.escape(name)} *= *(.+?) *$", text, flags=re.M)
+    assert match, f"no active {name} line"
+    return match.group(1)
+
+
+def test_installed_tuning_takes_effect(installed: Installed) -> None:
+    # The kernel caps the listen queue at net.core.somaxconn: the config asks for exactly that.
+    sysctl = installed.sysctl.read_text()
+    assert _setting(installed.config.read_text(), "backlog") == \
+        _setting(sysctl, "net.core.somaxconn") == "65535"
+    # Nothing machine-wide that a server accepting connections does not need.
+    assert not re.search(r"^net\.ipv4\.ip_local_port_range", sysctl, flags=re.M)
+    # Listening on every interface stays the installed default.
+    assert _setting(installed.config.read_text(), "host") == '"0.0.0.0"'
+    assert _setting(installed.unit.read_text(), "TasksMax") == "4096"
+
+
+def _listen_queue(port: int) -> int:
+    """Send-Q of the listening socket on `port` in `ss -ltn`: its accept-queue limit."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True, timeout=10).stdout
+    queues = {int(line.split()[2]) for line in out.splitlines() if line.strip()}
+    assert len(queues) == 1, out
+    return queues.pop()
+
+
+def test_release_bundle_installs_and_starts(binary: Path, tmp_path: Path) -> None:
+    """make release's archive, unpacked anywhere, installs with its own install.sh (no source
+    tree, no IMCHAT_BINARY) into a scratch root, and the installed server starts from it."""
+    made = subprocess.run(["bash", str(REPO / "scripts" / "make_release.sh")],
+                          env={**os.environ, "IMCHAT_BINARY": str(binary),
+                               "IMCHAT_RELEASE_DIR": str(tmp_path / "out")},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    archives = list((tmp_path / "out").glob("imchat-*-linux-*.tar.gz"))
+    assert [a.name for a in archives] == [f"imchat-{__version__}-linux-{os.uname().machine}.tar.gz"]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    with tarfile.open(archives[0]) as archive:
+        archive.extractall(unpacked, filter="tar")
+    bundle = unpacked / archives[0].name.removesuffix(".tar.gz")
+    assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()) == [
+        "config.toml", "docs/admin.md", "docs/nginx-imchat.conf", "docs/protocol.md", "imchat",
+        "install.sh", "systemd/99-imchat.conf", "systemd/imchat.service", "uninstall.sh"]
+
+    root = tmp_path / "root"
+    result = subprocess.run(["sh", str(bundle / "install.sh")], cwd=unpacked,
+                            env=clean_env(tmp_path, DESTDIR=str(root)), capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    target = Installed(root)
+    assert target.binary.read_bytes() == binary.read_bytes()
+    assert target.sysctl.read_text() == (REPO / "systemd/99-imchat.conf").read_text()
+    assert (root / "usr/local/share/doc/imchat/admin.md").is_file()
+    # Started with a listen queue below the kernel's cap, which `ss` must then show as is.
+    running = start(target, tmp_path / "run", backlog="1234")
+    try:
+        running.wait_ready()
+        assert _listen_queue(running.port) == 1234
+        body = httpx.post(f"{running.base_url}/user/register", timeout=15, data={
+            "mobile": "13500000001", "passwd": "secret-123"}).json()
+        assert body["code"] == 0, body
+        assert running.stop() == 0, running.log_text()
+    finally:
+        running.kill()
+    removed = subprocess.run(["sh", str(bundle / "uninstall.sh")],
+                             env=clean_env(tmp_path, DESTDIR=str(root)), capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert removed.returncode == 0 and not target.binary.exists(), removed.stderr
 
 
 def test_install_is_idempotent_and_keeps_the_config(binary: Path, tmp_path: Path) -> None:
@@ -138,7 +217,10 @@ def test_bundled_web_client_is_served(server: ServerProcess) -> None:
              if p.is_file() and not p.name.startswith(".")]
     assert files, "asset/ is empty: `make assets` has not run"
     vendor = [p for p in files if "vendor" in p.parts]
-    for path in [files[0], *vendor[:1]]:
+    # The generated web client: Vue's runtime build and the templates compiled at build time.
+    generated = [REPO / "asset" / "vendor" / "vue.runtime.global.prod.js",
+                 REPO / "asset" / "build" / "templates.js"]
+    for path in [files[0], *vendor[:1], *generated]:
         url = f"{server.base_url}/asset/{path.relative_to(REPO / 'asset').as_posix()}"
         answer = httpx.get(url, timeout=10)
         assert answer.status_code == 200 and answer.content == path.read_bytes(), url
@@ -285,9 +367,10 @@ def test_sighup_reloads_what_it_can(installed: Installed, tmp_path: Path) -> Non
 
 def test_runs_under_the_units_syscall_filter_and_memory_rules(installed: Installed,
                                                               tmp_path: Path) -> None:
-    """SystemCallFilter=, MemoryDenyWriteExecute= and NoNewPrivileges= of the installed unit,
-    applied with seccomp and prctl (systemd is not PID 1 here): the whole smoke flow, a reload
-    and a clean stop must work inside them."""
+    """SystemCallFilter=, RestrictAddressFamilies=, MemoryDenyWriteExecute= and
+    NoNewPrivileges= of the installed unit, applied with seccomp and prctl (systemd is not PID 1
+    here): the start on every interface (listing their addresses), the whole smoke flow, a
+    reload and a clean stop must work inside them."""
     probe = subprocess.run(["/usr/bin/python3", "-c", "import seccomp"], capture_output=True,
                            check=False)
     if probe.returncode != 0 or shutil.which("systemd-analyze") is None:
@@ -298,9 +381,11 @@ def test_runs_under_the_units_syscall_filter_and_memory_rules(installed: Install
                     "systemd)")
     sandbox = ["/usr/bin/python3", str(Path(__file__).with_name("syscall_sandbox.py")),
                str(installed.unit)]
-    running = start(installed, tmp_path / "run", prefix=sandbox)
+    # On every interface, as installed: the start lists each interface's address.
+    running = start(installed, tmp_path / "run", prefix=sandbox, host='"0.0.0.0"')
     try:
         running.wait_ready()
+        assert f"open http://127.0.0.1:{running.port}/" in running.log_text()
         status = Path(f"/proc/{running.proc.pid}/status").read_text()
         assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status, status
         result = smoke_flow(running.base_url, running.ws_url)

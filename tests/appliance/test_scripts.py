@@ -10,7 +10,7 @@ import pytest
 
 from tests.appliance.helpers import REPO
 
-SCRIPTS = ["build_binary.sh", "install.sh", "uninstall.sh"]
+SCRIPTS = ["build_binary.sh", "make_release.sh", "install.sh", "uninstall.sh"]
 
 
 def test_scripts_pass_shellcheck() -> None:

@@ -49,9 +49,10 @@ def chromium_path() -> str:
         import playwright.async_api  # noqa: F401
     except ImportError:
         _unavailable("browser tests skipped: the playwright package is not installed")
-    if not (ASSET_DIR / "vendor" / "vue.global.prod.js").exists():
-        pytest.fail("asset/vendor/vue.global.prod.js is missing: run `make assets` "
-                    "(scripts/build_assets.sh) first")
+    for built in ("vendor/vue.runtime.global.prod.js", "build/templates.js"):
+        if not (ASSET_DIR / built).exists():
+            pytest.fail(f"asset/{built} is missing: run `make assets` "
+                        "(scripts/build_assets.sh) first")
     return CHROMIUM
 
 

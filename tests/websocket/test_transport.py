@@ -275,6 +275,28 @@ async def test_coalesced_writes_hold_frames_until_the_block_ends_and_keep_their_
         assert await asyncio.wait_for(first.recv(), 5) == "a3"
 
 
+async def test_frames_held_for_a_laggard_count_against_its_buffer_limit(
+        ws_server: WsServer) -> None:
+    rec = ws_server.recorders["slow"]  # max_buffered_bytes 64 KB
+    laggard = await RawClient.connect(ws_server.port, "/ws/slow", rcvbuf=4096)
+    await rec.wait(lambda: len(rec.opened) == 1)
+    conn = rec.opened[0]
+    frame = encode_text_frame("x" * 1000)
+    accepted = 0
+    with coalesced_writes(ws_server.app):  # a batch of 2 MB for one socket, as a fan-out makes
+        for _ in range(2000):
+            if not conn.send_frame(frame):
+                break
+            accepted += 1
+    # Refused (1013) once the held frames passed the limit: the 2 MB never reached the
+    # transport, where it would have sat until the close timeout.
+    assert conn.closed and conn.close_code == 1013
+    assert accepted <= 70
+    assert conn.buffered_bytes < 256 * 1024
+    await rec.wait_closed(1)
+    laggard.close()
+
+
 async def test_close_from_inside_on_text(ws_server: WsServer) -> None:
     rec = ws_server.recorders["rec"]
     async with connect(ws_server.url("/ws/rec")) as ws:

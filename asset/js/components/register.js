@@ -1,46 +1,22 @@
-/* imchat web client: the log-in and registration pages. Registration picks an avatar (one of
- * the built-in pictures, or an uploaded one: uploads need a session, so that picture is sent
- * to /attach/upload right after the account exists and then saved with /user/update). */
+/* imchat web client: the registration page (/register). An avatar is one of the built-in
+ * pictures, or an uploaded one: uploads need a session, so that picture is sent right after the
+ * account exists and then saved with /user/update (IM.upload.uploadAvatar). */
 (function () {
   'use strict';
 
   var api = IM.util.api;
   var ui = IM.ui;
 
-  var LoginPage = {
-    template: '#tpl-login',
-    mixins: [ui.i18nMixin],
-    emits: ['logged-in', 'go'],
-    data: function () { return { mobile: '', passwd: '', busy: false, error: '' }; },
-    mounted: function () {
-      var input = this.$el.querySelector('input[name=mobile]');
-      if (input) input.focus();
-    },
-    methods: {
-      submit: function () {
-        var self = this;
-        this.error = '';
-        if (!this.mobile) { this.error = this.t('required', { field: this.t('mobile') }); return; }
-        if (!this.passwd) { this.error = this.t('required', { field: this.t('password') }); return; }
-        this.busy = true;
-        api('/user/login', { mobile: this.mobile, passwd: this.passwd }).then(function (answer) {
-          self.$emit('logged-in', answer.data);
-        }, function (error) {
-          self.error = error.message;
-        }).then(function () { self.busy = false; });
-      }
-    }
-  };
-
-  var RegisterPage = {
-    template: '#tpl-register',
+  IM.components = IM.components || {};
+  IM.components.RegisterPage = {
+    render: IM.templates.register,
     mixins: [ui.i18nMixin],
     emits: ['logged-in', 'go'],
     data: function () {
       return {
         mobile: '', passwd: '', nickname: '', sex: 'U',
         builtins: [], builtin: '', file: null, filePreview: '',
-        busy: false, error: ''
+        busy: false, error: '', accept: IM.upload.ACCEPT
       };
     },
     computed: {
@@ -69,10 +45,9 @@
         this.filePreview = '';
       },
       pickFile: function (event) {
-        var file = event.target.files && event.target.files[0];
-        event.target.value = '';
+        var file = IM.upload.pickedFile(event);
         if (!file) return;
-        if (!/^image\/(png|jpeg|gif|webp)$/.test(file.type)) { ui.toast(this.t('onlyPictures'), 'error'); return; }
+        if (!IM.upload.accepts(file)) { ui.toast(this.t('onlyPictures'), 'error'); return; }
         this.clearFile();
         this.file = file;
         this.filePreview = URL.createObjectURL(file);
@@ -87,7 +62,7 @@
         api('/user/register', body).then(function (answer) {
           var user = answer.data;
           if (!self.file) return user;
-          return uploadAvatar(self.file).then(function (avatar) {
+          return IM.upload.uploadAvatar(self.file).then(function (avatar) {
             user.avatar = avatar;
             return user;
           }, function (error) {
@@ -102,22 +77,4 @@
       }
     }
   };
-
-  /** Upload a picture and make it the logged-in user's avatar; resolves with its URL. */
-  function uploadAvatar(file) {
-    var form = new FormData();
-    form.append('file', file);
-    return api('/attach/upload', form).then(function (answer) {
-      var url = answer.thumb && IM.util.safeMediaUrl(answer.thumb) ? answer.thumb : answer.data;
-      return api('/user/update', { avatar: url }).then(function (saved) {
-        return (saved.data && saved.data.avatar) || url;
-      }, function (error) {
-        if (error.status === 404 || error.status === 405) throw new IM.util.ApiError(IM.i18n.t('avatarNotSaved'), error.status);
-        throw error;
-      });
-    });
-  }
-
-  window.IM = window.IM || {};
-  window.IM.pages = { LoginPage: LoginPage, RegisterPage: RegisterPage, uploadAvatar: uploadAvatar };
 })();

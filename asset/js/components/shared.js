@@ -1,5 +1,6 @@
 /* imchat web client: the small shared Vue components — avatar, text with safe links, modal
- * dialog, language switch — and the toast messages. */
+ * dialog, language switch — and the toast messages. Their templates are the .html files of the
+ * same names beside this one, compiled at build time (scripts/compile_templates.js). */
 (function () {
   'use strict';
 
@@ -27,7 +28,7 @@
   };
 
   var Avatar = {
-    template: '#tpl-avatar',
+    render: IM.templates.avatar,
     props: {
       src: { type: String, default: '' },
       name: { type: String, default: '' },
@@ -47,13 +48,13 @@
   };
 
   var RichText = {
-    template: '#tpl-rich-text',
+    render: IM.templates['rich-text'],
     props: { text: { type: String, default: '' } },
     computed: { pieces: function () { return util.linkify(this.text); } }
   };
 
   var Modal = {
-    template: '#tpl-modal',
+    render: IM.templates.modal,
     mixins: [i18nMixin],
     props: { title: { type: String, default: '' }, wide: { type: Boolean, default: false } },
     emits: ['close'],
@@ -66,7 +67,7 @@
   };
 
   var LangSwitch = {
-    template: '#tpl-lang-switch',
+    render: IM.templates['lang-switch'],
     mixins: [i18nMixin],
     computed: { langs: function () { return i18n.langs; } },
     methods: { setLang: function (lang) { i18n.setLang(lang); } }
@@ -85,6 +86,11 @@
     }
   };
 
+  // The phone layout (one pane at a time) below this width; app.css uses the same breakpoint.
+  var PHONE_WIDTH = 760;
+
+  function isPhone() { return window.innerWidth <= PHONE_WIDTH; }
+
   function install(app) {
     app.component('im-avatar', Avatar);
     app.component('im-rich-text', RichText);
@@ -94,5 +100,5 @@
   }
 
   window.IM = window.IM || {};
-  window.IM.ui = { toasts: toasts, toast: toast, i18nMixin: i18nMixin, install: install };
+  window.IM.ui = { toasts: toasts, toast: toast, i18nMixin: i18nMixin, isPhone: isPhone, install: install };
 })();

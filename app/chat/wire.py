@@ -1,0 +1,64 @@
+"""The chat protocol's vocabulary, the one source: every frame `cmd`, message `media` kind and
+application close code, and how a stored message looks on the wire. The web client's
+asset/js/protocol.js is checked against this module (tests/test_client_protocol.py); the
+whole protocol is written out in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ujson
+
+# Frames of the article's protocol (v1 and v2).
+CMD_HEART = 0  # keep-alive, both ways
+CMD_SINGLE = 10  # a one-to-one message
+CMD_GROUP = 11  # a group message
+# Extension frames: only connections that asked for them (`v=2`) get these.
+CMD_ACK = 100  # server -> sender: stored as `id` (by `cid`)
+CMD_ERROR = 101  # server -> client: a frame was refused (`reason`, `msg`, `cid`)
+CMD_READ = 102  # both ways: read up to `id` in a conversation (`tcmd`, `dstid`)
+CMD_TYPING = 103  # both ways: typing in a conversation
+CMD_PRESENCE = 104  # server -> client: who is online (snapshot) or one user's change
+CMD_SYNC = 106  # client -> server: what I missed after `since`
+CMD_SYNC_END = 107  # server -> client: caught up to `upto`, `more` to follow
+CMD_RESYNC = 108  # server -> client: messages above `since` may have been missed: sync again
+
+MEDIA_TEXT = 1
+MEDIA_VOICE = 3
+MEDIA_PICTURE = 4
+
+CLOSE_SESSION_ENDED = 4001  # logged out, disabled or expired: do not reconnect
+
+# A `cid` the server made for a message that came without one; clients may not use the prefix.
+SERVER_CID_PREFIX = "~"
+
+
+def wire_message(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored row as the article's message JSON, plus `ts` and the client's `cid`."""
+    message = {
+        "id": row["id"],
+        "userid": row["sender_id"],
+        "cmd": row["cmd"],
+        "dstid": row["dst_user_id"] if row["cmd"] == CMD_SINGLE else row["community_id"],
+        "media": row["media"],
+        "content": row["content"],
+        "pic": row["pic"],
+        "url": row["url"],
+        "memo": row["memo"],
+        "amount": row["amount"],
+        "ts": row["created_ms"],
+    }
+    cid = row.get("cid")
+    if cid and not cid.startswith(SERVER_CID_PREFIX):
+        message["cid"] = cid
+    return message
+
+
+def wire_size(row: dict[str, Any]) -> int:
+    """About how many bytes a stored row takes on the wire (its texts plus the JSON around)."""
+    return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()

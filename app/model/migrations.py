@@ -1,0 +1,194 @@
+"""Schema versions and upgrades.
+
+The database records the version of its schema in `im_schema` (one row). Opening it:
+- an empty database gets the current schema (Tortoise's tables, then what the models cannot
+  say, such as MySQL collations) and is stamped with SCHEMA_VERSION;
+- an older one is brought forward one step at a time, each step recorded as it completes, a
+  SQLite file backed up first (`<file>.schema-<N>.bak`), with a progress line per step;
+- a newer one is refused, naming both versions, so an old binary never writes to a schema it does
+  not know.
+
+Release 0.1.0 had no `im_schema`: a database with imchat's tables and no version is schema 1.
+
+Why not aerich or Tortoise's own migrations: both record applied migrations by name and
+generate DDL from model diffs. imchat's first step is MySQL-only DDL the models cannot express
+(byte-exact collations), every 0.1.0 database in the field has no migration history to fake, and
+the one-file binary would have to carry a migrations package for their loaders to find. A list
+of plain async steps, each written for both engines and tested by upgrading the 0.1.0 fixtures
+(tests/test_upgrade.py), is smaller than that and checks the same things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from app.model.backup import backup_sqlite
+from app.settings import Settings
+
+log = logging.getLogger("imchat.db")
+
+SCHEMA_VERSION = 2
+# The release that introduced each schema version, for messages that name both sides.
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0"}
+
+Progress = Callable[[str], None]
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this imchat (newer schema, or a failed upgrade)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One upgrade: from `version - 1` to `version`."""
+
+    version: int
+    title: str
+    run: Callable[[BaseDBAsyncClient, Progress], Awaitable[None]]
+
+
+# Columns that identify something and must compare byte for byte. MySQL's default collations
+# ignore case and accents, so "cidA" and "cida" (or "àlice" and "alice") would be one key.
+_EXACT_COLUMNS = (
+    ("im_message", "cid", "VARCHAR(64) NOT NULL"),
+    ("im_user", "mobile", "VARCHAR(20) NOT NULL"),
+    ("im_token", "token_hash", "VARCHAR(64) NOT NULL"),
+    ("im_attachment", "sha256", "VARCHAR(64) NOT NULL"),
+    ("im_attachment", "stored_name", "VARCHAR(100) NOT NULL"),
+)
+
+
+# Binary collations that also count trailing spaces ("cid" and "cid " differ): MariaDB's
+# nopad_bin, MySQL 8's 0900_bin; plain utf8mb4_bin (PAD SPACE) only where neither exists.
+_EXACT_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
+
+
+async def exact_collation(connection: BaseDBAsyncClient) -> str:
+    rows = await connection.execute_query_dict(
+        "SELECT collation_name AS name FROM information_schema.collations "
+        "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin', 'utf8mb4_bin')")
+    present = {r["name"] for r in rows}
+    return next(c for c in _EXACT_COLLATIONS if c in present)
+
+
+async def _exact_identifiers(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    if connection.capabilities.dialect != "mysql":
+        return  # SQLite compares text byte for byte already
+    collation = await exact_collation(connection)
+    for table, column, definition in _EXACT_COLUMNS:
+        rows = await _table_rows(connection, table)
+        progress(f"  {table}.{column}: byte-exact comparison ({rows} rows)")
+        await connection.execute_script(
+            f"ALTER TABLE `{table}` MODIFY `{column}` {definition.replace(' NOT NULL', '')} "
+            f"CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL")
+
+
+STEPS: tuple[Step, ...] = (
+    Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
+         _exact_identifiers),
+)
+assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
+
+
+async def _table_rows(connection: BaseDBAsyncClient, table: str) -> int:
+    rows = await connection.execute_query_dict(f"SELECT COUNT(*) AS n FROM {table}")
+    return int(rows[0]["n"])
+
+
+async def _tables(connection: BaseDBAsyncClient) -> set[str]:
+    if connection.capabilities.dialect == "sqlite":
+        rows = await connection.execute_query_dict(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {r["name"] for r in rows}
+    rows = await connection.execute_query_dict(
+        "SELECT table_name AS name FROM information_schema.tables "
+        "WHERE table_schema = DATABASE()")
+    return {r["name"] for r in rows}
+
+
+async def schema_version(connection: BaseDBAsyncClient) -> int | None:
+    """The version recorded in the database; 1 for 0.1.0's tables, None for an empty one."""
+    tables = await _tables(connection)
+    if "im_schema" in tables:
+        rows = await connection.execute_query_dict("SELECT version FROM im_schema")
+        if rows:
+            return int(rows[0]["version"])
+    return 1 if "im_user" in tables else None
+
+
+async def _stamp(connection: BaseDBAsyncClient, version: int) -> None:
+    await connection.execute_script(
+        "CREATE TABLE IF NOT EXISTS im_schema (id INT NOT NULL PRIMARY KEY, version INT NOT NULL)")
+    await connection.execute_script("DELETE FROM im_schema")
+    await connection.execute_query(
+        f"INSERT INTO im_schema (id, version) VALUES (1, {int(version)})")
+
+
+def _describe(version: int) -> str:
+    release = RELEASE_OF_SCHEMA.get(version)
+    return f"schema {version}" + (f" (imchat {release})" if release else " (a newer imchat)")
+
+
+def _backup_sqlite(settings: Settings, version: int) -> Path:
+    target = settings.sqlite_path.with_name(f"{settings.sqlite_path.name}.schema-{version}.bak")
+    counter = 1
+    while target.exists():
+        counter += 1
+        target = target.with_name(
+            f"{settings.sqlite_path.name}.schema-{version}.{counter}.bak")
+    backup_sqlite(settings, target)
+    return target
+
+
+async def prepare_schema(settings: Settings, connection_name: str,
+                         progress: Progress | None = None) -> int:
+    """Create, check or upgrade the schema of the open database; answer its version."""
+    say = progress or log.info
+    connection = Tortoise.get_connection(connection_name)
+    version = await schema_version(connection)
+    if version is None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*already exists")
+            await Tortoise.generate_schemas(safe=True)
+        for step in STEPS:
+            await step.run(connection, lambda _line: None)
+        await _stamp(connection, SCHEMA_VERSION)
+        say(f"created a new database at schema {SCHEMA_VERSION}")
+        return SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has {_describe(version)}, but this imchat "
+            f"{__import__('app').__version__} knows schema {SCHEMA_VERSION} at most; install "
+            "the newer imchat again, or restore a backup made before the upgrade")
+    if version == SCHEMA_VERSION:
+        return version
+    if settings.database.engine == "sqlite":
+        say(f"backing up the database to {_backup_sqlite(settings, version)}")
+    say(f"upgrading the database from {_describe(version)} to {_describe(SCHEMA_VERSION)}")
+    for step in STEPS:
+        if step.version <= version:
+            continue
+        say(f"step {step.version - 1} -> {step.version}: {step.title}")
+        try:
+            # SQLite runs DDL inside the transaction: a failed step leaves the previous schema.
+            # MySQL commits each ALTER by itself; its steps are written to be re-runnable.
+            async with in_transaction(connection_name) as transaction:
+                await step.run(transaction, say)
+                await _stamp(transaction, step.version)
+        except Exception as error:
+            raise SchemaError(f"upgrading to schema {step.version} failed: {error}; the "
+                              f"database stays at schema {step.version - 1}") from error
+    # Tables a step did not create itself (none so far) would come from the models here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*already exists")
+        await Tortoise.generate_schemas(safe=True)
+    say(f"database upgraded to schema {SCHEMA_VERSION}")
+    return SCHEMA_VERSION

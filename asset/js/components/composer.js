@@ -1,0 +1,131 @@
+/* imchat web client: the composer under the open conversation — the text box (Enter sends,
+ * Shift+Enter breaks the line), the emoji and sticker pickers, choosing a picture to send, and
+ * the typing notices that tell the peer(s) this user is writing. */
+(function () {
+  'use strict';
+
+  var CMD = IM.protocol.CMD;
+  var MEDIA = IM.protocol.MEDIA;
+  var TYPING_SEND_EVERY_MS = 3000;  // while typing goes on, say so again this often
+  var TYPING_MIN_GAP_MS = 600;       // the server drops notices closer than 0.5 s
+
+  IM.components = IM.components || {};
+  IM.components.Composer = {
+    render: IM.templates.composer,
+    mixins: [IM.ui.i18nMixin],
+    inject: ['chat'],
+    data: function () {
+      return { emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT };
+    },
+    computed: {
+      conv: function () { return this.chat.active; },
+      emojiGroups: function () { return IM.emoji.groups; },
+      currentEmoji: function () {
+        var id = this.emojiGroup;
+        return (IM.emoji.groups.filter(function (g) { return g.id === id; })[0] || IM.emoji.groups[0]).chars;
+      },
+      currentPack: function () {
+        var id = this.stickerPack;
+        var packs = this.chat.stickerPacks;
+        return packs.filter(function (p) { return p.id === id; })[0] || packs[0] || null;
+      },
+      currentStickers: function () { return this.currentPack ? this.currentPack.assets : []; }
+    },
+    watch: {
+      'chat.activeKey': function () { this.typingRestart(); }
+    },
+    created: function () {
+      this.lastTypingAt = 0;     // when the last typing notice went out
+      this.nextTypingAt = 0;     // the earliest time for the next one
+      this.typingTimer = null;
+    },
+    unmounted: function () { clearTimeout(this.typingTimer); },
+    methods: {
+      focus: function () { if (this.$refs.input) this.$refs.input.focus(); },
+
+      sendText: function () {
+        var conv = this.conv;
+        var text = conv.draft.replace(/\s+$/, '');
+        if (!text.trim()) return;
+        conv.draft = '';
+        this.chat.send({ media: MEDIA.TEXT, content: text });
+        // Keep the emoji picker open for the next message on wide screens; on a phone it
+        // would cover the conversation.
+        this.chat.panel = this.chat.panel === 'emoji' && !IM.ui.isPhone() ? 'emoji' : null;
+        this.typingRestart();
+        var input = this.$refs.input;
+        this.$nextTick(function () { if (input) { input.style.height = ''; input.focus(); } });
+      },
+
+      sendSticker: function (url) {
+        if (!IM.util.isStickerUrl(url)) return;
+        this.chat.send({ media: MEDIA.PICTURE, url: url });
+        if (IM.ui.isPhone()) this.chat.panel = null;
+      },
+
+      onKeydown: function (event) {
+        if (event.key === 'Enter' && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+          event.preventDefault();
+          this.sendText();
+        }
+      },
+
+      onInput: function (event) {
+        var el = event.target;
+        el.style.height = 'auto';
+        el.style.height = Math.min(el.scrollHeight, 160) + 'px';
+        this.announceTyping();
+      },
+
+      /** Tell the peer(s) that this user is typing: at once, then every few seconds. */
+      announceTyping: function () {
+        var conv = this.conv;
+        var self = this;
+        if (!conv || !conv.draft.trim() || !this.chat.socket) return;
+        var now = Date.now();
+        if (now >= this.nextTypingAt) {
+          if (this.chat.socket.sendRaw({ cmd: CMD.TYPING, tcmd: conv.cmd, dstid: conv.dstid })) {
+            this.lastTypingAt = now;
+            this.nextTypingAt = now + TYPING_SEND_EVERY_MS;
+          }
+        } else if (!this.typingTimer) {
+          this.typingTimer = setTimeout(function () {
+            self.typingTimer = null;
+            self.announceTyping();
+          }, this.nextTypingAt - now);
+        }
+      },
+
+      /** After a send or a change of conversation, the next notice may go out soon. */
+      typingRestart: function () {
+        clearTimeout(this.typingTimer);
+        this.typingTimer = null;
+        this.nextTypingAt = this.lastTypingAt + TYPING_MIN_GAP_MS;
+      },
+
+      togglePanel: function (name) {
+        this.chat.panel = this.chat.panel === name ? null : name;
+      },
+
+      insertEmoji: function (ch) {
+        var conv = this.conv;
+        var input = this.$refs.input;
+        var start = input ? input.selectionStart : conv.draft.length;
+        var end = input ? input.selectionEnd : conv.draft.length;
+        conv.draft = conv.draft.slice(0, start) + ch + conv.draft.slice(end);
+        this.$nextTick(function () {
+          if (!input) return;
+          input.focus();
+          input.selectionStart = input.selectionEnd = start + ch.length;
+        });
+      },
+
+      pickPicture: function (event) {
+        var file = IM.upload.pickedFile(event);
+        if (!file) return;
+        if (!IM.upload.accepts(file)) { IM.ui.toast(this.t('onlyPictures'), 'error'); return; }
+        this.chat.openPictureDialog(file);
+      }
+    }
+  };
+})();

@@ -1,0 +1,47 @@
+/* imchat web client: the wire vocabulary of the /chat WebSocket (protocol v2) — every frame
+ * `cmd`, message `media` kind and close code the client uses, named once. The server's side
+ * is checked against this file by tests/test_client_protocol.py, so the two cannot drift.
+ * Plain JavaScript with no DOM: it loads in a page and in node alike. */
+(function (IM) {
+  'use strict';
+
+  var VERSION = 2;      // /chat?v=2: the protocol these frames belong to
+
+  var CMD = Object.freeze({
+    HEARTBEAT: 0,       // both ways: keep-alive; the server answers in kind
+    SINGLE: 10,         // a one-to-one chat message
+    GROUP: 11,          // a group chat message
+    ACK: 100,           // server -> sender: your message (by `cid`) is stored as `id`
+    REFUSED: 101,       // server -> client: a frame was refused (`reason`, `msg`, `cid`)
+    READ: 102,          // both ways: read up to `id` in a conversation (`tcmd`, `dstid`)
+    TYPING: 103,        // both ways: typing notice (`tcmd`, `dstid`)
+    PRESENCE: 104,      // server -> client: who is online (snapshot) or one user's change
+    SYNC: 106,          // client -> server: send what I missed after message `since`
+    SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
+    RESYNC: 108         // server -> client: messages above `since` may have been missed: sync
+  });
+
+  var MEDIA = Object.freeze({
+    TEXT: 1,            // `content`
+    VOICE: 3,           // `url` of an uploaded clip (the web client plays these)
+    PICTURE: 4          // `url` (picture or built-in sticker), optional `pic` preview
+  });
+
+  var CLOSE = Object.freeze({
+    NORMAL: 1000,           // the client leaves (logout, page closed)
+    SESSION_ENDED: 4001     // logged out, disabled or expired: do not reconnect
+  });
+
+  // Refusals that mean "not now" rather than "never": the message stays in the outbox and is
+  // sent again shortly.
+  var RETRY_REASONS = Object.freeze(['throttled', 'unavailable']);
+
+  function isRetryable(reason) { return RETRY_REASONS.indexOf(reason) !== -1; }
+
+  function isChat(cmd) { return cmd === CMD.SINGLE || cmd === CMD.GROUP; }
+
+  IM.protocol = Object.freeze({
+    VERSION: VERSION, CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
+    isRetryable: isRetryable, isChat: isChat
+  });
+})(globalThis.IM = globalThis.IM || {});

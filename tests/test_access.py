@@ -1,0 +1,136 @@
+"""The one access rule (app/service/access.py) on every route and frame that touches a
+conversation, table-driven: each surface asked by a member, a non-member, a former member, a
+stranger and a disabled user, on a real server with real clients (SQLite and MariaDB); and the
+rule's cached form on its own, without a server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from app.chat.wire import CMD_GROUP, CMD_SINGLE
+from app.model.tables import Membership, User
+from app.service import access, users
+from app.util.errors import BadRequest, Forbidden
+from tests.factories import befriend, close_all, connect, make_group, recv_until, register
+from tests.hostile import refused_status
+
+ROLES = ("member", "non-member", "former member", "stranger", "disabled")
+
+
+async def outcome_of(ws: Any, frame: dict[str, Any]) -> str:
+    """"stored" (a message's acknowledgement), "accepted" (a read mark or typing notice draws
+    no answer: a heartbeat sent after it comes back first), or the refusal's reason."""
+    await ws.send(json.dumps(frame))
+    if frame["cmd"] in (CMD_SINGLE, CMD_GROUP):
+        answer = await recv_until(ws, lambda f: f.get("cmd") in (100, 101))
+        return "stored" if answer["cmd"] == 100 else answer["reason"]
+    await ws.send(json.dumps({"cmd": 0}))
+    answer = await recv_until(ws, lambda f: f.get("cmd") in (0, 101))
+    if answer["cmd"] == 0:
+        return "accepted"
+    await recv_until(ws, lambda f: f.get("cmd") == 0)
+    return answer["reason"]
+
+
+async def _people(server: Any) -> tuple[dict[str, Any], int, Any]:
+    owner = await register(server)
+    people = {role: await register(server) for role in ROLES}
+    name = "acl-" + uuid.uuid4().hex[:8]
+    group_id = await make_group(owner, name, people["member"], people["former member"],
+                                people["disabled"])
+    await befriend(owner, people["member"])
+    await Membership.filter(community_id=group_id, user_id=people["former member"].id).delete()
+    await users.set_disabled(server.app.ctx.services,
+                             await User.get(id=people["disabled"].id), True)
+    return people, group_id, owner
+
+
+async def test_every_http_route_on_a_group_follows_the_rule(server):
+    people, group_id, owner = await _people(server)
+    routes = [("/message/history", {"cmd": CMD_GROUP, "dstid": group_id}),
+              ("/message/receipts", {"cmd": CMD_GROUP, "dstid": group_id}),
+              ("/contact/members", {"id": group_id})]
+    expected = {"member": 200, "non-member": 403, "former member": 403, "stranger": 403,
+                "disabled": 401}
+    answers = {}
+    for role, person in people.items():
+        for path, form in routes:
+            answer = await person.client.post(path, data=form)
+            answers[(role, path)] = answer.status_code
+            if answer.status_code == 200:
+                assert answer.json()["code"] == 0, answer.text
+    assert answers == {(role, path): expected[role] for role in ROLES for path, _ in routes}
+    await close_all(owner, *people.values())
+
+
+async def test_every_frame_on_a_group_follows_the_rule(server):
+    people, group_id, owner = await _people(server)
+    frames = {
+        "message": {"cmd": CMD_GROUP, "dstid": group_id, "media": 1, "content": "hi"},
+        "read": {"cmd": 102, "tcmd": CMD_GROUP, "dstid": group_id, "id": 1},
+        "typing": {"cmd": 103, "tcmd": CMD_GROUP, "dstid": group_id},
+    }
+    outcome: dict[tuple[str, str], str] = {}
+    for role, person in people.items():
+        if role == "disabled":
+            status = await refused_status(f"{server.ws_url}/chat?token={person.token}&v=2")
+            for kind in frames:
+                outcome[(role, kind)] = f"handshake {status}"
+            continue
+        ws = await connect(server, person)
+        for kind, frame in frames.items():
+            outcome[(role, kind)] = await outcome_of(ws, {**frame, "cid": f"{kind}-{person.id}"})
+        await ws.close()
+    allowed = {"message": "stored", "read": "accepted", "typing": "accepted"}
+    expected = {(role, kind): (allowed[kind] if role == "member" else
+                               "handshake 401" if role == "disabled" else "forbidden")
+                for role in ROLES for kind in frames}
+    assert outcome == expected
+    await close_all(owner, *people.values())
+
+
+async def test_one_to_one_frames_need_a_friend_and_history_is_always_ones_own(server):
+    alice = await register(server)
+    friend = await register(server)
+    stranger = await register(server)
+    await befriend(alice, friend)
+    ws = await connect(server, alice)
+    outcome = {}
+    for who, peer in (("friend", friend), ("stranger", stranger), ("self", alice)):
+        for kind, frame in (("message", {"cmd": CMD_SINGLE, "media": 1, "content": "hi"}),
+                            ("read", {"cmd": 102, "tcmd": CMD_SINGLE, "id": 1}),
+                            ("typing", {"cmd": 103, "tcmd": CMD_SINGLE})):
+            outcome[(who, kind)] = await outcome_of(
+                ws, {**frame, "dstid": peer.id, "cid": f"{who}-{kind}"})
+    assert outcome == {
+        ("friend", "message"): "stored", ("friend", "read"): "accepted",
+        ("friend", "typing"): "accepted",
+        ("stranger", "message"): "forbidden", ("stranger", "read"): "forbidden",
+        ("stranger", "typing"): "forbidden",
+        ("self", "message"): "bad_request", ("self", "read"): "bad_request",
+        ("self", "typing"): "bad_request"}
+    # Reading a one-to-one conversation answers only what the two said to each other.
+    history = await stranger.post("/message/history", cmd=CMD_SINGLE, dstid=alice.id)
+    assert history["code"] == 0 and history["rows"] == []
+    await ws.close()
+    await close_all(alice, friend, stranger)
+
+
+@pytest.mark.parametrize(("cmd", "dstid", "friends", "groups", "strangers", "refusal"), [
+    (CMD_SINGLE, 2, {2}, set(), False, None),
+    (CMD_SINGLE, 3, {2}, set(), False, Forbidden),
+    (CMD_SINGLE, 3, {2}, set(), True, None),
+    (CMD_SINGLE, 1, {1}, set(), True, BadRequest),
+    (CMD_GROUP, 7, set(), {7}, False, None),
+    (CMD_GROUP, 8, {8}, {7}, True, Forbidden),
+])
+def test_the_cached_rule_without_a_server(cmd, dstid, friends, groups, strangers, refusal):
+    if refusal is None:
+        access.check_post_cached(1, cmd, dstid, strangers, friends, groups)
+    else:
+        with pytest.raises(refusal):
+            access.check_post_cached(1, cmd, dstid, strangers, friends, groups)

@@ -1,0 +1,264 @@
+"""Upgrading databases made by earlier releases: the 0.1.0 fixtures (tests/fixtures/release-0.1.0,
+made by that release's own server through its API; see make_release_fixture.py) are opened by
+this imchat on SQLite and on MariaDB. Every row must survive unchanged, every behaviour must work
+on the old data, the SQLite file is backed up first, an upgraded schema equals a fresh one, and a
+database newer than this imchat is refused without being touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.model.migrations import SCHEMA_VERSION
+from tests.factories import recv_until
+from tests.harness import (
+    MYSQL_HOST,
+    MYSQL_PASSWORD,
+    MYSQL_PORT,
+    MYSQL_USER,
+    make_settings,
+    mysql_connect,
+    start_server,
+    throwaway_mysql_database,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
+FACTS = json.loads((FIXTURE / "fixture.json").read_text("utf-8"))
+REPO = Path(__file__).resolve().parent.parent
+TABLES = ["im_user", "im_token", "im_friendship", "im_community", "im_membership", "im_message",
+          "im_readmark", "im_attachment"]
+
+
+class OldDatabase:
+    """A copy of the 0.1.0 fixture on one engine, readable without imchat."""
+
+    def __init__(self, engine: str, tmp_path: Path, mysql_name: str | None) -> None:
+        self.engine = engine
+        self.facts = FACTS[engine]
+        self.mysql_name = mysql_name
+        self.upload_dir = tmp_path / "resource"
+        shutil.copytree(FIXTURE / "resource", self.upload_dir)
+        self.sqlite_path = tmp_path / "imchat.db"
+        if engine == "sqlite":
+            shutil.copyfile(FIXTURE / "imchat.db", self.sqlite_path)
+        else:
+            subprocess.run(["mariadb", f"-h{MYSQL_HOST}", f"-P{MYSQL_PORT}", f"-u{MYSQL_USER}",
+                            *([f"-p{MYSQL_PASSWORD}"] if MYSQL_PASSWORD else []), mysql_name],
+                           input=(FIXTURE / "imchat.sql").read_bytes(), check=True)
+        self.settings = make_settings(tmp_path, engine, mysql_name,
+                                      storage={"upload_dir": str(self.upload_dir)})
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.engine == "sqlite":
+            connection = sqlite3.connect(self.sqlite_path)
+            try:
+                rows = [tuple(row) for row in connection.execute(sql)]
+                connection.commit()
+                return rows
+            finally:
+                connection.close()
+        connection = mysql_connect(self.mysql_name)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+                return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            connection.close()
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {table: self.query(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+
+    def schema(self) -> list[str]:
+        """The definition of every table and index, without counters that differ by content."""
+        if self.engine == "sqlite":
+            return sorted(sql for (sql,) in self.query(
+                "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+        tables = [name for (name,) in self.query("SHOW TABLES")]
+        return sorted(re.sub(r" AUTO_INCREMENT=\d+", "", self.query(
+            f"SHOW CREATE TABLE `{name}`")[0][1]) for name in tables)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        environment = {"IMCHAT_DATABASE_ENGINE": self.engine,
+                       "IMCHAT_DATABASE_PATH": str(self.sqlite_path),
+                       "IMCHAT_STORAGE_UPLOAD_DIR": str(self.upload_dir)}
+        if self.engine == "mysql":
+            environment.update({
+                "IMCHAT_DATABASE_HOST": MYSQL_HOST, "IMCHAT_DATABASE_PORT": str(MYSQL_PORT),
+                "IMCHAT_DATABASE_USER": MYSQL_USER, "IMCHAT_DATABASE_PASSWORD": MYSQL_PASSWORD,
+                "IMCHAT_DATABASE_NAME": str(self.mysql_name)})
+        return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **environment})
+
+
+@pytest.fixture
+def old_database(db_backend: str, tmp_path: Path) -> Iterator[OldDatabase]:
+    if db_backend == "sqlite":
+        yield OldDatabase("sqlite", tmp_path, None)
+        return
+    with throwaway_mysql_database("imchat_upgrade") as name:
+        yield OldDatabase("mysql", tmp_path, name)
+
+
+async def test_a_0_1_0_database_upgrades_keeping_every_row_and_behaviour(old_database):
+    old = old_database
+    facts = old.facts
+    before = old.rows()
+    assert all(before[t] for t in TABLES), "the fixture should have rows in every table"
+    server = await start_server(old.settings)
+    try:
+        assert old.query("SELECT version FROM im_schema") == [(SCHEMA_VERSION,)]
+        assert old.rows() == before
+        if old.engine == "sqlite":
+            backup = old.sqlite_path.with_name("imchat.db.schema-1.bak")
+            connection = sqlite3.connect(backup)
+            try:
+                assert connection.execute("SELECT COUNT(*) FROM im_message").fetchone()[0] == len(
+                    before["im_message"])
+            finally:
+                connection.close()
+        else:
+            collations = dict(old.query(
+                "SELECT CONCAT(table_name, '.', column_name), collation_name FROM "
+                "information_schema.columns WHERE table_schema = DATABASE() AND column_name "
+                "IN ('cid', 'mobile')"))
+            assert set(collations.values()) == {"utf8mb4_nopad_bin"}, collations
+        await _behaviours_on_old_data(server, facts)
+    finally:
+        await server.stop()
+    # A second start finds the schema current and changes nothing.
+    server = await start_server(old.settings)
+    await server.stop()
+    assert old.query("SELECT version FROM im_schema") == [(SCHEMA_VERSION,)]
+
+
+async def _behaviours_on_old_data(server: Any, facts: dict[str, Any]) -> None:
+    alice, bob, carol, dave = facts["users"]
+    sent = facts["messages"]
+    clients = {}
+    for user in (alice, bob, carol):
+        client = server.client()
+        answer = (await client.post("/user/login", data={"mobile": user["mobile"],
+                                                         "passwd": facts["password"]})).json()
+        assert answer["code"] == 0 and answer["data"]["id"] == user["id"], answer
+        user["token"] = answer["data"]["token"]
+        clients[user["id"]] = client
+    async with server.client() as client:
+        disabled = await client.post("/user/login", data={"mobile": dave["mobile"],
+                                                          "passwd": facts["password"]})
+        assert disabled.status_code == 403
+    ca, cb = clients[alice["id"]], clients[bob["id"]]
+    friends = {row["id"] for row in (await ca.post("/contact/loadfriend")).json()["rows"]}
+    assert friends == {bob["id"], carol["id"]}
+    groups = (await cb.post("/contact/loadcommunity")).json()["rows"]
+    assert [g["name"] for g in groups] == [facts["group"]["name"]]
+    direct = [m for m in sent if m["cmd"] == 10]
+    history = (await ca.post("/message/history", data={"cmd": 10, "dstid": bob["id"]})).json()
+    assert [(m["id"], m.get("content", ""), m.get("url", "")) for m in history["rows"]] == [
+        (m["id"], m.get("content", ""), m.get("url", "")) for m in direct]
+    group_history = (await cb.post("/message/history", data={
+        "cmd": 11, "dstid": facts["group"]["id"]})).json()["rows"]
+    assert [m["content"] for m in group_history] == [m["content"] for m in sent
+                                                      if m["cmd"] == 11]
+    receipts = (await ca.post("/message/receipts", data={"cmd": 10, "dstid": bob["id"]})).json()
+    assert {"userid": bob["id"], "id": sent[2]["id"]} in receipts["rows"], receipts
+    picture = await ca.get(facts["upload"])
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    # Chat goes on: a resend of an old cid is recognised, a new message gets a higher id.
+    from websockets.asyncio.client import connect as ws_connect
+
+    ws = await ws_connect(f"{server.ws_url}/chat?token={alice['token']}&v=2&since=0")
+    synced = [await recv_until(ws, lambda f: f.get("cmd") in (10, 11)) for _ in sent]
+    assert sorted(f["id"] for f in synced) == sorted(m["id"] for m in sent)
+    await ws.send(json.dumps({"cmd": 10, "dstid": bob["id"], "media": 1, "content": "again",
+                              "cid": sent[0]["cid"]}))
+    resent = await recv_until(ws, lambda f: f.get("cmd") == 100)
+    assert resent["duplicate"] is True and resent["id"] == sent[0]["id"], resent
+    await ws.send(json.dumps({"cmd": 10, "dstid": bob["id"], "media": 1, "content": "new",
+                              "cid": sent[0]["cid"].upper()}))
+    fresh = await recv_until(ws, lambda f: f.get("cmd") == 100)
+    assert "duplicate" not in fresh and fresh["id"] > max(m["id"] for m in sent), fresh
+    await ws.close()
+    for client in clients.values():
+        await client.aclose()
+
+
+async def test_an_upgraded_schema_equals_a_fresh_one(old_database, db_backend, tmp_path):
+    old = old_database
+    upgraded = await start_server(old.settings)
+    await upgraded.stop()
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    if db_backend == "sqlite":
+        fresh = OldDatabase.__new__(OldDatabase)
+        fresh.engine, fresh.sqlite_path = "sqlite", fresh_dir / "imchat.db"
+        settings = make_settings(fresh_dir, "sqlite")
+        server = await start_server(settings)
+        await server.stop()
+        assert fresh.schema() == old.schema()
+        return
+    with throwaway_mysql_database("imchat_fresh") as name:
+        fresh = OldDatabase.__new__(OldDatabase)
+        fresh.engine, fresh.mysql_name = "mysql", name
+        server = await start_server(make_settings(fresh_dir, "mysql", name))
+        await server.stop()
+        assert fresh.schema() == old.schema()
+
+
+def test_migrate_command_backs_up_and_shows_each_step(old_database):
+    old = old_database
+    first = old.cli("migrate")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert any("upgrading the database from schema 1 (imchat 0.1.0)" in line for line in lines)
+    assert any(line.startswith("step 1 -> 2:") for line in lines), lines
+    if old.engine == "sqlite":
+        assert any("backing up the database to" in line for line in lines), lines
+        assert old.sqlite_path.with_name("imchat.db.schema-1.bak").is_file()
+    else:
+        assert any("im_message.cid" in line and "rows" in line for line in lines), lines
+    again = old.cli("migrate")
+    assert again.returncode == 0 and "upgrading" not in again.stdout, again.stdout
+
+
+def test_a_newer_database_is_refused_untouched(old_database):
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    old.query("UPDATE im_schema SET version = 99")
+    before = old.rows()
+    for command in (["migrate"], ["user", "list"]):
+        refused = old.cli(*command)
+        assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
+        # One line says which config and database the command uses, one why it stops.
+        message = [line for line in refused.stderr.strip().splitlines()
+                   if not line.startswith("imchat: config ")]
+        assert len(message) == 1, refused.stderr
+        assert "schema 99" in message[0] and f"schema {SCHEMA_VERSION}" in message[0], message
+        assert "Traceback" not in refused.stderr
+    assert old.rows() == before
+    assert old.query("SELECT version FROM im_schema") == [(99,)]
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
+    """The fixture's upload files are served byte for byte after the upgrade."""
+    old = old_database
+    server = await start_server(old.settings)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            for path in sorted((FIXTURE / "resource").iterdir()):
+                served = await client.get(f"/resource/{path.name}")
+                assert served.status_code == 200 and served.content == path.read_bytes()
+    finally:
+        await server.stop()
