@@ -89,3 +89,37 @@ async def test_group_refusals(server):
     assert long_name.status_code == 400
     assert (await owner.post("/contact/loadcommunity"))["total"] == 1
     await close_all(owner, outsider)
+
+
+async def test_a_friendship_whose_transaction_cannot_get_the_database_in_time_answers_503(tmp_path):
+    """The statements of a transaction have the same deadline as any other: another program
+    holding SQLite's write lock makes adding a friend answer 503 after
+    `database.query_timeout_seconds`, not hang for the lock and then fail with a 500."""
+    import sqlite3
+    import time
+
+    from tests.harness import make_settings, start_server
+
+    settings = make_settings(tmp_path, "sqlite", database={"query_timeout_seconds": 0.5})
+    server = await start_server(settings)
+    try:
+        a = await register(server)
+        b = await register(server)
+        holder = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # reads go on (WAL); writes wait for this lock
+        try:
+            started = time.monotonic()
+            answer = await a.client.post("/contact/addfriend", data={"dstname": b.mobile})
+            took = time.monotonic() - started
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["reason"] == "unavailable"
+        assert took < 3.0
+        await asyncio.sleep(0.2)
+        again = await a.post("/contact/addfriend", dstname=b.mobile)
+        assert again["code"] == 0, again  # the database is back: it works without a restart
+        await close_all(a, b)
+    finally:
+        await server.stop()

@@ -10,13 +10,15 @@ MySQL connection whose statement was abandoned is closed by aiomysql, never reus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.exceptions import IntegrityError
 
 from app.model.migrations import Progress, prepare_schema
 from app.settings import Settings
@@ -40,7 +42,9 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
                 # WAL + NORMAL is durable across application crashes; only an OS crash or power
                 # loss may drop the last commits (SQLite's documented trade-off).
                 "synchronous": "NORMAL",
-                "busy_timeout": 5000,
+                # Waiting for another writer's lock ends within the statement deadline too:
+                # the aiosqlite thread cannot be interrupted, and what follows waits for it.
+                "busy_timeout": min(5000, int(db.query_timeout_seconds * 1000)),
                 "foreign_keys": "ON",
             },
         }
@@ -116,9 +120,31 @@ def database_unavailable(error: BaseException) -> bool:
     return False
 
 
+_deadline = 10.0  # database.query_timeout_seconds of the open database
+
+
+@contextlib.asynccontextmanager
+async def within_deadline() -> AsyncIterator[None]:
+    """The statement deadline for what add_deadlines does not reach: a transaction's
+    statements run on its own connection. Late or unavailable raises Unavailable."""
+    try:
+        async with asyncio.timeout(_deadline):
+            yield
+    except TimeoutError:
+        raise Unavailable("the database did not answer in time; try again") from None
+    except (Unavailable, IntegrityError):
+        raise
+    except Exception as error:
+        if database_unavailable(error):
+            raise Unavailable("the database is unavailable; try again") from error
+        raise
+
+
 def add_deadlines(connection: Any, timeout: float) -> None:
     """Give each statement of `connection` `timeout` seconds (waiting for a pooled connection
     included); a late or failed-for-availability statement raises Unavailable."""
+    global _deadline
+    _deadline = timeout
     for name in _STATEMENT_METHODS:
         statement = getattr(connection, name, None)
         if statement is not None:

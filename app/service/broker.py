@@ -293,8 +293,8 @@ class RedisBroker:
     async def online_elsewhere(self, user_ids: list[int]) -> set[int]:
         """Which of `user_ids` have a session on another node (an empty answer when Redis
         does not answer within a second: presence is advisory, nobody waits for it)."""
-        if not user_ids:
-            return set()
+        if not user_ids or not self._sending.working:
+            return set()  # Redis is away: do not make every connect wait to learn that
         try:
             async with asyncio.timeout(1.0):
                 nodes = await self._redis.zrangebyscore(self._nodes_key, time.time(), "+inf")

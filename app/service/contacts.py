@@ -5,6 +5,7 @@ from __future__ import annotations
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.model.database import within_deadline
 from app.model.tables import Friendship, User
 from app.service.context import ServiceContext
 from app.util.errors import Conflict, NotFound, Refused
@@ -19,7 +20,7 @@ async def add_friend(ctx: ServiceContext, user: User, friend_mobile: str) -> Use
     if await Friendship.filter(owner_id=user.id, friend_id=friend.id).exists():
         raise Conflict("you are already friends")
     try:
-        async with in_transaction():
+        async with within_deadline(), in_transaction():
             await Friendship.create(owner_id=user.id, friend_id=friend.id)
             if not await Friendship.filter(owner_id=friend.id, friend_id=user.id).exists():
                 await Friendship.create(owner_id=friend.id, friend_id=user.id)

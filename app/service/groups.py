@@ -7,6 +7,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
+from app.model.database import within_deadline
 from app.model.tables import Community, Membership, User
 from app.service import access
 from app.service.context import ServiceContext
@@ -42,7 +43,7 @@ async def create_group(
     if await Community.filter(name=name).exists():
         raise Conflict("a group with this name already exists")
     try:
-        async with in_transaction():
+        async with within_deadline(), in_transaction():
             group = await Community.create(name=name, owner=owner, icon=icon, memo=memo, cate=cate)
             await Membership.create(community=group, user=owner)
     except IntegrityError:
