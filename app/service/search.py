@@ -41,7 +41,7 @@ from typing import Any
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from app.model.database import connection_name, fetch_all
+from app.model.database import connection_name, database_unavailable, fetch_all
 from app.model.tables import Membership, now_ms
 from app.util.errors import BadRequest, Forbidden, Refused
 
@@ -461,8 +461,14 @@ class Indexer:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("indexing messages for search failed; trying again")
+            except Exception as error:
+                if database_unavailable(error):
+                    # Out of disk, stalled or away: one line (the log filter folds repeats);
+                    # the messages wait in the table and are indexed once it answers.
+                    log.warning("indexing messages for search waits: the database is "
+                                "unavailable (%s)", error)
+                else:
+                    log.exception("indexing messages for search failed; trying again")
             await asyncio.sleep(self.interval)
 
 
