@@ -19,6 +19,8 @@ PASSWORD = "secret-pass-1"
 
 @dataclasses.dataclass
 class TestUser:
+    __test__ = False  # a factory's product, not a test class (pytest collects Test* names)
+
     id: int
     mobile: str
     token: str

@@ -135,8 +135,10 @@ async def schema_version(connection: BaseDBAsyncClient) -> int | None:
 
 
 async def _stamp(connection: BaseDBAsyncClient, version: int) -> None:
-    await connection.execute_script(
-        "CREATE TABLE IF NOT EXISTS im_schema (id INT NOT NULL PRIMARY KEY, version INT NOT NULL)")
+    with warnings.catch_warnings():  # MySQL warns that the table exists (aiomysql raises it)
+        warnings.filterwarnings("ignore", message=".*already exists")
+        await connection.execute_script("CREATE TABLE IF NOT EXISTS im_schema "
+                                        "(id INT NOT NULL PRIMARY KEY, version INT NOT NULL)")
     await connection.execute_script("DELETE FROM im_schema")
     await connection.execute_query(
         f"INSERT INTO im_schema (id, version) VALUES (1, {int(version)})")
