@@ -185,19 +185,21 @@ def _with_database(settings: Settings, job: Callable[..., Awaitable[int]],
     return asyncio.run(run())
 
 
+def _print_line(line: str) -> None:
+    """Progress of a long command, one line at a time as it happens."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("WARNING")
-
-    def progress(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
 
     async def job() -> int:
         sys.stdout.write(f"database ready: {settings.database.engine}, schema {SCHEMA_VERSION}\n")
         return 0
 
-    return _with_database(settings, job, progress)
+    return _with_database(settings, job, _print_line)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -209,12 +211,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     settings = _load(args)
     setup_logging("WARNING")
 
-    def progress(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
     async def job() -> int:
-        done = await reindex(Tortoise.get_connection(connection_name()), progress,
+        done = await reindex(Tortoise.get_connection(connection_name()), _print_line,
                              from_scratch=not (args.missing_only or args.follow))
         sys.stdout.write(f"search index ready: {done} messages indexed\n")
         sys.stdout.flush()
@@ -225,7 +223,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             await Indexer(settings.search.index_interval_seconds).run_forever()
         return 0
 
-    return _with_database(settings, job, progress)
+    return _with_database(settings, job, _print_line)
 
 
 def _read_password(args: argparse.Namespace) -> str:
