@@ -231,6 +231,12 @@ class Hub:
         if message_id > self.legacy_cursor.get(user_id, 0):
             self.legacy_cursor[user_id] = message_id
             self._dirty_cursors.add(user_id)
+            if not isinstance(self.broker, MemoryBroker):
+                # Told to the other processes as it moves, not only when the connection
+                # closes: an article client that reconnects at once may land on another process
+                # before this one has seen its close, and must not be pushed this message again.
+                self.publish(Envelope(b"", user_ids=(user_id,), control="cursor",
+                                      message_id=message_id))
 
     # -- what services call after commit ----------------------------------------------------
 
