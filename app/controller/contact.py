@@ -8,8 +8,9 @@ from sanic_ext import openapi
 
 from app.controller.session import require_user, services
 from app.service import contacts, groups, users
-from app.util.binding import id_field, request_fields, text_field, whole_number
+from app.util.binding import id_field, request_fields, text_field
 from app.util.responses import ok, rows
+from app.util.validate import whole_number
 
 contact_bp = Blueprint("contact", url_prefix="/contact")
 

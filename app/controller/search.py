@@ -9,9 +9,10 @@ from sanic_ext import openapi
 
 from app.controller.session import require_user, services
 from app.service import search
-from app.util.binding import check_text, id_field, request_fields
+from app.util.binding import id_field, request_fields
 from app.util.errors import BadRequest, Throttled
 from app.util.responses import rows
+from app.util.validate import check_text
 
 search_bp = Blueprint("search", url_prefix="/message")
 

@@ -31,6 +31,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from app.model.backup import backup_sqlite
+from app.model.collation import exact_collation
 from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
@@ -64,19 +65,6 @@ _EXACT_COLUMNS = (
     ("im_attachment", "sha256", "VARCHAR(64) NOT NULL"),
     ("im_attachment", "stored_name", "VARCHAR(100) NOT NULL"),
 )
-
-
-# Binary collations that also count trailing spaces ("cid" and "cid " differ): MariaDB's
-# nopad_bin, MySQL 8's 0900_bin; plain utf8mb4_bin (PAD SPACE) only where neither exists.
-_EXACT_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
-
-
-async def exact_collation(connection: BaseDBAsyncClient) -> str:
-    rows = await connection.execute_query_dict(
-        "SELECT collation_name AS name FROM information_schema.collations "
-        "WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin', 'utf8mb4_bin')")
-    present = {r["name"] for r in rows}
-    return next(c for c in _EXACT_COLLATIONS if c in present)
 
 
 async def _exact_identifiers(connection: BaseDBAsyncClient, progress: Progress) -> None:

@@ -36,11 +36,11 @@ from app.service import access, messages
 from app.service.broker import Envelope
 from app.service.messages import Draft
 from app.settings import ChatSettings
-from app.util.binding import check_text, whole_number
 from app.util.errors import AppError, BadRequest, Throttled, Unavailable
 from app.util.ratelimit import TokenBuckets
 from app.util.security import check_local_link
-from app.websocket.connection import WriteCoalescer, WsConnection, encode_text_frame
+from app.util.validate import check_text, whole_number
+from app.websocket import WriteCoalescer, WsConnection, encode_text_frame
 
 if TYPE_CHECKING:
     from app.service.hub import Hub

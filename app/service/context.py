@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from app.service.uploads import UploadLimits
+from app.service.upload_limits import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing

@@ -13,18 +13,35 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
 from app.model.database import fetch_all
 from app.model.tables import User, now_ms
 from app.service.broker import Broker, Envelope, MemoryBroker
-from app.websocket.connection import encode_text_frame
-
-if TYPE_CHECKING:
-    from app.service.chat import ChatSession
+from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.hub")
+
+
+class Recipient(Protocol):
+    """What the hub knows of a connected session (app/service/chat.py makes them): who it is,
+    and the three things the hub asks of it. The hub parses no frames."""
+
+    user_id: int
+    sid: int
+    v2: bool
+    token_hash: str
+    expires_ms: int
+
+    def push(self, frame: bytes, message_id: int) -> bool:
+        """Write a live frame (or hold it while catching up); True when written now."""
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def resync(self, since: int, frame: bytes) -> None:
+        """Messages above `since` may have been missed: catch up (v2: send `frame`)."""
+
 
 # A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
 _GROUPS_AND_FRIENDS_SQL = (
@@ -36,7 +53,7 @@ class Hub:
     def __init__(self, broker: Broker, check_every: float = 30.0) -> None:
         self.broker = broker
         self.check_every = check_every
-        self.sessions: dict[int, list[ChatSession]] = {}
+        self.sessions: dict[int, list[Recipient]] = {}
         self.group_members: dict[int, set[int]] = {}
         self.user_groups: dict[int, set[int]] = {}
         self.user_friends: dict[int, set[int]] = {}
@@ -93,7 +110,7 @@ class Hub:
         """Close the sockets whose sign-in is no longer in the database: revoked by a process
         that cannot reach this hub (the admin's `imchat user disable`, another node whose
         broker message was lost). Answers how many were closed."""
-        by_token: dict[str, list[ChatSession]] = {}
+        by_token: dict[str, list[Recipient]] = {}
         for sessions in self.sessions.values():
             for session in sessions:
                 by_token.setdefault(session.token_hash, []).append(session)
@@ -128,7 +145,7 @@ class Hub:
     def next_session_id(self) -> int:
         return next(self._session_ids)
 
-    async def attach(self, session: ChatSession) -> None:
+    async def attach(self, session: Recipient) -> None:
         """Register a session; the first one of a user loads its groups and friends, and the
         user's other devices wait for that load instead of starting another."""
         user_id = session.user_id
@@ -161,7 +178,7 @@ class Hub:
             return
         self.sessions.setdefault(user_id, []).append(session)
 
-    def detach(self, session: ChatSession) -> None:
+    def detach(self, session: Recipient) -> None:
         user_id = session.user_id
         sessions = self.sessions.get(user_id)
         if not sessions or session not in sessions:

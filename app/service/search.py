@@ -41,6 +41,7 @@ from typing import Any
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from app.model.collation import exact_collation
 from app.model.database import connection_name, database_unavailable, fetch_all
 from app.model.tables import Membership, now_ms
 from app.util.errors import BadRequest, Forbidden, Refused
@@ -362,7 +363,6 @@ async def create_tables(connection: BaseDBAsyncClient) -> None:
             "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
             "last_id BIGINT NOT NULL)")
         return
-    from app.model.migrations import exact_collation
 
     collation = await exact_collation(connection)
     text = f"VARCHAR(32) CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL"

@@ -6,7 +6,6 @@ per day, and pixels being decoded at once (a small file can decode to hundreds o
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import hashlib
 import io
@@ -18,13 +17,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.model.tables import Attachment, User, now_ms
+from app.model.tables import Attachment, User
 from app.util.errors import AppError, BadRequest, PayloadTooLarge, Throttled, UnsupportedMedia
-from app.util.ratelimit import SlidingWindowLimiter
 
 if TYPE_CHECKING:
     from app.service.context import ServiceContext
-    from app.settings import StorageSettings
 
 PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
                    "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
@@ -33,78 +30,6 @@ MAX_FRAMES = 300
 RASTER_EXTENSIONS = {"png", "jpg", "gif", "webp"}
 # How long an upload waits for pixels to decode before it is refused (429, "try again").
 DECODE_WAIT_SECONDS = 15.0
-DAY_MS = 24 * 3600 * 1000
-
-
-class PixelBudget:
-    """At most `capacity` pixels being decoded at once; the rest wait their turn (FIFO)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    async def acquire(self, pixels: int, wait_seconds: float) -> None:
-        """Take `pixels` of the budget, or raise Throttled after `wait_seconds`."""
-        pixels = min(pixels, self.capacity)
-        if not self._waiters and self.used + pixels <= self.capacity:
-            self.used += pixels
-            return
-        entry = (pixels, asyncio.get_running_loop().create_future())
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(entry[1]), wait_seconds)
-        except BaseException as error:
-            granted = entry[1].done() and not entry[1].cancelled()
-            if granted:
-                self.release(pixels)  # granted just as we gave up: hand it on
-            else:
-                entry[1].cancel()
-                self._waiters.remove(entry)
-                self._grant()  # the head may have been what blocked smaller ones behind
-            if isinstance(error, TimeoutError):
-                raise Throttled("the server is busy with other pictures; try again in a moment"
-                                ) from None
-            raise
-
-    def release(self, pixels: int) -> None:
-        self.used -= min(pixels, self.capacity)
-        self._grant()
-
-    def _grant(self) -> None:
-        waiters = self._waiters
-        while waiters and self.used + waiters[0][0] <= self.capacity:
-            pixels, future = waiters.popleft()
-            self.used += pixels
-            future.set_result(None)
-
-
-class UploadLimits:
-    """The app's upload throttles (one per app, on the ServiceContext)."""
-
-    def __init__(self, storage: StorageSettings) -> None:
-        self.per_minute = SlidingWindowLimiter(storage.uploads_per_minute, 60.0)
-        self.bytes_per_day = storage.upload_mb_per_day * 1024 * 1024
-        self.decoding = PixelBudget(storage.max_decode_pixels_in_flight)
-        # Bytes of each user's uploads being processed now, not yet in the table.
-        self.in_progress: dict[int, int] = {}
-
-    async def reserve_bytes(self, user_id: int, size: int) -> None:
-        """Count `size` new bytes against the user's day, or raise Throttled."""
-        since = now_ms() - DAY_MS
-        stored = await Attachment.filter(uploader_id=user_id, created_ms__gte=since).values_list(
-            "size", flat=True)
-        used = sum(stored) + self.in_progress.get(user_id, 0)
-        if used + size > self.bytes_per_day:
-            raise Throttled("you have uploaded as much as a day allows; try again tomorrow")
-        self.in_progress[user_id] = self.in_progress.get(user_id, 0) + size
-
-    def release_bytes(self, user_id: int, size: int) -> None:
-        left = self.in_progress.get(user_id, 0) - size
-        if left > 0:
-            self.in_progress[user_id] = left
-        else:
-            self.in_progress.pop(user_id, None)
 
 
 @dataclasses.dataclass(frozen=True)

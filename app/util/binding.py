@@ -9,6 +9,7 @@ import ujson
 from sanic import Request
 
 from app.util.errors import BadRequest
+from app.util.validate import check_text, whole_number
 
 PASSWORD_FIELDS = ("passwd", "password")
 
@@ -65,31 +66,6 @@ def text_field(
     if required and not text:
         raise BadRequest(f"{label} is required")
     return text
-
-
-def check_text(text: str, label: str) -> str:
-    """Text the database and the wire can carry: no NUL, no lone UTF-16 surrogates (valid in
-    JSON as "\ud800", unencodable as UTF-8)."""
-    if "\x00" in text:
-        raise BadRequest(f"{label} contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"{label} is not valid Unicode text") from None
-    return text
-
-
-def whole_number(value: Any, name: str, low: int, high: int) -> int:
-    """An int from JSON or form input; floats, infinities, booleans and non-ASCII digits are
-    refused rather than truncated or converted."""
-    if isinstance(value, str):
-        text = value
-        if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20:
-            raise BadRequest(f"{name} must be a whole number from {low} to {high}")
-        value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
-    return value
 
 
 def id_field(fields: dict[str, Any], name: str, *, required: bool = True,
