@@ -27,6 +27,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from tests.harness import unavailable
+
 REPO = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -137,7 +139,7 @@ def _mariadb_missing() -> str | None:
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDbServer]:
     missing = _mariadb_missing()
     if missing:
-        pytest.skip(missing)
+        unavailable(missing)
     server = MariaDbServer(tmp_path_factory.mktemp("mariadb"))
     server.install()
     server.start()
@@ -168,7 +170,7 @@ def mysql_environment(server: MariaDbServer) -> dict[str, str]:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis-server is not installed")
     server = RedisServer(tmp_path / "redis")
     server.start()
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.harness import free_port
+from tests.harness import free_port, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.mark.parametrize("host", [None, "0.0.0.0"])
 def test_make_run_prints_the_address_and_listens_where_told(tmp_path, host):
     if shutil.which("make") is None or shutil.which("ss") is None:
-        pytest.skip("needs make and ss")
+        unavailable("needs make and ss")
     port = free_port()
     config = write_config(tmp_path, port)
     env = {"HOST": host} if host else {}
@@ -114,7 +114,7 @@ def readme_block(heading: str) -> str:
 
 def test_readme_curl_walkthrough_runs_as_written(tmp_path):
     if shutil.which("curl") is None:
-        pytest.skip("needs curl")
+        unavailable("needs curl")
     port = free_port()
     config = write_config(tmp_path, port)
     server = Server([sys.executable, "-m", "app.main", "serve", "--config", str(config)],

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.appliance.helpers import REPO, Installed, run_install
+from tests.harness import unavailable
 
 BUILD_TIMEOUT = 600
 
@@ -34,12 +35,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def binary() -> Path:
     """dist/imchat, freshly built (about 40 s), or $IMCHAT_TEST_BINARY when given."""
@@ -50,7 +45,7 @@ def binary() -> Path:
             pytest.fail(f"IMCHAT_TEST_BINARY={given} is not an executable")
         return path
     if importlib.util.find_spec("PyInstaller") is None:
-        _unavailable("PyInstaller is not installed (pip install -e '.[binary]'): "
+        unavailable("PyInstaller is not installed (pip install -e '.[binary]'): "
                      "the appliance tests need it to build the binary")
     started = time.monotonic()
     try:

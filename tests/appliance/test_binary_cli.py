@@ -21,6 +21,7 @@ from tests.appliance.helpers import (
     free_port,
     rewrite_config,
 )
+from tests.harness import unavailable
 
 
 def imchat(binary: Path, cwd: Path, *args: str, stdin: str | None = None
@@ -133,7 +134,7 @@ def test_admin_command_as_another_user_is_one_line(binary: Path) -> None:
     and the fix, no traceback from the database driver (exit status 2)."""
     runuser = shutil.which("runuser")
     if os.geteuid() != 0 or runuser is None:
-        pytest.skip("needs root and runuser to run the binary as another user")
+        unavailable("needs root and runuser to run the binary as another user")
     # Outside pytest's tmp folder (0700, root's): the other user must reach the files.
     with tempfile.TemporaryDirectory() as folder:
         site = Path(folder)

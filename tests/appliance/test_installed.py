@@ -33,6 +33,7 @@ from tests.appliance.helpers import (
     smoke_flow,
     start,
 )
+from tests.harness import unavailable
 
 
 def _mode(path: Path) -> int:
@@ -88,7 +89,7 @@ def test_installed_tuning_takes_effect(installed: Installed) -> None:
 def _listen_queue(port: int) -> int:
     """Send-Q of the listening socket on `port` in `ss -ltn`: its accept-queue limit."""
     if shutil.which("ss") is None:
-        pytest.skip("ss (iproute2) is not installed")
+        unavailable("ss (iproute2) is not installed")
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
                          check=True, timeout=10).stdout
     queues = {int(line.split()[2]) for line in out.splitlines() if line.strip()}

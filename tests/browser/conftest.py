@@ -20,7 +20,7 @@ import pytest
 import app.server as server_module
 from app.controller.pages import pages_bp
 from app.paths import ASSET_DIR
-from tests.harness import RunningServer, make_settings, start_server
+from tests.harness import RunningServer, make_settings, start_server, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,20 +35,14 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS_TO_DOCS = os.environ.get("IMCHAT_SCREENSHOTS") == "1"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     if not os.path.exists(CHROMIUM):
-        _unavailable(SKIP_REASON)
+        unavailable(SKIP_REASON)
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        _unavailable("browser tests skipped: the playwright package is not installed")
+        unavailable("browser tests skipped: the playwright package is not installed")
     for built in ("vendor/vue.runtime.global.prod.js", "build/templates.js"):
         if not (ASSET_DIR / built).exists():
             pytest.fail(f"asset/{built} is missing: run `make assets` "
