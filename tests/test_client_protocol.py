@@ -9,7 +9,6 @@ the browser would run it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from app.chat import wire
 from app.service import uploads
 from app.util import errors
+from tests.harness import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "asset" / "js"
@@ -44,9 +44,7 @@ SERVER_CMD = {
 def _node_eval(files: list[Path], expression: str) -> Any:
     node = shutil.which("node")
     if node is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but node is not installed")
-        pytest.skip("node is not installed")
+        unavailable("node is not installed")
     script = "".join(f"require({json.dumps(str(path))});" for path in files)
     script += f"process.stdout.write(JSON.stringify({expression}));"
     done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30,
