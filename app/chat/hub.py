@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
-from app.model import message_store, relations
+from app.model import message_store, relations, sign_ins
 from app.model.tables import now_ms
 from app.util.batching import BatchedLoader
 from app.websocket import encode_text_frame
@@ -114,7 +114,7 @@ class Hub:
         closed = 0
         for start in range(0, len(hashes), chunk):
             part = hashes[start:start + chunk]
-            alive = await relations.valid_token_hashes(part)
+            alive = await sign_ins.valid_token_hashes(part)
             for token_hash in part:
                 if token_hash not in alive:
                     for session in by_token[token_hash]:
