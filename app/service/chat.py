@@ -30,6 +30,7 @@ from app.chat.wire import (
     CMD_TYPING,
     SERVER_CID_PREFIX,
     encode,
+    legacy_message,
 )
 from app.model.database import fetch_all
 from app.service import access, messages
@@ -403,7 +404,10 @@ class ChatSession:
                         done += 1
                         continue
                     recent.add(row["id"])
-                frame = encode_text_frame(encode(messages.wire_message(row)))
+                message = messages.wire_message(row)
+                if not self.v2:  # the article's client gets what it can show
+                    message = legacy_message(message) or message
+                frame = encode_text_frame(encode(message))
                 if not conn.send_frame(frame):
                     break
                 size += len(frame)
@@ -499,12 +503,12 @@ class ChatSession:
         self._submit(draft)
 
     async def _submit_to_existing_user(self, draft: Draft) -> None:
-        from app.model.tables import User
-
-        if await User.filter(id=draft.dstid, disabled=False).exists():
-            self._submit(draft)
+        try:
+            await access.check_stranger(self.user_id, draft.dstid)
+        except AppError as refusal:
+            self._refuse(refusal, draft.cid)
         else:
-            self._refuse(BadRequest("no such user"), draft.cid)
+            self._submit(draft)
 
     def _submit(self, draft: Draft) -> None:
         writer = self.runtime.writer
@@ -524,13 +528,17 @@ class ChatSession:
             return
         message_id = row["id"]
         if not duplicate:
-            payload = encode(messages.wire_message(row))
+            message = messages.wire_message(row)
+            payload = encode(message)
+            legacy = legacy_message(message)
+            legacy_payload = encode(legacy) if legacy is not None else b""
             if draft.cmd == CMD_SINGLE:
                 envelope = Envelope(payload, user_ids=(draft.dstid, draft.sender_id),
-                                    message_id=message_id, skip_session=self.sid)
+                                    message_id=message_id, skip_session=self.sid,
+                                    legacy_payload=legacy_payload)
             else:
                 envelope = Envelope(payload, group_id=draft.dstid, message_id=message_id,
-                                    skip_session=self.sid)
+                                    skip_session=self.sid, legacy_payload=legacy_payload)
             self.hub.publish(envelope)
         if self.v2:
             ack: dict[str, Any] = {"cmd": CMD_ACK, "id": message_id, "ts": row["created_ms"],
