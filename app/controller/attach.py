@@ -11,7 +11,7 @@ from app.controller.session import require_user, services
 from app.service import downloads, uploads
 from app.service.file_types import KIND_FILE, KINDS
 from app.util.binding import request_fields, text_field
-from app.util.errors import BadRequest, NotFound
+from app.util.errors import BadRequest, NoSuchFile
 from app.util.responses import ok
 
 attach_bp = Blueprint("attach", url_prefix="/attach")
@@ -53,7 +53,7 @@ async def upload(request: Request) -> HTTPResponse:
     "is enough, so `<img>`, `<audio>` and links work in the web client.")
 async def resource(request: Request, name: str) -> HTTPResponse:
     if not downloads.is_stored_name(name):
-        raise NotFound("no such file")  # before asking who calls: nothing else lives here
+        raise NoSuchFile()  # before asking who calls: nothing else lives here
     await require_user(request)
     found = await downloads.open_download(
         services(request).settings, name, preview=request.args.get("preview") == "1",

@@ -19,7 +19,7 @@ from app.service.file_types import (
 )
 from app.service.uploads import PICTURE_FORMATS
 from app.settings import Settings
-from app.util.errors import NotFound
+from app.util.errors import NoSuchFile
 
 STORED_NAME = re.compile(r"^[0-9a-f]{32}(?:_t\.webp|\.[a-z0-9]{1,5})$")
 _PICTURE_TYPES = {extension: mime for extension, mime in PICTURE_FORMATS.values()}
@@ -59,10 +59,10 @@ async def open_download(settings: Settings, name: str, *, preview: bool = False,
     """The file behind a /resource/ name, for a signed-in user. `download_name` (the name the
     sender's message shows) replaces the stored original name; both are made safe."""
     if not is_stored_name(name):
-        raise NotFound("no such file")
+        raise NoSuchFile()
     path = settings.upload_path / name
     if not path.is_file():
-        raise NotFound("no such file")
+        raise NoSuchFile()
     kind, mime, original = await _describe(name)
     shown = safe_name(download_name or original or name, fallback=name)
     served = served_as(kind, mime, shown, preview)
