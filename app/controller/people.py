@@ -3,6 +3,8 @@ list), removing a friend, blocking and unblocking. Thin: each asks one service."
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
@@ -10,11 +12,13 @@ from sanic_ext import openapi
 from app.controller.session import require_user, services
 from app.model.tables import User
 from app.service import blocks, contacts, directory, users
+from app.service.context import ServiceContext
 from app.util.binding import id_field, request_fields, text_field
 from app.util.responses import ok, rows
 from app.util.validate import whole_number
 
 people_bp = Blueprint("people", url_prefix="/contact")
+PersonAction = Callable[[ServiceContext, User, int], Awaitable[None]]
 
 
 async def befriended(request: Request, user: User, friend: User, pending: bool
@@ -74,32 +78,30 @@ async def accept_request(request: Request) -> HTTPResponse:
     return await befriended(request, user, friend, False)
 
 
+async def _on_person(request: Request, action: PersonAction, said: str) -> HTTPResponse:
+    """The routes that do one thing to user `id` and answer only that it is done."""
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    await action(services(request), user, id_field(fields, "id") or 0)
+    return ok(None, said)
+
+
 @people_bp.post("/decline")
 @openapi.summary("Decline the friend request of user `id`")
 async def decline_request(request: Request) -> HTTPResponse:
-    fields = request_fields(request)
-    user = await require_user(request, fields)
-    await contacts.answer_request(services(request), user, id_field(fields, "id") or 0,
-                                  accept=False)
-    return ok(None, "request declined")
+    return await _on_person(request, contacts.decline_request, "request declined")
 
 
 @people_bp.post("/cancelrequest")
 @openapi.summary("Withdraw my friend request to user `id`")
 async def cancel_request(request: Request) -> HTTPResponse:
-    fields = request_fields(request)
-    user = await require_user(request, fields)
-    await contacts.cancel_request(services(request), user, id_field(fields, "id") or 0)
-    return ok(None, "request withdrawn")
+    return await _on_person(request, contacts.cancel_request, "request withdrawn")
 
 
 @people_bp.post("/removefriend")
 @openapi.summary("Remove friend `id` (both ways, at once for messages and presence)")
 async def remove_friend(request: Request) -> HTTPResponse:
-    fields = request_fields(request)
-    user = await require_user(request, fields)
-    await contacts.remove_friend(services(request), user, id_field(fields, "id") or 0)
-    return ok(None, "friend removed")
+    return await _on_person(request, contacts.remove_friend, "friend removed")
 
 
 @people_bp.post("/block")
@@ -115,10 +117,7 @@ async def block(request: Request) -> HTTPResponse:
 @people_bp.post("/unblock")
 @openapi.summary("Unblock user `id` (they are not friends again by this)")
 async def unblock(request: Request) -> HTTPResponse:
-    fields = request_fields(request)
-    user = await require_user(request, fields)
-    await blocks.unblock(services(request), user, id_field(fields, "id") or 0)
-    return ok(None, "user unblocked")
+    return await _on_person(request, blocks.unblock, "user unblocked")
 
 
 @people_bp.post("/blocked")

@@ -98,6 +98,10 @@ async def answer_request(ctx: ServiceContext, user: User, sender_id: int, accept
     return sender
 
 
+async def decline_request(ctx: ServiceContext, user: User, sender_id: int) -> None:
+    await answer_request(ctx, user, sender_id, accept=False)
+
+
 async def cancel_request(ctx: ServiceContext, user: User, recipient_id: int) -> None:
     deleted = await FriendRequest.filter(sender_id=user.id, recipient_id=recipient_id).delete()
     if not deleted:
