@@ -6,9 +6,10 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic_ext import openapi
 
+from app.chat.handler import ChatHandler
+from app.chat.runtime import ChatRuntime
 from app.controller.session import origin_allowed, request_token
 from app.service import users
-from app.service.chat import ChatRuntime, ChatSession
 from app.util.binding import id_field
 from app.util.errors import Forbidden
 from app.websocket import accept_websocket
@@ -31,7 +32,7 @@ async def chat(request: Request) -> None:
     settings = runtime.settings
     # Checked here, before any 101; nothing is awaited from here to the socket's on_open.
     runtime.check_socket_room(record.user.id)
-    session = ChatSession(runtime, record.user.id, v2=request.args.get("v") == "2",
+    session = ChatHandler(runtime, record.user.id, v2=request.args.get("v") == "2",
                           token_hash=record.token_hash, expires_ms=record.expires_ms,
                           since=since)
     await accept_websocket(

@@ -10,10 +10,10 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from app.chat.broker import Envelope
 from app.chat.wire import CMD_CONTACTS, encode
 from app.model.database import within_deadline
 from app.model.tables import Block, FriendRequest, Friendship, User
-from app.service.broker import Envelope
 from app.service.context import ServiceContext
 from app.util.errors import Conflict, Forbidden, NotFound, Refused
 

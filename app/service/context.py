@@ -12,7 +12,7 @@ from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing
 
 if TYPE_CHECKING:
-    from app.service.hub import Hub
+    from app.chat.hub import Hub
 
 MAX_REMEMBERED_ACCOUNTS = 100_000
 MAX_ADDRESSES_PER_ACCOUNT = 16
