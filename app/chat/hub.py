@@ -281,6 +281,10 @@ class Hub:
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
+    def friendship_removed(self, user_id: int, friend_id: int) -> None:
+        """The two are no longer friends: no more presence or messages between them."""
+        self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="unfriended"))
+
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
         self.publish(Envelope((token_hash or "").encode(), user_ids=(user_id,), control="ended"))
@@ -327,6 +331,7 @@ class Hub:
         frame: bytes | None = None
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
+        legacy, legacy_frame = envelope.legacy_payload, b""
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -334,6 +339,10 @@ class Hub:
             written_v1 = False
             for session in sessions:
                 if session.sid == skip or (v2_only and not session.v2):
+                    continue
+                if legacy and not session.v2:
+                    legacy_frame = legacy_frame or encode_text_frame(legacy)
+                    written_v1 = session.push(legacy_frame, message_id) or written_v1
                     continue
                 if frame is None:
                     frame = encode_text_frame(envelope.payload)
@@ -358,6 +367,10 @@ class Hub:
                     payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id,
                                       "online": int(friend_id in self.sessions)})
                     self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+        elif envelope.control == "unfriended":
+            a, b = envelope.user_ids
+            self.user_friends.get(a, set()).discard(b)
+            self.user_friends.get(b, set()).discard(a)
         elif envelope.control == "cursor":
             user_id = envelope.user_ids[0]
             if envelope.message_id > self.legacy_cursor.get(user_id, 0):

@@ -6,8 +6,14 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
   (only the messages between the two are ever answered); a group only while a member, and only
   what was said since joining;
 - post (messages, read receipts, typing): one to one only to a friend, or to anyone while
-  `chat.allow_strangers` is on; in a group only while a member;
-- see members: a group only while a member.
+  `chat.allow_strangers` is on, and never to someone who blocked the sender; in a group only
+  while a member;
+- see members: a group only while a member;
+- invite a user (into a group): never someone who blocked the inviter.
+
+Blocking also ends the friendship (app/service/contacts.py), so the socket's cached check (the
+user's friends) already refuses a blocked user; with strangers allowed the socket asks
+`check_stranger`, which reads the blocks.
 
 A disabled account has no valid session and never gets this far.
 
@@ -20,11 +26,12 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import Friendship, Membership
+from app.model.tables import Block, Friendship, Membership, User
 from app.util.errors import BadRequest, Forbidden
 
 NOT_A_MEMBER = "only members can do this in a group"
 NOT_A_FRIEND = "you can only message your friends"
+BLOCKED = "this user does not accept messages or invitations from you"
 
 
 def check_kind(cmd: int) -> None:
@@ -53,15 +60,37 @@ async def check_members(user_id: int, group_id: int) -> None:
     await joined_at(user_id, group_id)
 
 
+async def is_blocked_by(user_id: int, other_id: int) -> bool:
+    """Whether `other_id` blocked `user_id`."""
+    return await Block.filter(owner_id=other_id, blocked_id=user_id).exists()
+
+
 async def check_post(user_id: int, cmd: int, dstid: int, allow_strangers: bool) -> None:
     check_kind(cmd)
     if cmd == CMD_GROUP:
         await joined_at(user_id, dstid)
     elif dstid == user_id:
         raise BadRequest("you cannot send a message to yourself")
+    elif await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
     elif not allow_strangers and not await Friendship.filter(
             owner_id=user_id, friend_id=dstid).exists():
         raise Forbidden(NOT_A_FRIEND)
+
+
+async def check_stranger(user_id: int, dstid: int) -> None:
+    """A one-to-one message to someone who need not be a friend (`chat.allow_strangers`): the
+    account must exist and be enabled, and must not have blocked the sender."""
+    if not await User.filter(id=dstid, disabled=False).exists():
+        raise BadRequest("no such user")
+    if await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
+
+
+async def check_invite(user_id: int, invitee_id: int) -> None:
+    """May the user invite (add) `invitee_id` into a group? Not if the invitee blocked them."""
+    if await is_blocked_by(user_id, invitee_id):
+        raise Forbidden(BLOCKED)
 
 
 def check_post_cached(user_id: int, cmd: int, dstid: int, allow_strangers: bool,

@@ -246,3 +246,24 @@ async def reset_password(ctx: ServiceContext, user: User, password: str) -> None
     await user.save(update_fields=["passwd_hash"])
     await AuthToken.filter(user_id=user.id).delete()
     ctx.hub.session_ended(user.id, None)
+
+
+async def change_password(ctx: ServiceContext, user: User, old: str, new: str,
+                          current_token: str) -> None:
+    """The owner's own change: the old password must be right (guesses are throttled like
+    logins); every other sign-in of the account ends, this one stays."""
+    key = f"passwd:{user.id}"
+    _count_attempt(ctx.login_limiter, (key,))
+    if not await ctx.passwords.verify(user.passwd_hash, old):
+        raise Refused("the current password is wrong")
+    ctx.login_limiter.reset(key)
+    check_password(new)
+    user.passwd_hash = await ctx.passwords.hash(new)
+    await user.save(update_fields=["passwd_hash"])
+    keep = token_digest(current_token)
+    others = await AuthToken.filter(user_id=user.id).exclude(token_hash=keep).values_list(
+        "token_hash", flat=True)
+    await AuthToken.filter(user_id=user.id).exclude(token_hash=keep).delete()
+    for token_hash in others:
+        ctx.hub.session_ended(user.id, token_hash)
+    log.info("user %s changed their password; %d other sign-ins ended", user.id, len(others))
