@@ -23,9 +23,7 @@ transaction is never filled later (SQLite has one writer), so the mark moves to 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -36,14 +34,20 @@ from app.service.search.text import Query, spaced
 
 FTS_TABLE = "im_search_fts"
 TABLES = (FTS_TABLE, "im_search_state")
-_READ_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
-             "FROM im_message WHERE id > ? ORDER BY id LIMIT ?")
+# How many messages follow the mark (up to a batch), and the last one's id.
+_RANGE_SQL = ("SELECT COUNT(*), MAX(id) FROM (SELECT id FROM im_message WHERE id > ? "
+              "ORDER BY id LIMIT ?)")
+# A batch's documents, made by SQLite from the rows (the scope in SQL, the body by spaced(),
+# registered as imchat_spaced on the connection): no row goes through Python but its text.
+_INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT id, "
+               "imchat_spaced(content), CASE "
+               f"WHEN cmd = {CMD_GROUP} THEN 'g' || community_id "
+               "WHEN sender_id = dst_user_id THEN 'u' || sender_id "
+               "ELSE 'u' || sender_id || ' u' || dst_user_id END "
+               "FROM im_message WHERE id > ? AND id <= ? AND media = 1 AND content <> ''")
 # Messages per batch of the server's indexer, one transaction each: bigger batches make fewer,
 # bigger FTS5 segments (less merging later).
 LIVE_BATCH = 5000
-# Documents are prepared outside the transaction in chunks of this many messages, so that the
-# event loop gets a turn between them.
-PREPARE_CHUNK = 1000
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
@@ -62,43 +66,25 @@ async def forget(connection: BaseDBAsyncClient) -> None:
         "UPDATE im_search_state SET last_id = 0 WHERE id = 1")
 
 
-def scope_of(row: Any) -> str:
-    if row["cmd"] == CMD_GROUP:
-        return f"g{int(row['community_id'])}"
-    sender, receiver = int(row["sender_id"]), int(row["dst_user_id"])
-    return f"u{sender}" if sender == receiver else f"u{sender} u{receiver}"
-
-
-def documents(rows: Sequence[Any]) -> list[tuple[int, str, str]]:
-    """(rowid, body, scope) of each text message among `rows`."""
-    return [(int(row["id"]), spaced(row["content"]), scope_of(row)) for row in rows
-            if row["media"] == 1 and row["content"]]
-
-
-async def _prepare(rows: Sequence[Any]) -> list[tuple[int, str, str]]:
-    prepared: list[tuple[int, str, str]] = []
-    for start in range(0, len(rows), PREPARE_CHUNK):
-        prepared += documents(rows[start:start + PREPARE_CHUNK])
-        await asyncio.sleep(0)
-    return prepared
-
-
-async def _store(connection: BaseDBAsyncClient, docs: list[tuple[int, str, str]],
-                 last_id: int) -> None:
-    """Add the documents above the stored mark and move the mark to `last_id`, in one
-    transaction that takes the write lock with its first statement."""
+async def _index_batch(connection: BaseDBAsyncClient, batch: int) -> tuple[int, int]:
+    """Index up to `batch` messages after the stored mark and move the mark past them, in one
+    transaction that takes the write lock with its first statement. Answers how many messages
+    it read and the mark."""
     async with connection._in_transaction() as transaction:  # noqa: SLF001 (nests as savepoint)
         await transaction.execute_query(
             "UPDATE im_search_state SET last_id = last_id WHERE id = 1")
         [[mark]] = (await transaction.execute_query(
             "SELECT last_id FROM im_search_state WHERE id = 1"))[1]
-        fresh = [doc for doc in docs if doc[0] > mark]
-        if fresh:
-            await transaction.execute_many(
-                f"INSERT INTO {FTS_TABLE} (rowid, body, scope) VALUES (?, ?, ?)", fresh)
+        [[count, last]] = (await transaction.execute_query(_RANGE_SQL, [mark, batch]))[1]
+        if not count:
+            return 0, int(mark)
+        # The aiosqlite connection runs the statement (and spaced()) in its own thread.
+        await transaction._connection.create_function(  # noqa: SLF001
+            "imchat_spaced", 1, spaced, deterministic=True)
+        await transaction.execute_query(_INSERT_SQL, [mark, last])
         await transaction.execute_query(
-            "UPDATE im_search_state SET last_id = ? WHERE id = 1 AND last_id < ?",
-            [last_id, last_id])
+            "UPDATE im_search_state SET last_id = ? WHERE id = 1", [last])
+    return int(count), int(last)
 
 
 async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
@@ -111,18 +97,13 @@ async def index_pending(connection: BaseDBAsyncClient, batch: int,
                         progress: Callable[[int, int], None] | None = None) -> int:
     """Index every message after the stored mark, `batch` messages a transaction; answer how
     many were read. `progress(done, last_id)` is called after each batch."""
-    start = await indexed_up_to(connection)
     done = 0
     while True:
-        rows = (await connection.execute_query(_READ_SQL, [start, batch]))[1]
-        if not rows:
-            return done
-        start = int(rows[-1]["id"])
-        await _store(connection, await _prepare(rows), start)
-        done += len(rows)
-        if progress is not None:
-            progress(done, start)
-        if len(rows) < batch:
+        count, last = await _index_batch(connection, batch)
+        done += count
+        if count and progress is not None:
+            progress(done, last)
+        if count < batch:
             return done
 
 
