@@ -277,3 +277,49 @@ async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
                 assert served.status_code == 200 and served.content == path.read_bytes()
     finally:
         await server.stop()
+
+
+_SCHEMA_3_SQLITE_SEARCH = (
+    "DROP TABLE im_search_fts", "DROP TABLE im_search_state",
+    "CREATE TABLE im_search_token (token VARCHAR(32) NOT NULL, conv BIGINT NOT NULL, "
+    "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) WITHOUT ROWID",
+    "CREATE TABLE im_search_word (token VARCHAR(32) NOT NULL PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE im_search_state (id INT NOT NULL PRIMARY KEY, last_id BIGINT NOT NULL)",
+    "INSERT INTO im_search_state VALUES (1, 1000000)",
+    "INSERT INTO im_search_token VALUES ('会议', 1, 1)")
+
+
+async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(old_database):
+    """Schema 3 kept search tokens in a table on both engines; step 4 replaces it on SQLite
+    (FTS5, every message indexed again) and completes it on MySQL (here: from an empty one)."""
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    if old.engine == "sqlite":
+        for sql in _SCHEMA_3_SQLITE_SEARCH:
+            old.query(sql)
+    else:
+        old.query("DELETE FROM im_search_token")
+        old.query("UPDATE im_search_state SET last_id = 0")
+    old.query("UPDATE im_schema SET version = 3")
+    upgraded = old.cli("migrate")
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = upgraded.stdout.splitlines()
+    messages = len(old.rows()["im_message"])
+    assert any(line.startswith("step 3 -> 4:") for line in lines), lines
+    assert f"  indexed {messages}/{messages} messages" in " ".join(lines), lines
+    if old.engine == "sqlite":
+        names = {name for (name,) in old.query("SELECT name FROM sqlite_master")}
+        assert "im_search_fts" in names and not names & {"im_search_token", "im_search_word"}
+    alice, _bob, carol, _dave = old.facts["users"]
+    meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
+    server = await start_server(old.settings)
+    try:
+        for user, expected in ((alice, [meeting["id"]]), (carol, [])):
+            async with server.client() as client:
+                login = await client.post("/user/login", data={
+                    "mobile": user["mobile"], "passwd": old.facts["password"]})
+                assert login.json()["code"] == 0
+                found = (await client.post("/message/search", data={"q": "会议"})).json()
+                assert [m["id"] for m in found["rows"]] == expected, found
+    finally:
+        await server.stop()

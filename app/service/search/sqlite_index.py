@@ -47,7 +47,7 @@ _INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT id, "
                "FROM im_message WHERE id > ? AND id <= ? AND media = 1 AND content <> ''")
 # Messages per batch of the server's indexer, one transaction each: bigger batches make fewer,
 # bigger FTS5 segments (less merging later).
-LIVE_BATCH = 5000
+LIVE_BATCH = 2000
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
