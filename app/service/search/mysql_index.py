@@ -199,7 +199,9 @@ def terms_of(query: Query) -> tuple[Term, ...]:
             pairs = [run[i:i + 2] for i in range(len(run) - 1)] or [run]
             terms.extend(Term(t, False) for t in pairs)
         else:
-            terms.append(Term(run[:MAX_TOKEN], True))
+            # One letter or digit is a word by itself (as on SQLite): as a prefix it would
+            # stand for a large part of the vocabulary.
+            terms.append(Term(run[:MAX_TOKEN], len(run) > 1))
     return tuple(dict.fromkeys(terms))
 
 

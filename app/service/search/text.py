@@ -51,11 +51,20 @@ def _fold_char(char: str) -> str:
     return unicodedata.normalize("NFKC", char).casefold()
 
 
+# Characters common in chat that the normalisation leaves alone, mapped to themselves all the
+# same: str.translate pays for a character missing from its table with a KeyError, which costs
+# more than the lookup (ASCII, punctuation, CJK punctuation, full-width forms, emoji).
+_KEPT_RANGES = ((0, 0x7F), (0x2000, 0x206F), (0x3000, 0x303F), (0xFF00, 0xFFEF),
+                (0x1F300, 0x1FAFF))
+
+
 @functools.cache
 def _fold_table() -> dict[int, str]:
-    """Every character whose per-character NFKC + casefold differs from itself. Blocks of 256
-    code points that are stable as a whole are skipped without a look at each character."""
-    table = {code: chr(code).lower() for code in range(ord("A"), ord("Z") + 1)}
+    """Every character whose per-character NFKC + casefold differs from itself (and the kept
+    ones). Blocks of 256 code points stable as a whole are skipped without a look at each
+    character."""
+    table = {code: chr(code).lower() for low, high in _KEPT_RANGES
+             for code in range(low, high + 1)}
     for block in range(0x80, 0x110000, 256):
         if 0xD800 <= block < 0xE000:
             continue  # surrogates: never in decoded text
