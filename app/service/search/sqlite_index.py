@@ -3,7 +3,7 @@
 Why FTS5 and not a table of (token, conversation, message) rows: such a B-tree grows at ~40
 random places per message, and every commit writes a page back per row (≈200 µs a message
 here); FTS5 keeps new documents in memory until the commit and writes them as one small sorted
-segment, merged with others later in big sequential passes (≈3 µs a message).
+segment, merged with others later in big sequential passes (≈3.5 µs a message).
 
 The table is contentless (`content=''`: the text stays in im_message only) with no per-document
 sizes (`columnsize=0`: no ranking by relevance), and the unicode61 tokenizer without accent
@@ -15,10 +15,18 @@ The rowid is the message id, so "newest first below `before`" is FTS5's own rowi
 
 A reader asks `{body}: (<terms>) AND {scope}: (u<me> OR g1 OR g2 ...)` newest first.
 
+The index says where to look; the rule of app/service/access.py is checked again on every
+message found (query.py), so a stale index (a database restored without a reindex) shows nothing
+it should not.
+
 Each batch is indexed in one transaction that first takes SQLite's write lock, reads the
 stored mark (the last message id indexed) and indexes only what is above it: two indexers (the
 server's, `imchat reindex`) never add a message twice. A hole in the ids seen inside that
 transaction is never filled later (SQLite has one writer), so the mark moves to the last row.
+The batch is one `INSERT ... SELECT` from im_message: SQLite computes the scope, and calls
+`spaced` (registered on the connection as `imchat_spaced`) for the body, in the database
+connection's own thread: the event loop does not tokenise, and no row becomes Python objects
+but its text (≈7 µs a message in all for the benchmark's sentence, bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -38,9 +46,11 @@ TABLES = (FTS_TABLE, "im_search_state")
 _RANGE_SQL = ("SELECT COUNT(*), MAX(id) FROM (SELECT id FROM im_message WHERE id > ? "
               "ORDER BY id LIMIT ?)")
 # A batch's documents, made by SQLite from the rows (the scope in SQL, the body by spaced(),
-# registered as imchat_spaced on the connection): no row goes through Python but its text.
+# registered as imchat_spaced on the connection): no row goes through Python but its text,
+# and printable ASCII text not even that (unicode61 folds its case as spaced() would).
 _INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT id, "
-               "imchat_spaced(content), CASE "
+               "CASE WHEN content GLOB '*[^ -~]*' THEN imchat_spaced(content) ELSE content END, "
+               "CASE "
                f"WHEN cmd = {CMD_GROUP} THEN 'g' || community_id "
                "WHEN sender_id = dst_user_id THEN 'u' || sender_id "
                "ELSE 'u' || sender_id || ' u' || dst_user_id END "
