@@ -28,6 +28,7 @@ transaction still to commit: the stored mark waits GAP_GRACE_MS for it (bench/NO
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -163,16 +164,18 @@ async def create_tables(connection: BaseDBAsyncClient) -> None:
     """Plain DDL (no Tortoise model: the token table's key is the three columns)."""
     collation = await exact_collation(connection)
     text = f"VARCHAR(32) CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL"
-    await connection.execute_script(
-        f"CREATE TABLE IF NOT EXISTS im_search_token (token {text}, conv BIGINT NOT NULL, "
-        "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) "
-        "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-    await connection.execute_script(
-        f"CREATE TABLE IF NOT EXISTS im_search_word (token {text} PRIMARY KEY) "
-        "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
-    await connection.execute_script(
-        "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
-        "last_id BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+    with warnings.catch_warnings():  # MySQL warns that a table exists (aiomysql says it)
+        warnings.filterwarnings("ignore", message=".*already exists")
+        await connection.execute_script(
+            f"CREATE TABLE IF NOT EXISTS im_search_token (token {text}, conv BIGINT NOT NULL, "
+            "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        await connection.execute_script(
+            f"CREATE TABLE IF NOT EXISTS im_search_word (token {text} PRIMARY KEY) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+        await connection.execute_script(
+            "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
+            "last_id BIGINT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
 
 
 async def forget(connection: BaseDBAsyncClient) -> None:
