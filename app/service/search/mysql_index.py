@@ -49,6 +49,9 @@ _PAIR = 2**31
 MAX_PREFIX_WORDS = 100
 # Messages per batch of the server's indexer: tokenising one runs in the event loop.
 LIVE_BATCH = 1000
+# Token rows per INSERT: a reindex batch has ~800,000; one statement each would outlast the
+# statement deadline (database.query_timeout_seconds) on a busy server.
+STATEMENT_ROWS = 20_000
 # A hole in the ids (a transaction not yet committed, or an id an INSERT IGNORE used up) is
 # waited for this long before the indexer moves past it.
 GAP_GRACE_MS = 5000
@@ -102,10 +105,10 @@ async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
         words.update(t for t in tokens if not is_cjk(t[0]))
         for conv in conv_keys(row):
             token_rows.extend((token, conv, row["id"]) for token in tokens)
-    if token_rows:
-        token_rows.sort()  # in key order: neighbouring inserts touch the same pages
-        await connection.execute_many(
-            _insert_ignore("im_search_token", ("token", "conv", "message_id")), token_rows)
+    token_rows.sort()  # in key order: neighbouring inserts touch the same pages
+    insert = _insert_ignore("im_search_token", ("token", "conv", "message_id"))
+    for start in range(0, len(token_rows), STATEMENT_ROWS):
+        await connection.execute_many(insert, token_rows[start:start + STATEMENT_ROWS])
     if words:
         await connection.execute_many(_insert_ignore("im_search_word", ("token",)),
                                       [(w,) for w in sorted(words)])
