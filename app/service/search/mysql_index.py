@@ -27,6 +27,7 @@ transaction still to commit: the stored mark waits GAP_GRACE_MS for it (bench/NO
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
@@ -93,9 +94,9 @@ def _insert_ignore(table: str, columns: Sequence[str]) -> str:
             f"ON DUPLICATE KEY UPDATE {columns[0]} = {columns[0]}")
 
 
-async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
-    """Store the tokens of `rows` (im_message rows); rows already indexed are left as they
-    are. Answers the number of token rows offered."""
+def _token_rows(rows: Sequence[Any]) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """The (token, conv, message_id) rows of `rows` in key order (neighbouring inserts then
+    touch the same pages), and their words for the vocabulary."""
     token_rows: list[tuple[str, int, int]] = []
     words: set[str] = set()
     for row in rows:
@@ -105,13 +106,21 @@ async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
         words.update(t for t in tokens if not is_cjk(t[0]))
         for conv in conv_keys(row):
             token_rows.extend((token, conv, row["id"]) for token in tokens)
-    token_rows.sort()  # in key order: neighbouring inserts touch the same pages
+    token_rows.sort()
+    return token_rows, sorted(words)
+
+
+async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
+    """Store the tokens of `rows` (im_message rows); rows already indexed are left as they
+    are. Answers the number of token rows offered."""
+    # Tokenised in a thread: the event loop gets turns meanwhile (the GIL is shared).
+    token_rows, words = await asyncio.to_thread(_token_rows, rows)
     insert = _insert_ignore("im_search_token", ("token", "conv", "message_id"))
     for start in range(0, len(token_rows), STATEMENT_ROWS):
         await connection.execute_many(insert, token_rows[start:start + STATEMENT_ROWS])
     if words:
         await connection.execute_many(_insert_ignore("im_search_word", ("token",)),
-                                      [(w,) for w in sorted(words)])
+                                      [(w,) for w in words])
     return len(token_rows)
 
 
