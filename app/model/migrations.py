@@ -98,7 +98,7 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
 
     if connection.capabilities.dialect == "sqlite":
         for table in _SQLITE_TOKEN_TABLES:
-            await connection.execute_script(f"DROP TABLE IF EXISTS {table}")
+            await connection.execute_query(f"DROP TABLE IF EXISTS {table}")
     await reindex(connection, progress)
 
 

@@ -61,26 +61,33 @@ LIVE_BATCH = 2000
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
-    await connection.execute_script(
-        f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(body, scope, content='', "
-        "columnsize=0, tokenize='unicode61 remove_diacritics 0');\n"
-        "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
-        "last_id BIGINT NOT NULL);\n"
-        "INSERT OR IGNORE INTO im_search_state (id, last_id) VALUES (1, 0)")
+    # One statement at a time: execute_script would first commit the transaction an upgrade
+    # step runs in.
+    for statement in (
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(body, scope, "
+            "content='', columnsize=0, tokenize='unicode61 remove_diacritics 0')",
+            "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
+            "last_id BIGINT NOT NULL)",
+            "INSERT OR IGNORE INTO im_search_state (id, last_id) VALUES (1, 0)"):
+        await connection.execute_query(statement)
 
 
 async def forget(connection: BaseDBAsyncClient) -> None:
-    """Empty the index: the indexer then starts again from the first message."""
-    await connection.execute_script(
-        f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('delete-all');\n"
-        "UPDATE im_search_state SET last_id = 0 WHERE id = 1")
+    """Empty the index: the indexer then starts again from the first message. One
+    transaction: an indexer running meanwhile sees the index and its mark both old or both
+    emptied, never an empty index with the old mark or the other way round."""
+    async with connection._in_transaction() as transaction:  # noqa: SLF001 (see _index_batch)
+        await transaction.execute_query("UPDATE im_search_state SET last_id = 0 WHERE id = 1")
+        await transaction.execute_query(
+            f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('delete-all')")
 
 
 async def _index_batch(connection: BaseDBAsyncClient, batch: int) -> tuple[int, int]:
     """Index up to `batch` messages after the stored mark and move the mark past them, in one
     transaction that takes the write lock with its first statement. Answers how many messages
     it read and the mark."""
-    async with connection._in_transaction() as transaction:  # noqa: SLF001 (nests as savepoint)
+    # Tortoise's transaction (a savepoint inside an upgrade step's transaction).
+    async with connection._in_transaction() as transaction:  # noqa: SLF001
         await transaction.execute_query(
             "UPDATE im_search_state SET last_id = last_id WHERE id = 1")
         [[mark]] = (await transaction.execute_query(
