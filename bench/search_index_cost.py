@@ -174,6 +174,8 @@ def main() -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{args.sqlite}{suffix}").unlink(missing_ok=True)
     asyncio.run(app_engine(args))
+    if args.engine == "mysql":
+        db.cursor().execute(f"DROP DATABASE {DATABASE}")
     return 0
 
 
