@@ -20,6 +20,7 @@ from app.chat.runtime import ChatRuntime
 from app.controller.attach import attach_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
+from app.controller.group import group_bp
 from app.controller.health import health_bp
 from app.controller.message import message_bp
 from app.controller.pages import pages_bp
@@ -41,7 +42,7 @@ from app.websocket import close_all, coalesced_writes
 log = logging.getLogger("imchat.server")
 
 BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp,
-                               health_bp, search_bp]
+                               health_bp, search_bp, group_bp]
 
 _app_numbers = itertools.count(1)
 

@@ -221,6 +221,14 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _leave(self, group_id: int, user_id: int) -> None:
+        self.user_groups.get(user_id, set()).discard(group_id)
+        members = self.group_members.get(group_id)
+        if members is not None:
+            members.discard(user_id)
+            if not members:
+                del self.group_members[group_id]
+
     def _forget(self, user_id: int) -> None:
         self.sessions.pop(user_id, None)
         for group_id in self.user_groups.pop(user_id, ()):
@@ -271,6 +279,15 @@ class Hub:
     def member_joined(self, group_id: int, user_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id,), group_id=group_id, control="joined"))
 
+    def member_left(self, group_id: int, user_id: int) -> None:
+        """The user left or was removed: their sessions stop getting the group's messages (on
+        every process) and may no longer post there."""
+        self.publish(Envelope(b"", user_ids=(user_id,), group_id=group_id, control="left"))
+
+    def group_dissolved(self, group_id: int) -> None:
+        """The group is gone: nobody gets or posts its messages any more."""
+        self.publish(Envelope(b"", group_id=group_id, control="dissolved"))
+
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
@@ -320,6 +337,7 @@ class Hub:
         frame: bytes | None = None
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
+        legacy, legacy_frame = envelope.legacy_payload, b""
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -327,6 +345,10 @@ class Hub:
             written_v1 = False
             for session in sessions:
                 if session.sid == skip or (v2_only and not session.v2):
+                    continue
+                if legacy and not session.v2:
+                    legacy_frame = legacy_frame or encode_text_frame(legacy)
+                    written_v1 = session.push(legacy_frame, message_id) or written_v1
                     continue
                 if frame is None:
                     frame = encode_text_frame(envelope.payload)
@@ -341,6 +363,11 @@ class Hub:
             if user_id in self.sessions:
                 self.user_groups.setdefault(user_id, set()).add(envelope.group_id)
                 self.group_members.setdefault(envelope.group_id, set()).add(user_id)
+        elif envelope.control == "left":
+            self._leave(envelope.group_id, envelope.user_ids[0])
+        elif envelope.control == "dissolved":
+            for user_id in list(self.group_members.get(envelope.group_id, ())):
+                self._leave(envelope.group_id, user_id)
         elif envelope.control == "friends":
             a, b = envelope.user_ids
             for user_id, friend_id in ((a, b), (b, a)):

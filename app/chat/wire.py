@@ -32,6 +32,13 @@ CMD_RESYNC = 108  # server -> client: messages above `since` may have been misse
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3
 MEDIA_PICTURE = 4
+# Server-made (clients may send 1..99 only): a change to a group, stored and delivered like a
+# message. `memo` is the event, then `:` and the new value where there is one (a name, a
+# notice); `amount` the user it concerns (0: none); `url` a new icon; `content` a readable line.
+MEDIA_NOTICE = 120
+# The events of MEDIA_NOTICE.
+GROUP_EVENTS = ("joined", "added", "left", "removed", "renamed", "icon", "notice", "private",
+                "public", "admin", "unadmin", "owner", "dissolved")
 
 CLOSE_SESSION_ENDED = 4001  # logged out, disabled or expired: do not reconnect
 
@@ -58,6 +65,14 @@ def wire_message(row: dict[str, Any]) -> dict[str, Any]:
     if cid and not cid.startswith(SERVER_CID_PREFIX):
         message["cid"] = cid
     return message
+
+
+def legacy_message(message: dict[str, Any]) -> dict[str, Any] | None:
+    """What the article's (v1) client is sent in place of a message it cannot show: a text
+    line (a group notice: its readable line). None when it can show the message as it is."""
+    if message["media"] != MEDIA_NOTICE:
+        return None
+    return {**message, "media": MEDIA_TEXT, "url": "", "pic": "", "memo": "", "amount": 0}
 
 
 def wire_size(row: dict[str, Any]) -> int:

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -87,11 +87,20 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
+async def _group_roles(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Private groups and member roles (app/model/groups_schema.py): every group so far stays
+    # public, its owner's membership becomes the owner's.
+    from app.model.groups_schema import roles_and_private_groups
+
+    await roles_and_private_groups(connection, progress)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
     Step(3, "message search: the token tables, and the tokens of every stored message",
          _search_index),
+    Step(4, "groups: private groups, and the roles owner, admin and member", _group_roles),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -7,7 +7,14 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
   what was said since joining;
 - post (messages, read receipts, typing): one to one only to a friend, or to anyone while
   `chat.allow_strangers` is on; in a group only while a member;
-- see members: a group only while a member.
+- see members: a group only while a member;
+- govern a group (app/service/group_admin.py): its owner and admins invite, remove members,
+  rename it and change its icon, notice and privacy; only the owner makes and unmakes admins,
+  removes an admin, hands the group over and dissolves it; an admin removes members only; nobody
+  removes the owner. `group_role` answers a user's role for any feature that needs it.
+
+Leaving or being removed deletes the membership: from then on the user reads nothing of the
+group (not even what was said before) and gets none of its messages.
 
 A disabled account has no valid session and never gets this far.
 
@@ -20,11 +27,14 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import Friendship, Membership
+from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Friendship, Membership
 from app.util.errors import BadRequest, Forbidden
 
 NOT_A_MEMBER = "only members can do this in a group"
 NOT_A_FRIEND = "you can only message your friends"
+NOT_AN_ADMIN = "only the group's owner and admins can do this"
+NOT_THE_OWNER = "only the group's owner can do this"
+ROLE_NAMES = {ROLE_MEMBER: "member", ROLE_ADMIN: "admin", ROLE_OWNER: "owner"}
 
 
 def check_kind(cmd: int) -> None:
@@ -75,3 +85,45 @@ def check_post_cached(user_id: int, cmd: int, dstid: int, allow_strangers: bool,
         raise BadRequest("you cannot send a message to yourself")
     elif not allow_strangers and dstid not in friends:
         raise Forbidden(NOT_A_FRIEND)
+
+
+# -- group roles -------------------------------------------------------------------------------
+
+async def member_role(user_id: int, group_id: int) -> int | None:
+    """The user's role in the group (ROLE_*), None when not a member."""
+    roles = await Membership.filter(community_id=group_id, user_id=user_id).values_list(
+        "role", flat=True)
+    return int(roles[0]) if roles else None
+
+
+async def group_role(user_id: int, group_id: int) -> str | None:
+    """"owner", "admin" or "member"; None when the user is not in the group. For any feature
+    that gives owners and admins more (recall of others' messages, @all)."""
+    role = await member_role(user_id, group_id)
+    return None if role is None else ROLE_NAMES[role]
+
+
+async def check_manage(user_id: int, group_id: int) -> int:
+    """May the user govern the group (invite, remove, rename, icon, notice, privacy)? Answers
+    their role: ROLE_ADMIN or ROLE_OWNER."""
+    role = await member_role(user_id, group_id)
+    if role is None:
+        raise Forbidden(NOT_A_MEMBER)
+    if role < ROLE_ADMIN:
+        raise Forbidden(NOT_AN_ADMIN)
+    return role
+
+
+async def check_owner(user_id: int, group_id: int) -> None:
+    """Is the user the group's owner (admins, hand-over, dissolving)?"""
+    if await check_manage(user_id, group_id) != ROLE_OWNER:
+        raise Forbidden(NOT_THE_OWNER)
+
+
+def check_remove(actor_role: int, target_role: int) -> None:
+    """May someone of `actor_role` remove a member of `target_role`? The owner anyone but
+    themselves (the owner leaves by handing over or dissolving); an admin plain members only."""
+    if target_role == ROLE_OWNER:
+        raise Forbidden("the owner cannot be removed")
+    if target_role >= actor_role:
+        raise Forbidden(NOT_THE_OWNER if target_role == ROLE_ADMIN else NOT_AN_ADMIN)

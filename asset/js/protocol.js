@@ -24,8 +24,13 @@
   var MEDIA = Object.freeze({
     TEXT: 1,            // `content`
     VOICE: 3,           // `url` of an uploaded clip (the web client plays these)
-    PICTURE: 4          // `url` (picture or built-in sticker), optional `pic` preview
-  });
+    PICTURE: 4,         // `url` (picture or built-in sticker), optional `pic` preview
+    NOTICE: 120         // server-made group change: `memo` event[:value], `amount` the user
+  });                   // it concerns, `url` a new icon, `content` a readable line
+
+  // The events of a NOTICE (its `memo` up to the first ':').
+  var GROUP_EVENTS = Object.freeze(['joined', 'added', 'left', 'removed', 'renamed', 'icon',
+    'notice', 'private', 'public', 'admin', 'unadmin', 'owner', 'dissolved']);
 
   var CLOSE = Object.freeze({
     NORMAL: 1000,           // the client leaves (logout, page closed)
@@ -42,6 +47,7 @@
 
   IM.protocol = Object.freeze({
     VERSION: VERSION, CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
+    GROUP_EVENTS: GROUP_EVENTS,
     isRetryable: isRetryable, isChat: isChat
   });
 })(globalThis.IM = globalThis.IM || {});
