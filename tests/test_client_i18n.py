@@ -7,11 +7,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from app.chat import wire
+
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "asset" / "js"
 I18N = CLIENT / "i18n.js"
-# Keys the client builds from a prefix (register.html: t('sex' + option)).
-BUILT = {"sexM", "sexW", "sexU"}
+# Keys the client builds from a prefix (register.html: t('sex' + option); store/view.js:
+# t('notice_' + event) for each group event of the wire vocabulary).
+BUILT = {"sexM", "sexW", "sexU"} | {f"notice_{event}" for event in wire.GROUP_EVENTS}
 
 
 def _tables() -> dict[str, set[str]]:

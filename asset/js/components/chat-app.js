@@ -32,7 +32,7 @@
         activeKey: null,
         tab: 'chats',
         panel: null,            // the composer's open picker: 'emoji', 'stickers' or null
-        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile
+        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, groupInvite, groupSettings
         pictureDraft: null,
         lightbox: null,
         stickerPacks: [],
@@ -57,6 +57,7 @@
       var self = this;
       this.view = IM.createView(this.store, t);
       this.loaders = IM.createLoaders(this.store);
+      this.groups = IM.createGroupActions(this);
       this.store.rememberUser(this.me);
       this.onVisibility = function () {
         if (document.visibilityState === 'visible') self.markRead(self.active);
@@ -122,6 +123,8 @@
       receive: function (msg) {
         var outcome = this.store.receive(msg);
         if (!outcome) return;
+        // A group change: the lists follow it; a group that is no longer ours leaves the page.
+        if (msg.media === MEDIA.NOTICE && this.groups.applyNotice(msg)) return;
         var conv = outcome.conv;
         if (outcome.needFriends) this.loaders.friends();
         if (outcome.needGroups) this.loaders.groups();
