@@ -5,6 +5,7 @@ session skipped, joins and friendships in step, presence to friends, v1 cursors,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -165,3 +166,23 @@ async def test_a_member_who_left_and_a_dissolved_group_get_nothing_more(hub: Hub
     assert group.id not in hub.group_members
     assert all(group.id not in hub.user_groups[u.id] for u in (alice, bob, carol))
     assert [f["content"] for f in carol_phone.frames if f.get("cmd") == 11][-1] == "after"
+
+
+async def test_a_leave_lost_in_a_broker_gap_is_found_by_the_reload(hub: Hub) -> None:
+    alice, bob = await _user("alice"), await _user("bob")
+    group = await Community.create(name="g", owner=alice)
+    for member in (alice, bob):
+        await Membership.create(community=group, user=member)
+    other = await Community.create(name="h", owner=alice)
+    bob_phone = Device(bob.id)
+    await hub.attach(bob_phone)
+    assert hub.user_groups[bob.id] == {group.id}
+    # Bob was removed while the broker lost the "left"; he joined `other` meanwhile.
+    await Membership.filter(community_id=group.id, user_id=bob.id).delete()
+    await Membership.create(community=other, user=bob)
+    hub.resync(0)
+    await asyncio.gather(*hub._tasks)
+    assert hub.user_groups[bob.id] == {other.id}
+    assert group.id not in hub.group_members  # bob was its only member connected here
+    hub.publish(Envelope(b'{"cmd":11,"content":"after"}', group_id=group.id, message_id=5))
+    assert not [f for f in bob_phone.frames if f.get("cmd") == 11]

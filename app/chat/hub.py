@@ -60,6 +60,7 @@ class Hub:
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joins_while_reloading: set[tuple[int, int]] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -309,19 +310,35 @@ class Hub:
 
     async def _reload_index(self, chunk: int = 500) -> None:
         users = list(self.sessions)
+        # Joins that arrive while the queries run: kept even if a query read before them.
+        self._joins_while_reloading = set()
         try:
             for start in range(0, len(users), chunk):
                 part = users[start:start + chunk]
+                loaded: dict[int, set[int]] = {user_id: set() for user_id in part}
                 for user_id, peer, is_group in await relations.groups_and_friends_of(part):
                     if user_id not in self.sessions:
                         continue
                     if is_group:
+                        loaded[user_id].add(peer)
                         self.user_groups.setdefault(user_id, set()).add(peer)
                         self.group_members.setdefault(peer, set()).add(user_id)
                     else:
                         self.user_friends.setdefault(user_id, set()).add(peer)
+                self._drop_lost_leaves(loaded)
         except Exception:
             log.exception("reloading the group and friend index after a resync failed")
+        finally:
+            self._joins_while_reloading = None
+
+    def _drop_lost_leaves(self, loaded: dict[int, set[int]]) -> None:
+        """Groups the index holds for a user that the database no longer does: a "left" or
+        "dissolved" lost in the gap would otherwise keep a removed member receiving."""
+        joined = self._joins_while_reloading or set()
+        for user_id, groups in loaded.items():
+            for group_id in self.user_groups.get(user_id, set()) - groups:
+                if (user_id, group_id) not in joined:
+                    self._leave(group_id, user_id)
 
     # -- delivery (the broker calls this on every node) -------------------------------------
 
@@ -360,6 +377,8 @@ class Hub:
     def _control(self, envelope: Envelope) -> None:
         if envelope.control == "joined":
             user_id = envelope.user_ids[0]
+            if self._joins_while_reloading is not None:
+                self._joins_while_reloading.add((user_id, envelope.group_id))
             if user_id in self.sessions:
                 self.user_groups.setdefault(user_id, set()).add(envelope.group_id)
                 self.group_members.setdefault(envelope.group_id, set()).add(user_id)
