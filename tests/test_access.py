@@ -193,3 +193,45 @@ def test_who_may_remove_whom_without_a_server(actor, target, allowed):
     else:
         with pytest.raises(Forbidden):
             access.check_remove(actor, target)
+async def test_a_block_refuses_posting_and_inviting_whatever_else_allows_it(server):
+    """Rows of the rule with a block: the blocked user may not post to (with or without
+    strangers allowed) nor invite the blocker; the blocker is refused only for want of a
+    friendship; others are unaffected."""
+    blocker = await register(server)
+    blocked = await register(server)
+    bystander = await register(server)
+    await befriend(blocker, bystander)
+    assert (await blocker.post("/contact/block", id=blocked.id))["code"] == 0
+
+    async def outcome(check, *args) -> str:
+        try:
+            await check(*args)
+        except Forbidden as refusal:
+            return "blocked" if refusal.detail == access.BLOCKED else "forbidden"
+        return "allowed"
+
+    rows = {
+        ("blocked posts", False): await outcome(access.check_post, blocked.id, CMD_SINGLE,
+                                                blocker.id, False),
+        ("blocked posts", True): await outcome(access.check_post, blocked.id, CMD_SINGLE,
+                                               blocker.id, True),
+        ("blocked as stranger", True): await outcome(access.check_stranger, blocked.id,
+                                                     blocker.id),
+        ("blocked invites", True): await outcome(access.check_invite, blocked.id, blocker.id),
+        ("blocker posts", False): await outcome(access.check_post, blocker.id, CMD_SINGLE,
+                                                blocked.id, False),
+        ("blocker posts", True): await outcome(access.check_post, blocker.id, CMD_SINGLE,
+                                               blocked.id, True),
+        ("blocker invites", True): await outcome(access.check_invite, blocker.id, blocked.id),
+        ("bystander posts", False): await outcome(access.check_post, bystander.id, CMD_SINGLE,
+                                                  blocker.id, False),
+        ("bystander invites", True): await outcome(access.check_invite, bystander.id,
+                                                   blocker.id),
+    }
+    assert rows == {
+        ("blocked posts", False): "blocked", ("blocked posts", True): "blocked",
+        ("blocked as stranger", True): "blocked", ("blocked invites", True): "blocked",
+        ("blocker posts", False): "forbidden", ("blocker posts", True): "allowed",
+        ("blocker invites", True): "allowed", ("bystander posts", False): "allowed",
+        ("bystander invites", True): "allowed"}
+    await close_all(blocker, blocked, bystander)

@@ -274,3 +274,15 @@ async def test_update_checks_its_fields_and_names_stay_unique(server):
     assert unchanged["code"] == 0
     assert _events(await _history(owner, group_id)) == []  # nothing changed, nothing told
     await close_all(owner)
+
+
+async def test_nobody_is_added_by_someone_they_blocked(server):
+    owner, blocker, stranger = [await register(server) for _ in range(3)]
+    group_id = await make_group(owner, _name())
+    assert (await blocker.post("/contact/block", id=owner.id))["code"] == 0
+    refused = await owner.client.post("/group/invite", data={"id": group_id, "dstid": blocker.id})
+    assert refused.status_code == 403 and "does not accept" in refused.json()["msg"]
+    assert (await owner.post("/group/invite", id=group_id, dstid=stranger.id))["code"] == 0
+    members = (await owner.post("/contact/members", id=group_id))["rows"]
+    assert sorted(m["id"] for m in members) == sorted([owner.id, stranger.id])
+    await close_all(owner, blocker, stranger)

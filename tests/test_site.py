@@ -11,6 +11,10 @@ async def test_openapi_describes_the_routes(server):
                  "/contact/addfriend", "/contact/loadfriend", "/contact/createcommunity",
                  "/contact/joincommunity", "/contact/loadcommunity", "/attach/upload",
                  "/message/history", "/message/conversations", "/message/search", "/chat",
+                 "/user/password", "/contact/directory", "/contact/request", "/contact/requests",
+                 "/contact/accept", "/contact/decline", "/contact/cancelrequest",
+                 "/contact/removefriend", "/contact/block", "/contact/unblock",
+                 "/contact/blocked", "/resource/{name}",
                  "/group/invite", "/group/remove", "/group/leave", "/group/update",
                  "/group/admin", "/group/transfer", "/group/dissolve"):
         assert path in paths, path

@@ -39,7 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 TABLES = ["im_user", "im_token", "im_friendship", "im_community", "im_membership", "im_message",
           "im_readmark", "im_attachment"]
 # Columns a later schema added are not 0.1.0's rows: compare the columns 0.1.0 had.
-COLUMNS_OF_0_1_0 = {"im_community": "id, name, owner_id, icon, memo, cate, created_ms",
+COLUMNS_OF_0_1_0 = {"im_attachment": "id, sha256, stored_name, mime, size, width, height, "
+                                      "uploader_id, created_ms",
+                    "im_community": "id, name, owner_id, icon, memo, cate, created_ms",
                     "im_membership": "id, community_id, user_id, created_ms"}
 
 
@@ -271,14 +273,57 @@ def test_a_newer_database_is_refused_untouched(old_database):
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
-    """The fixture's upload files are served byte for byte after the upgrade."""
+    """The fixture's upload files are served byte for byte after the upgrade (to a signed-in
+    user: downloads need one since schema 4)."""
     old = old_database
     server = await start_server(old.settings)
     try:
         async with httpx.AsyncClient(base_url=server.base_url) as client:
+            signed_in = await client.post("/user/login", data={
+                "mobile": old.facts["users"][0]["mobile"], "passwd": old.facts["password"]})
+            assert signed_in.json()["code"] == 0
             for path in sorted((FIXTURE / "resource").iterdir()):
                 served = await client.get(f"/resource/{path.name}")
                 assert served.status_code == 200 and served.content == path.read_bytes()
+    finally:
+        await server.stop()
+
+
+async def test_upgraded_data_works_with_files_and_people(old_database):
+    """Schema 4 on 0.1.0's data: the old picture is a picture (served inline to a signed-in
+    user), the old users are in the directory, request, block and unfriend each other, and
+    upload files by the same daily quota."""
+    old = old_database
+    facts = old.facts
+    alice, bob, carol, _dave = facts["users"]
+    server = await start_server(old.settings)
+    try:
+        assert old.query("SELECT kind, original_name FROM im_attachment") == [("picture", "")]
+        clients = {}
+        for user in (alice, bob, carol):
+            client = clients[user["id"]] = server.client()
+            answer = await client.post("/user/login", data={"mobile": user["mobile"],
+                                                            "passwd": facts["password"]})
+            assert answer.json()["code"] == 0
+        ca, cb, cc = (clients[u["id"]] for u in (alice, bob, carol))
+        picture = await ca.get(facts["upload"])
+        assert picture.headers["content-type"] == "image/png"
+        assert "content-disposition" not in picture.headers
+        found = (await cc.post("/contact/directory", data={"q": "alice"})).json()
+        assert [(r["id"], r["relation"]) for r in found["rows"]] == [(alice["id"], "friend")]
+        assert (await ca.post("/contact/removefriend", data={"id": carol["id"]})).json()[
+            "code"] == 0
+        assert (await cb.post("/contact/block", data={"id": carol["id"]})).json()["code"] == 0
+        refused = await cc.post("/contact/request", data={"id": bob["id"]})
+        assert refused.status_code == 403
+        friends = (await ca.post("/contact/loadfriend")).json()["rows"]
+        assert [f["id"] for f in friends] == [bob["id"]]
+        uploaded = (await ca.post("/attach/upload", files={
+            "file": ("旧.pdf", b"%PDF-1.4\n%%EOF\n")})).json()
+        assert (uploaded["code"], uploaded["kind"], uploaded["name"]) == (0, "file", "旧.pdf")
+        assert (await cb.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        for client in clients.values():
+            await client.aclose()
     finally:
         await server.stop()
 

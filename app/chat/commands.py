@@ -31,12 +31,12 @@ from app.chat.wire import (
     frame_int,
     frame_link,
     frame_text,
+    legacy_message,
     wire_message,
 )
 from app.model.message_writer import Draft
-from app.model.tables import User
 from app.service import access, messages
-from app.util.errors import BadRequest, Unavailable
+from app.util.errors import AppError, BadRequest, Unavailable
 from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.chat")
@@ -96,10 +96,12 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
 
 
 async def _submit_to_existing_user(session: ChatSession, draft: Draft) -> None:
-    if await User.filter(id=draft.dstid, disabled=False).exists():
-        _submit(session, draft)
+    try:  # the recipient exists, is enabled and has not blocked the sender
+        await access.check_stranger(session.user_id, draft.dstid)
+    except AppError as refusal:
+        session.refuse(refusal, draft.cid)
     else:
-        session.refuse(BadRequest("no such user"), draft.cid)
+        _submit(session, draft)
 
 
 def _submit(session: ChatSession, draft: Draft) -> None:
@@ -118,8 +120,11 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
         return
     message_id = row["id"]
     if not duplicate:
+        message = wire_message(row)
+        legacy = legacy_message(message)  # what an article client is sent instead, if anything
         session.hub.publish(_conversation_envelope(
-            session, draft.cmd, draft.dstid, encode(wire_message(row)), message_id=message_id))
+            session, draft.cmd, draft.dstid, encode(message), message_id=message_id,
+            legacy_payload=encode(legacy) if legacy is not None else b""))
     if not session.v2:
         session.hub.advance_legacy_cursor(session.user_id, message_id)
         return
@@ -134,13 +139,15 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
 
 
 def _conversation_envelope(session: ChatSession, cmd: int, dstid: int, payload: bytes,
-                           message_id: int = 0, v2_only: bool = False) -> Envelope:
+                           message_id: int = 0, v2_only: bool = False,
+                           legacy_payload: bytes = b"") -> Envelope:
     """To everyone in the conversation (the sender's other devices too), not this socket."""
     if cmd == CMD_SINGLE:
         return Envelope(payload, user_ids=(dstid, session.user_id), message_id=message_id,
-                        v2_only=v2_only, skip_session=session.sid)
+                        v2_only=v2_only, skip_session=session.sid,
+                        legacy_payload=legacy_payload)
     return Envelope(payload, group_id=dstid, message_id=message_id, v2_only=v2_only,
-                    skip_session=session.sid)
+                    skip_session=session.sid, legacy_payload=legacy_payload)
 
 
 # -- receipts, typing, sync, heartbeat (receipts, typing and sync need v2) ------------------

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
-from app.model import message_store, relations
+from app.model import message_store, relations, sign_ins
 from app.model.tables import now_ms
+from app.util.batching import BatchedLoader
 from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.hub")
@@ -57,6 +59,9 @@ class Hub:
         # Users with no session here whose cursor did not move since the last maintenance round.
         self._quiet_cursors: set[int] = set()
         self._session_ids = itertools.count(1)
+        # Groups and friends of users connecting: one query for all who connect meanwhile.
+        self._relations: BatchedLoader[int, tuple[AbstractSet[int], AbstractSet[int]]] = (
+            BatchedLoader(relations.groups_and_friends_by_user, (frozenset(), frozenset())))
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,7 +115,7 @@ class Hub:
         closed = 0
         for start in range(0, len(hashes), chunk):
             part = hashes[start:start + chunk]
-            alive = await relations.valid_token_hashes(part)
+            alive = await sign_ins.valid_token_hashes(part)
             for token_hash in part:
                 if token_hash not in alive:
                     for session in by_token[token_hash]:
@@ -137,13 +142,15 @@ class Hub:
                 self.legacy_cursor.pop(user_id, None)
         self._quiet_cursors = set(self.legacy_cursor).difference(self.sessions)
 
-    async def load_legacy_cursor(self, user_id: int) -> int:
-        """Where a new v1 connection of the user starts: the stored cursor, read every time,
-        or the one other processes published, whichever is further (another process may have
-        delivered more to this user's v1 connections)."""
+    async def load_legacy_cursor(self, user_id: int, stored: int | None = None) -> int:
+        """Where a new v1 connection of the user starts: the stored cursor (`stored`, as read
+        with the connection's sign-in, else read now) or the one other processes published,
+        whichever is further (another process may have delivered more to this user's v1
+        connections)."""
         await self.broker.read_up_to_now()
-        cursor = max(await message_store.legacy_cursor(user_id),
-                     self.legacy_cursor.get(user_id, 0))
+        if stored is None:
+            stored = await message_store.legacy_cursor(user_id)
+        cursor = max(stored, self.legacy_cursor.get(user_id, 0))
         self.legacy_cursor[user_id] = cursor
         self._quiet_cursors.discard(user_id)
         return cursor
@@ -168,7 +175,7 @@ class Hub:
             groups = self.user_groups.setdefault(user_id, set())
             friends = self.user_friends.setdefault(user_id, set())
             try:
-                loaded_groups, loaded_friends = await relations.groups_and_friends(user_id)
+                loaded_groups, loaded_friends = await self._relations.load(user_id)
                 groups |= loaded_groups
                 friends |= loaded_friends
                 for group_id in groups:
@@ -292,6 +299,10 @@ class Hub:
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
+    def friendship_removed(self, user_id: int, friend_id: int) -> None:
+        """The two are no longer friends: no more presence or messages between them."""
+        self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="unfriended"))
+
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
         self.publish(Envelope((token_hash or "").encode(), user_ids=(user_id,), control="ended"))
@@ -397,6 +408,10 @@ class Hub:
                     payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id,
                                       "online": int(friend_id in self.sessions)})
                     self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+        elif envelope.control == "unfriended":
+            a, b = envelope.user_ids
+            self.user_friends.get(a, set()).discard(b)
+            self.user_friends.get(b, set()).discard(a)
         elif envelope.control == "cursor":
             user_id = envelope.user_ids[0]
             if envelope.message_id > self.legacy_cursor.get(user_id, 0):

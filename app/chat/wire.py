@@ -28,10 +28,12 @@ CMD_PRESENCE = 104  # server -> client: who is online (snapshot) or one user's c
 CMD_SYNC = 106  # client -> server: what I missed after `since`
 CMD_SYNC_END = 107  # server -> client: caught up to `upto`, `more` to follow
 CMD_RESYNC = 108  # server -> client: messages above `since` may have been missed: sync again
+CMD_CONTACTS = 109  # server -> client: your friends, friend requests or blocks changed (`what`)
 
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3
 MEDIA_PICTURE = 4
+MEDIA_FILE = 6  # any file: `url`, `content` its name, `amount` its size in bytes, `memo` its type
 # Server-made (clients may send 1..99 only): a change to a group, stored and delivered like a
 # message. `memo` is the event, then `:` and the new value where there is one (a name, a
 # notice); `amount` the user it concerns (0: none); `url` a new icon; `content` a readable line.
@@ -69,10 +71,23 @@ def wire_message(row: dict[str, Any]) -> dict[str, Any]:
 
 def legacy_message(message: dict[str, Any]) -> dict[str, Any] | None:
     """What the article's (v1) client is sent in place of a message it cannot show: a text
-    line (a group notice: its readable line). None when it can show the message as it is."""
-    if message["media"] != MEDIA_NOTICE:
+    line (a file: its name, size and link; a group notice: its readable line). None when it
+    can show the message as it is."""
+    media = message["media"]
+    if media == MEDIA_NOTICE:
+        return {**message, "media": MEDIA_TEXT, "url": "", "pic": "", "memo": "", "amount": 0}
+    if media != MEDIA_FILE:
         return None
-    return {**message, "media": MEDIA_TEXT, "url": "", "pic": "", "memo": "", "amount": 0}
+    text = f"[file] {message['content']} ({readable_size(message['amount'])}) {message['url']}"
+    return {**message, "media": MEDIA_TEXT, "content": text, "url": "", "pic": ""}
+
+
+def readable_size(size: int) -> str:
+    if size < 1024:
+        return f"{max(size, 0)} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def wire_size(row: dict[str, Any]) -> int:

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -87,6 +87,12 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
+async def _people_and_files(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Attachments' names and kinds and the quota index (app/model/people_schema.py); the
+    # friend request and block tables are made from the models when the upgrade ends.
+    from app.model.people_schema import attachment_names_and_kinds
+
+    await attachment_names_and_kinds(connection, progress)
 async def _group_roles(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # Private groups and member roles (app/model/groups_schema.py): every group so far stays
     # public, its owner's membership becomes the owner's.
@@ -100,7 +106,9 @@ STEPS: tuple[Step, ...] = (
          _exact_identifiers),
     Step(3, "message search: the token tables, and the tokens of every stored message",
          _search_index),
-    Step(4, "groups: private groups, and the roles owner, admin and member", _group_roles),
+    Step(4, "files and people: attachment names and kinds, the upload quota index, friend "
+            "requests and blocks", _people_and_files),
+    Step(5, "groups: private groups, and the roles owner, admin and member", _group_roles),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 
@@ -195,7 +203,7 @@ async def prepare_schema(settings: Settings, connection_name: str,
         except Exception as error:
             raise SchemaError(f"upgrading to schema {step.version} failed: {error}; the "
                               f"database stays at schema {step.version - 1}") from error
-    # Tables a step did not create itself (none so far) would come from the models here.
+    # Tables a step did not create itself (friend requests, blocks) come from the models here.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*already exists")
         await Tortoise.generate_schemas(safe=True)

@@ -6,8 +6,10 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
   (only the messages between the two are ever answered); a group only while a member, and only
   what was said since joining;
 - post (messages, read receipts, typing): one to one only to a friend, or to anyone while
-  `chat.allow_strangers` is on; in a group only while a member;
+  `chat.allow_strangers` is on, and never to someone who blocked the sender; in a group only
+  while a member;
 - see members: a group only while a member;
+- invite a user (into a group): never someone who blocked the inviter;
 - govern a group (app/service/group_admin.py): its owner and admins invite, remove members,
   rename it and change its icon, notice and privacy; only the owner makes and unmakes admins,
   removes an admin, hands the group over and dissolves it; an admin removes members only; nobody
@@ -15,6 +17,10 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
 
 Leaving or being removed deletes the membership: from then on the user reads nothing of the
 group (not even what was said before) and gets none of its messages.
+
+Blocking also ends the friendship (app/service/contacts.py), so the socket's cached check (the
+user's friends) already refuses a blocked user; with strangers allowed the socket asks
+`check_stranger`, which reads the blocks.
 
 A disabled account has no valid session and never gets this far.
 
@@ -27,7 +33,15 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Friendship, Membership
+from app.model.tables import (
+    ROLE_ADMIN,
+    ROLE_MEMBER,
+    ROLE_OWNER,
+    Block,
+    Friendship,
+    Membership,
+    User,
+)
 from app.util.errors import BadRequest, Forbidden
 
 NOT_A_MEMBER = "only members can do this in a group"
@@ -35,6 +49,7 @@ NOT_A_FRIEND = "you can only message your friends"
 NOT_AN_ADMIN = "only the group's owner and admins can do this"
 NOT_THE_OWNER = "only the group's owner can do this"
 ROLE_NAMES = {ROLE_MEMBER: "member", ROLE_ADMIN: "admin", ROLE_OWNER: "owner"}
+BLOCKED = "this user does not accept messages or invitations from you"
 
 
 def check_kind(cmd: int) -> None:
@@ -63,15 +78,37 @@ async def check_members(user_id: int, group_id: int) -> None:
     await joined_at(user_id, group_id)
 
 
+async def is_blocked_by(user_id: int, other_id: int) -> bool:
+    """Whether `other_id` blocked `user_id`."""
+    return await Block.filter(owner_id=other_id, blocked_id=user_id).exists()
+
+
 async def check_post(user_id: int, cmd: int, dstid: int, allow_strangers: bool) -> None:
     check_kind(cmd)
     if cmd == CMD_GROUP:
         await joined_at(user_id, dstid)
     elif dstid == user_id:
         raise BadRequest("you cannot send a message to yourself")
+    elif await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
     elif not allow_strangers and not await Friendship.filter(
             owner_id=user_id, friend_id=dstid).exists():
         raise Forbidden(NOT_A_FRIEND)
+
+
+async def check_stranger(user_id: int, dstid: int) -> None:
+    """A one-to-one message to someone who need not be a friend (`chat.allow_strangers`): the
+    account must exist and be enabled, and must not have blocked the sender."""
+    if not await User.filter(id=dstid, disabled=False).exists():
+        raise BadRequest("no such user")
+    if await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
+
+
+async def check_invite(user_id: int, invitee_id: int) -> None:
+    """May the user invite (add) `invitee_id` into a group? Not if the invitee blocked them."""
+    if await is_blocked_by(user_id, invitee_id):
+        raise Forbidden(BLOCKED)
 
 
 def check_post_cached(user_id: int, cmd: int, dstid: int, allow_strangers: bool,

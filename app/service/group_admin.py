@@ -62,10 +62,10 @@ async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: in
     invitee = await User.get_or_none(id=invitee_id)
     if invitee is None or invitee.disabled:
         raise NotFound("no such user")
-    # Block lists, where they exist, are asked here (a blocked inviter cannot add the blocker).
     try:
         async with changing(group_id) as (connection, _group):
             await access.check_manage(actor.id, group_id)
+            await access.check_invite(actor.id, invitee.id)  # not someone who blocked them
             if await _membership(connection, group_id, invitee.id) is not None:
                 raise Conflict("this user is already a member of the group")
             await check_room(connection, ctx, group_id)

@@ -39,6 +39,14 @@ class NotFound(Refused):
     reason = "not_found"
 
 
+class NoSuchFile(AppError):
+    """A /resource/ file that is not there: a real 404 (no article client reads these)."""
+
+    status = 404
+    message = "no such file"
+    reason = "not_found"
+
+
 class Conflict(Refused):
     message = "already exists"
     reason = "conflict"

@@ -18,13 +18,15 @@
     PRESENCE: 104,      // server -> client: who is online (snapshot) or one user's change
     SYNC: 106,          // client -> server: send what I missed after message `since`
     SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
-    RESYNC: 108         // server -> client: messages above `since` may have been missed: sync
+    RESYNC: 108,        // server -> client: messages above `since` may have been missed: sync
+    CONTACTS: 109       // server -> client: friends, friend requests or blocks changed (`what`)
   });
 
   var MEDIA = Object.freeze({
     TEXT: 1,            // `content`
-    VOICE: 3,           // `url` of an uploaded clip (the web client plays these)
+    VOICE: 3,           // `url` of an uploaded clip (recorded and played by the web client)
     PICTURE: 4,         // `url` (picture or built-in sticker), optional `pic` preview
+    FILE: 6,            // `url`, `content` the file's name, `amount` its bytes, `memo` its type
     NOTICE: 120         // server-made group change: `memo` event[:value], `amount` the user
   });                   // it concerns, `url` a new icon, `content` a readable line
 

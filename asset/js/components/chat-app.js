@@ -32,8 +32,9 @@
         activeKey: null,
         tab: 'chats',
         panel: null,            // the composer's open picker: 'emoji', 'stickers' or null
-        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, groupInvite, groupSettings
+        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, people, groupInvite, groupSettings
         pictureDraft: null,
+        peopleTab: 'find',
         lightbox: null,
         stickerPacks: [],
         showMembers: window.innerWidth > 1100,
@@ -57,6 +58,7 @@
       var self = this;
       this.view = IM.createView(this.store, t);
       this.loaders = IM.createLoaders(this.store);
+      this.people = IM.createPeople(this.store, this.loaders, Vue.reactive);
       this.groups = IM.createGroupActions(this);
       this.store.rememberUser(this.me);
       this.onVisibility = function () {
@@ -80,6 +82,8 @@
         var self = this;
         var loaders = this.loaders;
         if (!this.stickerPacks.length) loaders.stickers().then(function (packs) { self.stickerPacks = packs; });
+        this.people.requests();
+        this.people.blocked();
         Promise.all([loaders.friends(), loaders.groups(), loaders.conversations()]).then(function (results) {
           self.socket = new IM.ChatSocket({
             userId: self.me.id,
@@ -116,6 +120,7 @@
           case CMD.PRESENCE:
             if (this.store.applyPresence(frame)) this.loaders.friends();
             break;
+          case CMD.CONTACTS: this.people.changed(frame.what); break;
           default: break;
         }
       },
@@ -318,6 +323,12 @@
       openDialog: function (name) { this.dialog = name; },
 
       openProfile: function () { this.dialog = 'profile'; },
+
+      /** The people dialog on one of its tabs: find, requests or blocked. */
+      openPeople: function (tab) {
+        this.peopleTab = tab || 'find';
+        this.dialog = 'people';
+      },
 
       meChanged: function (user) {
         this.store.rememberUser(user);

@@ -1,6 +1,7 @@
 /* imchat web client: the composer under the open conversation — the text box (Enter sends,
- * Shift+Enter breaks the line), the emoji and sticker pickers, choosing a picture to send, and
- * the typing notices that tell the peer(s) this user is writing. */
+ * Shift+Enter breaks the line), the emoji and sticker pickers, choosing a picture or any file
+ * to send, the microphone (components/voice-button.js), and the typing notices that tell the
+ * peer(s) this user is writing. */
 (function () {
   'use strict';
 
@@ -15,7 +16,7 @@
     mixins: [IM.ui.i18nMixin],
     inject: ['chat'],
     data: function () {
-      return { emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT };
+      return { emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT, uploading: false };
     },
     computed: {
       conv: function () { return this.chat.active; },
@@ -118,6 +119,21 @@
           input.focus();
           input.selectionStart = input.selectionEnd = start + ch.length;
         });
+      },
+
+      /** Any file: uploaded at once, then sent as a file message (name, size, type). */
+      pickFile: function (event) {
+        var self = this;
+        var file = IM.upload.pickedFile(event);
+        if (!file) return;
+        var conv = this.chat.activeKey;
+        this.uploading = true;
+        IM.upload.uploadFile(file).then(function (stored) {
+          if (self.chat.activeKey !== conv) self.chat.activeKey = conv;
+          self.chat.send({ media: MEDIA.FILE, url: stored.url, pic: stored.thumb || '', content: stored.name,
+            amount: stored.size, memo: stored.mime });
+        }, function (error) { IM.ui.toast(error.message, 'error'); })
+          .then(function () { self.uploading = false; });
       },
 
       pickPicture: function (event) {

@@ -45,7 +45,7 @@
       },
       remove: function (member) {
         var self = this;
-        this.run(this.t('confirmRemove', { name: this.name(member) }), this.t('removeMember'), function () {
+        this.run(this.t('confirmRemoveMember', { name: this.name(member) }), this.t('removeMember'), function () {
           return self.chat.groups.remove(self.groupId, member.id);
         });
       },
