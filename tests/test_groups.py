@@ -6,6 +6,7 @@ reads nothing), hand-over, leaving, dissolving, the member cap, and every refusa
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from tests.factories import (
     register,
     send_texts,
 )
+from tests.test_search import wait_indexed
 
 
 def _name() -> str:
@@ -164,6 +166,8 @@ async def test_a_removed_member_gets_nothing_more_and_reads_nothing(server):
                        ("/contact/members", {"id": group_id})):
         answer = await carol.client.post(path, data=form)
         assert answer.status_code == 403, (path, answer.text)
+    # Search: once bob finds the message, carol still does not.
+    await wait_indexed(bob, "after", after[0], time.monotonic())
     found = await carol.post("/message/search", q="after")
     assert found["code"] == 0 and found["rows"] == []
     syncing = await connect(server, carol, since=0)
