@@ -23,6 +23,7 @@ from app.chat.runtime import ChatRuntime
 from app.controller.attach import attach_bp, resource_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
+from app.controller.group import group_bp
 from app.controller.health import health_bp
 from app.controller.message import message_bp
 from app.controller.pages import pages_bp
@@ -45,7 +46,7 @@ from app.websocket import close_all, coalesced_writes
 log = logging.getLogger("imchat.server")
 
 BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, people_bp, attach_bp, resource_bp,
-                               message_bp, chat_bp, health_bp, search_bp]
+                               message_bp, chat_bp, health_bp, search_bp, group_bp]
 
 _app_numbers = itertools.count(1)
 

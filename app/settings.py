@@ -117,6 +117,8 @@ class ChatSettings:
     # Chat sockets one user may hold open in this worker; one more is refused with 429.
     max_connections_per_user: int = 20
     history_pages_per_minute: int = 120
+    # Members one group may have (joining or inviting beyond it is refused).
+    max_group_members: int = 500
 
 
 @dataclasses.dataclass
@@ -315,6 +317,7 @@ def _chat_checks(s: Settings) -> list[tuple[bool, str]]:
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
         (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
+        (s.chat.max_group_members >= 2, "chat.max_group_members: must be >= 2"),
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import Membership, User
+from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Membership, User
 from app.service import access, users
 from app.util.errors import BadRequest, Forbidden
 from tests.factories import befriend, close_all, connect, make_group, recv_until, register
@@ -136,6 +136,63 @@ def test_the_cached_rule_without_a_server(cmd, dstid, friends, groups, strangers
             access.check_post_cached(1, cmd, dstid, strangers, friends, groups)
 
 
+GROUP_ROLES = ("owner", "admin", "member", "removed member", "non-member")
+
+
+async def test_governing_a_group_follows_the_rule(server):
+    """Reading, posting and each governing action, asked by each role (a removed member was
+    removed through the API). Each action that removes or promotes acts on a fresh member."""
+    people = {role: await register(server) for role in GROUP_ROLES}
+    name = "gov-" + uuid.uuid4().hex[:8]
+    spares = [await register(server) for _ in range(10)]
+    group_id = await make_group(people["owner"], name, people["admin"], people["member"],
+                                people["removed member"], *spares)
+    owner = people["owner"]
+    assert (await owner.post("/group/admin", id=group_id, dstid=people["admin"].id))["code"] == 0
+    removed = await owner.post("/group/remove", id=group_id, dstid=people["removed member"].id)
+    assert removed["code"] == 0
+    outsiders = [await register(server) for _ in range(5)]
+    outcome: dict[tuple[str, str], int | str] = {}
+    for role, person in people.items():
+        spare, outsider = spares.pop(), outsiders.pop()
+        for action, path, form in (
+                ("read", "/message/history", {"cmd": CMD_GROUP, "dstid": group_id}),
+                ("members", "/contact/members", {"id": group_id}),
+                ("rename", "/group/update", {"id": group_id, "name": f"{name}-{role[:3]}"}),
+                ("notice", "/group/update", {"id": group_id, "memo": role}),
+                ("invite", "/group/invite", {"id": group_id, "dstid": outsider.id}),
+                ("remove", "/group/remove", {"id": group_id, "dstid": spare.id}),
+                ("make admin", "/group/admin", {"id": group_id, "dstid": spares[0].id})):
+            outcome[(role, action)] = (await person.client.post(path, data=form)).status_code
+        ws = await connect(server, person)
+        outcome[(role, "post")] = await outcome_of(
+            ws, {"cmd": CMD_GROUP, "dstid": group_id, "media": 1, "content": "hi", "cid": "p"})
+        await ws.close()
+    manage = {"read": 200, "members": 200, "rename": 200, "notice": 200, "invite": 200,
+              "remove": 200, "post": "stored"}
+    outside = dict.fromkeys(manage, 403) | {"post": "forbidden", "make admin": 403}
+    assert outcome == {
+        **{("owner", a): v for a, v in (manage | {"make admin": 200}).items()},
+        **{("admin", a): v for a, v in (manage | {"make admin": 403}).items()},
+        **{("member", a): v for a, v in (outside | {"read": 200, "members": 200,
+                                                     "post": "stored"}).items()},
+        **{("removed member", a): v for a, v in outside.items()},
+        **{("non-member", a): v for a, v in outside.items()}}
+    await close_all(*people.values(), *spares, *outsiders)
+
+
+@pytest.mark.parametrize(("actor", "target", "allowed"), [
+    (ROLE_OWNER, ROLE_ADMIN, True), (ROLE_OWNER, ROLE_MEMBER, True),
+    (ROLE_OWNER, ROLE_OWNER, False), (ROLE_ADMIN, ROLE_MEMBER, True),
+    (ROLE_ADMIN, ROLE_ADMIN, False), (ROLE_ADMIN, ROLE_OWNER, False),
+    (ROLE_MEMBER, ROLE_MEMBER, False),
+])
+def test_who_may_remove_whom_without_a_server(actor, target, allowed):
+    if allowed:
+        access.check_remove(actor, target)
+    else:
+        with pytest.raises(Forbidden):
+            access.check_remove(actor, target)
 async def test_a_block_refuses_posting_and_inviting_whatever_else_allows_it(server):
     """Rows of the rule with a block: the blocked user may not post to (with or without
     strangers allowed) nor invite the blocker; the blocker is refused only for want of a

@@ -12,6 +12,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from app.chat.wire import MEDIA_NOTICE
 from app.model.message_writer import Draft
 from app.model.tables import AuthToken, Message, now_ms
 from app.websocket import coalesced_writes
@@ -33,6 +34,11 @@ def text(dstid: int, content: str, cmd: int = 10, **extra) -> str:
 
 def is_message(frame: dict) -> bool:
     return frame.get("cmd") in (10, 11)
+
+
+def is_chat(frame: dict) -> bool:
+    """A message someone wrote on a v2 connection, not a group notice (someone joined...)."""
+    return is_message(frame) and frame.get("media") != MEDIA_NOTICE
 
 
 async def refused_status(url: str, **kwargs) -> int:
@@ -256,7 +262,8 @@ async def test_group_fanout_reaches_members_not_sender_connection(server):
     await w_owner.send(text(group_id, "hello team", cmd=11, cid="g1"))
     ack = await recv_until(w_owner, lambda f: f["cmd"] == 100)
     for ws in (w1, w2, w_owner_2):
-        got = await recv_until(ws, is_message)
+        # (the article's client w1 is first pushed the members' join notices, as text)
+        got = await recv_until(ws, lambda f: is_message(f) and f.get("cid") == "g1")
         assert got["id"] == ack["id"] and got["cmd"] == 11 and got["dstid"] == group_id
         assert got["userid"] == owner.id
     await assert_silent(w_out)
@@ -290,9 +297,9 @@ async def test_joining_while_connected_starts_delivery(server):
     w_late = await connect(server, late)
     assert (await late.post("/contact/joincommunity", dstname="late-joiners"))["code"] == 0
     await w_owner.send(text(group_id, "welcome", cmd=11))
-    assert (await recv_until(w_late, is_message))["content"] == "welcome"
+    assert (await recv_until(w_late, is_chat))["content"] == "welcome"
     await w_late.send(text(group_id, "thanks", cmd=11))
-    assert (await recv_until(w_owner, is_message))["content"] == "thanks"
+    assert (await recv_until(w_owner, is_chat))["content"] == "thanks"
     await w_owner.close()
     await w_late.close()
     await close_all(owner, late)
@@ -597,7 +604,7 @@ async def test_stalled_client_is_closed_while_healthy_one_keeps_receiving(server
         frame = await recv_json(back)
         if frame["cmd"] == 107:
             break
-        if is_message(frame):
+        if is_chat(frame):
             contents.append(frame["content"].split(":")[0])
     assert contents == [str(n) for n in range(total)]
     for ws in (w_owner, w_healthy, back):
@@ -663,8 +670,9 @@ async def test_history_pages_by_id_and_is_for_participants_only(server):
     assert (await c.post("/message/history", cmd=10, dstid=a.id))["rows"] == []
     denied = await c.client.post("/message/history", data={"cmd": 11, "dstid": group_id})
     assert denied.status_code == 403
-    assert [m["content"] for m in (await b.post("/message/history", cmd=11,
-                                                 dstid=group_id))["rows"]] == ["group line"]
+    assert [(m["media"], m["content"]) for m in (await b.post(
+        "/message/history", cmd=11, dstid=group_id))["rows"]] == [
+        (MEDIA_NOTICE, f"{b.data['nickname']} joined the group"), (1, "group line")]
     bad = await b.client.post("/message/history", data={"cmd": 12, "dstid": a.id})
     assert bad.status_code == 400
     conversations = (await b.post("/message/conversations"))["rows"]

@@ -7,24 +7,38 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from app.chat import wire
+
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "asset" / "js"
 I18N = CLIENT / "i18n.js"
-# Keys the client builds from a prefix (register.html: t('sex' + option)).
-BUILT = {"sexM", "sexW", "sexU"}
+# Keys the client builds from a prefix (register.html: t('sex' + option); store/view.js:
+# t('notice_' + event) for each group event of the wire vocabulary).
+BUILT = {"sexM", "sexW", "sexU"} | {f"notice_{event}" for event in wire.GROUP_EVENTS}
+
+
+# Words of parts loaded separately (i18n-admin.js), added to i18n.js's tables by IM.i18n.add.
+PARTS = sorted(CLIENT.glob("i18n-*.js"))
 
 
 def _tables() -> dict[str, set[str]]:
-    text = I18N.read_text(encoding="utf-8")
-    english = text[text.index("    en: {"):text.index("    'zh-CN': {")]
-    chinese = text[text.index("    'zh-CN': {"):text.index("  var LANGS")]
     key = re.compile(r"^      (\w+):", re.M)
-    return {"en": set(key.findall(english)), "zh-CN": set(key.findall(chinese))}
+    tables: dict[str, set[str]] = {"en": set(), "zh-CN": set()}
+    for path in (I18N, *PARTS):
+        text = path.read_text(encoding="utf-8")
+        end = "  var LANGS" if path == I18N else "  });"
+        english = text[text.index("    en: {"):text.index("    'zh-CN': {")]
+        chinese = text[text.index("    'zh-CN': {"):text.index(end)]
+        for lang, part in (("en", english), ("zh-CN", chinese)):
+            found = set(key.findall(part))
+            assert not found & tables[lang], f"{path.name} repeats {found & tables[lang]}"
+            tables[lang] |= found
+    return tables
 
 
 def _client_source() -> str:
     return "".join(p.read_text(encoding="utf-8") for p in sorted(CLIENT.rglob("*"))
-                   if p.suffix in (".js", ".html") and p != I18N)
+                   if p.suffix in (".js", ".html") and p != I18N and p not in PARTS)
 
 
 def test_both_languages_have_the_same_keys() -> None:

@@ -95,9 +95,12 @@ def test_media_kinds_are_the_documented_ones(protocol: dict[str, Any]) -> None:
     documented = {word.upper(): int(number)
                   for number, word in re.findall(r"(\d+) (\w+)", line)}
     assert protocol["MEDIA"] == {"TEXT": documented["TEXT"], "VOICE": documented["VOICE"],
-                                 "PICTURE": documented["PICTURE"], "FILE": documented["FILE"]}
+                                 "PICTURE": documented["PICTURE"], "FILE": documented["FILE"],
+                                 "NOTICE": documented["NOTICE"]}
     assert protocol["MEDIA"] == {"TEXT": wire.MEDIA_TEXT, "VOICE": wire.MEDIA_VOICE,
-                                 "PICTURE": wire.MEDIA_PICTURE, "FILE": wire.MEDIA_FILE}
+                                 "PICTURE": wire.MEDIA_PICTURE, "FILE": wire.MEDIA_FILE,
+                                 "NOTICE": wire.MEDIA_NOTICE}
+    assert protocol["GROUP_EVENTS"] == list(wire.GROUP_EVENTS)
 
 
 def _client_files() -> list[Path]:

@@ -75,7 +75,9 @@ async def test_two_nodes_deliver_to_each_other_through_redis(two_nodes, redis_se
         assert got["content"] == "across" and got["userid"] == a.id
         await wb.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1, "content": "all"}))
         assert (await recv_until(wa, lambda f: f.get("cmd") == 11))["content"] == "all"
-        assert (await recv_until(wc, lambda f: f.get("cmd") == 11))["content"] == "all"
+        # (the article's client was pushed the group's join notices first, as text lines)
+        assert (await recv_until(wc, lambda f: f.get("cmd") == 11 and f["content"] == "all")
+                )["userid"] == b.id
 
         # Whatever else lands on the stream is ignored, and the nodes carry on.
         stream = redis_settings.broker.stream_key
@@ -139,6 +141,34 @@ async def test_an_outbox_overflow_makes_the_other_node_resync(two_nodes):
     await close_all(a, b, c)
 
 
+async def test_a_removal_on_one_node_stops_delivery_on_the_other(two_nodes):
+    """The owner removes Carol through node A; her sockets on node B get the notice (v2) and
+    its text line (v1), then none of the group's messages, and may no longer post there."""
+    from tests.factories import assert_silent
+
+    node_a, node_b = two_nodes
+    owner, bob, carol = await register(node_a), await register(node_b), await register(node_b)
+    group_id = await make_group(owner, "cluster-gov-" + uuid.uuid4().hex[:6], bob, carol)
+    carol_phone = await connect(node_b, carol)
+    carol_desk = await connect(node_b, carol, v2=False)
+    bob_phone = await connect(node_b, bob)
+    assert (await owner.post("/group/remove", id=group_id, dstid=carol.id))["code"] == 0
+    told = await recv_until(carol_phone, lambda f: f.get("media") == 120)
+    assert (told["memo"], told["amount"]) == ("removed", carol.id)
+    line = await recv_until(carol_desk, lambda f: f.get("id") == told["id"])
+    assert line["media"] == 1 and line["content"].endswith("from the group")
+    await bob_phone.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1,
+                                     "content": "after", "cid": "after-1"}))
+    await recv_until(bob_phone, lambda f: f.get("cmd") == 100)
+    await assert_silent(carol_phone, 0.5)
+    await assert_silent(carol_desk, 0.2)
+    await carol_phone.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1,
+                                       "content": "still here?", "cid": "late-1"}))
+    refusal = await recv_until(carol_phone, lambda f: f.get("cmd") == 101)
+    assert refusal["reason"] == "forbidden"
+    for ws in (carol_phone, carol_desk, bob_phone):
+        await ws.close()
+    await close_all(owner, bob, carol)
 async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
     """A file message reaches an article client on the other node as its text line; a friend
     removed on one node can no longer message from a socket on the other, at once."""

@@ -138,7 +138,9 @@ def test_readme_curl_walkthrough_runs_as_written(tmp_path):
         answer, end = decoder.raw_decode(rest)
         answers.append(answer)
         rest = rest[end:].lstrip()
-    assert len(answers) == 6 and all(a["code"] == 0 for a in answers), result.stdout
+    assert len(answers) == 7 and all(a["code"] == 0 for a in answers), result.stdout
+    # The group line made the group private and set its notice.
+    assert (answers[5]["data"]["memo"], answers[5]["data"]["private"]) == ("ship on friday", 1)
     original = Image.open(REPO / "docs" / "picture.png").convert("RGB")
     copy = Image.open(work / "copy.png").convert("RGB")
     assert copy.size == original.size and copy.tobytes() == original.tobytes()

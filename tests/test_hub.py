@@ -5,6 +5,7 @@ session skipped, joins and friendships in step, presence to friends, v1 cursors,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import json
@@ -133,3 +134,55 @@ async def test_v1_cursors_of_users_gone_are_stored_then_forgotten(hub: Hub) -> N
     assert (await User.get(id=alice.id)).legacy_delivered_id == 11
     # Alice's next v1 connection starts from the stored cursor.
     assert await hub.load_legacy_cursor(alice.id) == 11
+
+
+async def test_a_member_who_left_and_a_dissolved_group_get_nothing_more(hub: Hub) -> None:
+    alice, bob, carol = [await _user(m) for m in ("alice", "bob", "carol")]
+    group = await Community.create(name="g", owner=alice)
+    for member in (alice, bob, carol):
+        await Membership.create(community=group, user=member)
+    alice_phone, bob_phone, bob_desk = Device(alice.id), Device(bob.id), Device(bob.id, v2=False)
+    carol_phone = Device(carol.id)
+    for device in (alice_phone, bob_phone, bob_desk, carol_phone):
+        await hub.attach(device)
+    notice = json.dumps({"cmd": 11, "dstid": group.id, "media": 120,
+                         "content": "alice removed bob"}).encode()
+    legacy = json.dumps({"cmd": 11, "dstid": group.id, "media": 1,
+                         "content": "alice removed bob"}).encode()
+    hub.publish(Envelope(notice, group_id=group.id, message_id=9, legacy_payload=legacy))
+    hub.member_left(group.id, bob.id)
+    hub.publish(Envelope(b'{"cmd":11,"content":"after"}', group_id=group.id, message_id=10))
+    # The notice reached bob's devices, each in the form it can show; then nothing more.
+    assert [f["media"] for f in bob_phone.frames if f.get("cmd") == 11] == [120]
+    assert [f["media"] for f in bob_desk.frames if f.get("cmd") == 11] == [1]
+    assert hub.legacy_cursor[bob.id] == 9
+    assert [f["content"] for f in carol_phone.frames if f.get("cmd") == 11] == [
+        "alice removed bob", "after"]
+    assert group.id not in hub.user_groups[bob.id] and hub.group_members[group.id] == {
+        alice.id, carol.id}
+
+    hub.group_dissolved(group.id)
+    hub.publish(Envelope(b'{"cmd":11,"content":"gone"}', group_id=group.id, message_id=11))
+    assert group.id not in hub.group_members
+    assert all(group.id not in hub.user_groups[u.id] for u in (alice, bob, carol))
+    assert [f["content"] for f in carol_phone.frames if f.get("cmd") == 11][-1] == "after"
+
+
+async def test_a_leave_lost_in_a_broker_gap_is_found_by_the_reload(hub: Hub) -> None:
+    alice, bob = await _user("alice"), await _user("bob")
+    group = await Community.create(name="g", owner=alice)
+    for member in (alice, bob):
+        await Membership.create(community=group, user=member)
+    other = await Community.create(name="h", owner=alice)
+    bob_phone = Device(bob.id)
+    await hub.attach(bob_phone)
+    assert hub.user_groups[bob.id] == {group.id}
+    # Bob was removed while the broker lost the "left"; he joined `other` meanwhile.
+    await Membership.filter(community_id=group.id, user_id=bob.id).delete()
+    await Membership.create(community=other, user=bob)
+    hub.resync(0)
+    await asyncio.gather(*hub._tasks)
+    assert hub.user_groups[bob.id] == {other.id}
+    assert group.id not in hub.group_members  # bob was its only member connected here
+    hub.publish(Envelope(b'{"cmd":11,"content":"after"}', group_id=group.id, message_id=5))
+    assert not [f for f in bob_phone.frames if f.get("cmd") == 11]

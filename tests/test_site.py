@@ -14,7 +14,9 @@ async def test_openapi_describes_the_routes(server):
                  "/user/password", "/contact/directory", "/contact/request", "/contact/requests",
                  "/contact/accept", "/contact/decline", "/contact/cancelrequest",
                  "/contact/removefriend", "/contact/block", "/contact/unblock",
-                 "/contact/blocked", "/resource/{name}"):
+                 "/contact/blocked", "/resource/{name}",
+                 "/group/invite", "/group/remove", "/group/leave", "/group/update",
+                 "/group/admin", "/group/transfer", "/group/dissolve"):
         assert path in paths, path
     assert "post" in paths["/user/register"] and "get" in paths["/chat"]
 

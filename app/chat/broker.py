@@ -50,10 +50,11 @@ class Envelope:
     v2_only: bool = False
     # The connection that sent it gets an acknowledgement instead of its own message back.
     skip_session: int = 0
-    # Hub bookkeeping rather than a frame: "joined", "friends", "unfriended", "ended", "cursor".
+    # Hub bookkeeping rather than a frame: "joined", "left", "dissolved", "friends",
+    # "unfriended", "ended", "cursor".
     control: str = ""
     # What article (v1) connections get instead of `payload` when they cannot show it (a file
-    # message as a text line); empty: the same payload.
+    # message or a group notice as a text line); empty: the same payload.
     legacy_payload: bytes = b""
 
 

@@ -65,6 +65,7 @@ class Hub:
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._joins_while_reloading: set[tuple[int, int]] | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -228,6 +229,14 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _leave(self, group_id: int, user_id: int) -> None:
+        self.user_groups.get(user_id, set()).discard(group_id)
+        members = self.group_members.get(group_id)
+        if members is not None:
+            members.discard(user_id)
+            if not members:
+                del self.group_members[group_id]
+
     def _forget(self, user_id: int) -> None:
         self.sessions.pop(user_id, None)
         for group_id in self.user_groups.pop(user_id, ()):
@@ -278,6 +287,15 @@ class Hub:
     def member_joined(self, group_id: int, user_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id,), group_id=group_id, control="joined"))
 
+    def member_left(self, group_id: int, user_id: int) -> None:
+        """The user left or was removed: their sessions stop getting the group's messages (on
+        every process) and may no longer post there."""
+        self.publish(Envelope(b"", user_ids=(user_id,), group_id=group_id, control="left"))
+
+    def group_dissolved(self, group_id: int) -> None:
+        """The group is gone: nobody gets or posts its messages any more."""
+        self.publish(Envelope(b"", group_id=group_id, control="dissolved"))
+
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
@@ -303,19 +321,35 @@ class Hub:
 
     async def _reload_index(self, chunk: int = 500) -> None:
         users = list(self.sessions)
+        # Joins that arrive while the queries run: kept even if a query read before them.
+        self._joins_while_reloading = set()
         try:
             for start in range(0, len(users), chunk):
                 part = users[start:start + chunk]
+                loaded: dict[int, set[int]] = {user_id: set() for user_id in part}
                 for user_id, peer, is_group in await relations.groups_and_friends_of(part):
                     if user_id not in self.sessions:
                         continue
                     if is_group:
+                        loaded[user_id].add(peer)
                         self.user_groups.setdefault(user_id, set()).add(peer)
                         self.group_members.setdefault(peer, set()).add(user_id)
                     else:
                         self.user_friends.setdefault(user_id, set()).add(peer)
+                self._drop_lost_leaves(loaded)
         except Exception:
             log.exception("reloading the group and friend index after a resync failed")
+        finally:
+            self._joins_while_reloading = None
+
+    def _drop_lost_leaves(self, loaded: dict[int, set[int]]) -> None:
+        """Groups the index holds for a user that the database no longer does: a "left" or
+        "dissolved" lost in the gap would otherwise keep a removed member receiving."""
+        joined = self._joins_while_reloading or set()
+        for user_id, groups in loaded.items():
+            for group_id in self.user_groups.get(user_id, set()) - groups:
+                if (user_id, group_id) not in joined:
+                    self._leave(group_id, user_id)
 
     # -- delivery (the broker calls this on every node) -------------------------------------
 
@@ -354,9 +388,16 @@ class Hub:
     def _control(self, envelope: Envelope) -> None:
         if envelope.control == "joined":
             user_id = envelope.user_ids[0]
+            if self._joins_while_reloading is not None:
+                self._joins_while_reloading.add((user_id, envelope.group_id))
             if user_id in self.sessions:
                 self.user_groups.setdefault(user_id, set()).add(envelope.group_id)
                 self.group_members.setdefault(envelope.group_id, set()).add(user_id)
+        elif envelope.control == "left":
+            self._leave(envelope.group_id, envelope.user_ids[0])
+        elif envelope.control == "dissolved":
+            for user_id in list(self.group_members.get(envelope.group_id, ())):
+                self._leave(envelope.group_id, user_id)
         elif envelope.control == "friends":
             a, b = envelope.user_ids
             for user_id, friend_id in ((a, b), (b, a)):

@@ -34,6 +34,13 @@ MEDIA_TEXT = 1
 MEDIA_VOICE = 3
 MEDIA_PICTURE = 4
 MEDIA_FILE = 6  # any file: `url`, `content` its name, `amount` its size in bytes, `memo` its type
+# Server-made (clients may send 1..99 only): a change to a group, stored and delivered like a
+# message. `memo` is the event, then `:` and the new value where there is one (a name, a
+# notice); `amount` the user it concerns (0: none); `url` a new icon; `content` a readable line.
+MEDIA_NOTICE = 120
+# The events of MEDIA_NOTICE.
+GROUP_EVENTS = ("joined", "added", "left", "removed", "renamed", "icon", "notice", "private",
+                "public", "admin", "unadmin", "owner", "dissolved")
 
 CLOSE_SESSION_ENDED = 4001  # logged out, disabled or expired: do not reconnect
 
@@ -64,8 +71,12 @@ def wire_message(row: dict[str, Any]) -> dict[str, Any]:
 
 def legacy_message(message: dict[str, Any]) -> dict[str, Any] | None:
     """What the article's (v1) client is sent in place of a message it cannot show: a text
-    line (a file: its name, size and link). None when it can show the message as it is."""
-    if message["media"] != MEDIA_FILE:
+    line (a file: its name, size and link; a group notice: its readable line). None when it
+    can show the message as it is."""
+    media = message["media"]
+    if media == MEDIA_NOTICE:
+        return {**message, "media": MEDIA_TEXT, "url": "", "pic": "", "memo": "", "amount": 0}
+    if media != MEDIA_FILE:
         return None
     text = f"[file] {message['content']} ({readable_size(message['amount'])}) {message['url']}"
     return {**message, "media": MEDIA_TEXT, "content": text, "url": "", "pic": ""}

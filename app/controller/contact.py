@@ -7,9 +7,12 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
+from app.controller.group import flag
 from app.controller.people import befriended
 from app.controller.session import require_user, services
+from app.model.tables import ROLE_OWNER
 from app.service import contacts, groups, users
+from app.service.access import ROLE_NAMES
 from app.util.binding import id_field, request_fields, text_field
 from app.util.responses import ok, rows
 from app.util.validate import whole_number
@@ -42,7 +45,7 @@ async def load_friends(request: Request) -> HTTPResponse:
 
 
 @contact_bp.post("/createcommunity")
-@openapi.summary("Create a group (name, icon, memo, cate); the creator joins it")
+@openapi.summary("Create a group (name, icon, memo, cate, private 0/1); the creator owns it")
 async def create_community(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
@@ -54,12 +57,13 @@ async def create_community(request: Request) -> HTTPResponse:
         icon=text_field(fields, "icon", max_length=255),
         memo=text_field(fields, "memo", max_length=140),
         cate=cate,
+        private=flag(fields, "private") is True,
     )
-    return ok(groups.public_group(group), "group created")
+    return ok(groups.public_group(group, ROLE_OWNER), "group created")
 
 
 @contact_bp.post("/joincommunity")
-@openapi.summary("Join a group by its name (dstname); joining twice is harmless")
+@openapi.summary("Join a public group by its name (dstname); joining twice is harmless")
 async def join_community(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
@@ -74,12 +78,13 @@ async def join_community(request: Request) -> HTTPResponse:
 @openapi.summary("List the groups I am in")
 async def load_communities(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
-    return rows([groups.public_group(g) for g in await groups.groups_of(user)])
+    return rows([groups.public_group(g, role) for g, role in await groups.groups_of(user)])
 
 
 @contact_bp.post("/members")
-@openapi.summary("List a group's members (id); members only")
-@openapi.description("Members who are not your friends come without mobile number and presence.")
+@openapi.summary("List a group's members (id) with their role; members only")
+@openapi.description("Members who are not your friends come without mobile number and presence; "
+                     "each row has `role`: owner, admin or member.")
 async def members(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
@@ -87,5 +92,6 @@ async def members(request: Request) -> HTTPResponse:
     member_list = await groups.members_of(user, id_field(fields, "id") or 0)
     friends = await users.friend_ids_of(user.id)
     # Presence is a friend's to see (in any process of the cluster).
-    online = await hub.online_among([m.id for m in member_list if m.id in friends])
-    return rows([users.card_for(user, m, friends, online) for m in member_list])
+    online = await hub.online_among([m.id for m, _role in member_list if m.id in friends])
+    return rows([{**users.card_for(user, m, friends, online), "role": ROLE_NAMES[role]}
+                 for m, role in member_list])

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0", 6: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -108,6 +108,12 @@ async def _people_and_files(connection: BaseDBAsyncClient, progress: Progress) -
     from app.model.people_schema import attachment_names_and_kinds
 
     await attachment_names_and_kinds(connection, progress)
+async def _group_roles(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Private groups and member roles (app/model/groups_schema.py): every group so far stays
+    # public, its owner's membership becomes the owner's.
+    from app.model.groups_schema import roles_and_private_groups
+
+    await roles_and_private_groups(connection, progress)
 
 
 STEPS: tuple[Step, ...] = (
@@ -118,6 +124,7 @@ STEPS: tuple[Step, ...] = (
          _search_index),
     Step(5, "files and people: attachment names and kinds, the upload quota index, friend "
             "requests and blocks", _people_and_files),
+    Step(6, "groups: private groups, and the roles owner, admin and member", _group_roles),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

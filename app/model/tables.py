@@ -75,9 +75,14 @@ class Community(Model):
     memo = fields.CharField(max_length=140, default="")
     cate = fields.IntField(default=1)
     created_ms = fields.BigIntField(default=now_ms)
+    # Private: joined only by invitation (the name cannot be used to join); 0.1.0's are public.
+    is_private = fields.BooleanField(default=False)
 
     class Meta:
         table = "im_community"
+
+
+ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER = 0, 1, 2
 
 
 class Membership(Model):
@@ -89,6 +94,8 @@ class Membership(Model):
         "models.User", related_name="memberships", on_delete=fields.CASCADE
     )
     created_ms = fields.BigIntField(default=now_ms)
+    # ROLE_MEMBER, ROLE_ADMIN or ROLE_OWNER (the owner's row; im_community.owner_id agrees).
+    role = fields.SmallIntField(default=0)
 
     class Meta:
         table = "im_membership"

@@ -9,7 +9,14 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
   `chat.allow_strangers` is on, and never to someone who blocked the sender; in a group only
   while a member;
 - see members: a group only while a member;
-- invite a user (into a group): never someone who blocked the inviter.
+- invite a user (into a group): never someone who blocked the inviter;
+- govern a group (app/service/group_admin.py): its owner and admins invite, remove members,
+  rename it and change its icon, notice and privacy; only the owner makes and unmakes admins,
+  removes an admin, hands the group over and dissolves it; an admin removes members only; nobody
+  removes the owner. `group_role` answers a user's role for any feature that needs it.
+
+Leaving or being removed deletes the membership: from then on the user reads nothing of the
+group (not even what was said before) and gets none of its messages.
 
 Blocking also ends the friendship (app/service/contacts.py), so the socket's cached check (the
 user's friends) already refuses a blocked user; with strangers allowed the socket asks
@@ -33,11 +40,22 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import Block, Friendship, Membership, User
+from app.model.tables import (
+    ROLE_ADMIN,
+    ROLE_MEMBER,
+    ROLE_OWNER,
+    Block,
+    Friendship,
+    Membership,
+    User,
+)
 from app.util.errors import BadRequest, Forbidden
 
 NOT_A_MEMBER = "only members can do this in a group"
 NOT_A_FRIEND = "you can only message your friends"
+NOT_AN_ADMIN = "only the group's owner and admins can do this"
+NOT_THE_OWNER = "only the group's owner can do this"
+ROLE_NAMES = {ROLE_MEMBER: "member", ROLE_ADMIN: "admin", ROLE_OWNER: "owner"}
 BLOCKED = "this user does not accept messages or invitations from you"
 
 
@@ -149,3 +167,45 @@ async def readable(user_id: int, cmd: int | None = None, dstid: int | None = Non
     if cmd == CMD_GROUP:
         return Readable(user_id, False, None, {dstid: joined})
     return Readable(user_id, True, dstid, {})
+
+
+# -- group roles -------------------------------------------------------------------------------
+
+async def member_role(user_id: int, group_id: int) -> int | None:
+    """The user's role in the group (ROLE_*), None when not a member."""
+    roles = await Membership.filter(community_id=group_id, user_id=user_id).values_list(
+        "role", flat=True)
+    return int(roles[0]) if roles else None
+
+
+async def group_role(user_id: int, group_id: int) -> str | None:
+    """"owner", "admin" or "member"; None when the user is not in the group. For any feature
+    that gives owners and admins more (recall of others' messages, @all)."""
+    role = await member_role(user_id, group_id)
+    return None if role is None else ROLE_NAMES[role]
+
+
+async def check_manage(user_id: int, group_id: int) -> int:
+    """May the user govern the group (invite, remove, rename, icon, notice, privacy)? Answers
+    their role: ROLE_ADMIN or ROLE_OWNER."""
+    role = await member_role(user_id, group_id)
+    if role is None:
+        raise Forbidden(NOT_A_MEMBER)
+    if role < ROLE_ADMIN:
+        raise Forbidden(NOT_AN_ADMIN)
+    return role
+
+
+async def check_owner(user_id: int, group_id: int) -> None:
+    """Is the user the group's owner (admins, hand-over, dissolving)?"""
+    if await check_manage(user_id, group_id) != ROLE_OWNER:
+        raise Forbidden(NOT_THE_OWNER)
+
+
+def check_remove(actor_role: int, target_role: int) -> None:
+    """May someone of `actor_role` remove a member of `target_role`? The owner anyone but
+    themselves (the owner leaves by handing over or dissolving); an admin plain members only."""
+    if target_role == ROLE_OWNER:
+        raise Forbidden("the owner cannot be removed")
+    if target_role >= actor_role:
+        raise Forbidden(NOT_THE_OWNER if target_role == ROLE_ADMIN else NOT_AN_ADMIN)

@@ -16,6 +16,7 @@
   app.component('chat-composer', parts.Composer);
   app.component('member-drawer', parts.MemberDrawer);
   app.component('chat-dialogs', parts.Dialogs);
+  app.component('group-dialogs', parts.GroupDialogs);
   app.component('profile-dialog', parts.Profile);
   app.component('voice-button', parts.VoiceButton);
   app.component('file-card', parts.FileCard);

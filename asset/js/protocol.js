@@ -26,8 +26,13 @@
     TEXT: 1,            // `content`
     VOICE: 3,           // `url` of an uploaded clip (recorded and played by the web client)
     PICTURE: 4,         // `url` (picture or built-in sticker), optional `pic` preview
-    FILE: 6             // `url`, `content` the file's name, `amount` its bytes, `memo` its type
-  });
+    FILE: 6,            // `url`, `content` the file's name, `amount` its bytes, `memo` its type
+    NOTICE: 120         // server-made group change: `memo` event[:value], `amount` the user
+  });                   // it concerns, `url` a new icon, `content` a readable line
+
+  // The events of a NOTICE (its `memo` up to the first ':').
+  var GROUP_EVENTS = Object.freeze(['joined', 'added', 'left', 'removed', 'renamed', 'icon',
+    'notice', 'private', 'public', 'admin', 'unadmin', 'owner', 'dissolved']);
 
   var CLOSE = Object.freeze({
     NORMAL: 1000,           // the client leaves (logout, page closed)
@@ -44,6 +49,7 @@
 
   IM.protocol = Object.freeze({
     VERSION: VERSION, CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
+    GROUP_EVENTS: GROUP_EVENTS,
     isRetryable: isRetryable, isChat: isChat
   });
 })(globalThis.IM = globalThis.IM || {});

@@ -32,7 +32,7 @@
         activeKey: null,
         tab: 'chats',
         panel: null,            // the composer's open picker: 'emoji', 'stickers' or null
-        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, people
+        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, people, groupInvite, groupSettings
         pictureDraft: null,
         peopleTab: 'find',
         lightbox: null,
@@ -59,6 +59,7 @@
       this.view = IM.createView(this.store, t);
       this.loaders = IM.createLoaders(this.store);
       this.people = IM.createPeople(this.store, this.loaders, Vue.reactive);
+      this.groups = IM.createGroupActions(this);
       this.store.rememberUser(this.me);
       this.onVisibility = function () {
         if (document.visibilityState === 'visible') self.markRead(self.active);
@@ -127,6 +128,8 @@
       receive: function (msg) {
         var outcome = this.store.receive(msg);
         if (!outcome) return;
+        // A group change: the lists follow it; a group that is no longer ours leaves the page.
+        if (msg.media === MEDIA.NOTICE && this.groups.applyNotice(msg)) return;
         var conv = outcome.conv;
         if (outcome.needFriends) this.loaders.friends();
         if (outcome.needGroups) this.loaders.groups();

@@ -8,7 +8,7 @@
   var CMD = IM.protocol.CMD;
   var MEDIA = IM.protocol.MEDIA;
 
-  function emptyForm() { return { mobile: '', name: '', memo: '', icon: '', busy: false, error: '' }; }
+  function emptyForm() { return { mobile: '', name: '', memo: '', icon: '', private: false, busy: false, error: '' }; }
 
   IM.components = IM.components || {};
   IM.components.Dialogs = {
@@ -63,7 +63,7 @@
       createGroup: function () {
         var self = this;
         this.submit(function () {
-          return api('/contact/createcommunity', { name: self.form.name, memo: self.form.memo, icon: self.form.icon || '' })
+          return api('/contact/createcommunity', { name: self.form.name, memo: self.form.memo, icon: self.form.icon || '', private: self.form.private ? 1 : 0 })
             .then(function (answer) { return self.groupReady(answer.data, 'groupCreated'); });
         });
       },

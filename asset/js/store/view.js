@@ -45,8 +45,22 @@
   function createView(store, t) {
     var state = store.state;
 
+    /** A group notice (MEDIA.NOTICE) in the reader's language: "{actor} removed {target}". */
+    function noticeText(msg) {
+      var memo = String(msg.memo || '');
+      var cut = memo.indexOf(':');
+      var event = cut === -1 ? memo : memo.slice(0, cut);
+      if (IM.protocol.GROUP_EVENTS.indexOf(event) === -1) return msg.content || '';
+      var key = 'notice_' + event;   // i18n.js: one key per event
+      return t(key, {
+        actor: userName(msg.userid), target: msg.amount ? userName(msg.amount) : '',
+        value: cut === -1 ? '' : memo.slice(cut + 1)
+      });
+    }
+
     function previewOf(msg) {
       if (!msg) return '';
+      if (msg.media === MEDIA.NOTICE) return noticeText(msg);
       if (msg.media === MEDIA.TEXT) return msg.content || '';
       if (msg.media === MEDIA.PICTURE) return util.isStickerUrl(msg.url) ? t('stickerPreview') : t('picturePreview');
       if (msg.media === MEDIA.VOICE) return t('voicePreview');
@@ -120,6 +134,12 @@
           out.push({ type: 'time', key: 't' + (msg.id || msg.cid), ts: ts });
           previous = null;
         }
+        if (msg.media === MEDIA.NOTICE) {
+          // A line across the pane, not a bubble; the next message starts a new run.
+          out.push({ type: 'notice', key: 'i' + msg.id, msg: msg, text: noticeText(msg) });
+          previous = null;
+          return;
+        }
         var info = describe(msg);
         var mine = msg.userid === me;
         out.push({
@@ -166,7 +186,7 @@
     }
 
     return {
-      previewOf: previewOf, userName: userName, userAvatar: userAvatar, convName: convName,
+      previewOf: previewOf, noticeText: noticeText, userName: userName, userAvatar: userAvatar, convName: convName,
       convAvatar: convAvatar, preview: preview, typingText: typingText, readLabel: readLabel,
       rows: rows, conversationList: conversationList, friends: friends, groups: groups
     };

@@ -1,0 +1,210 @@
+"""Governing a group: its owner and admins invite and remove members, rename it and change its
+icon, notice (memo) and privacy; the owner makes and unmakes admins, hands the group over and
+dissolves it; any member leaves (the owner only as the last member, which dissolves the group:
+otherwise the owner hands over first). Who may do what is app/service/access.py's.
+
+Each change and its notice (app/service/group_notices.py) are one transaction; after the commit
+the hub is told, in the order that gives every member's sessions the notice: a new member is
+indexed before the notice is published, a leaving one after it.
+
+Audit hook: every change passes through `_committed` once stored; an audit log would record
+the group's notice rows there (nothing here depends on one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+
+from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Community, Membership, User
+from app.service import access
+from app.service.context import ServiceContext
+from app.service.group_notices import Notice, publish_notice, store_notice
+from app.service.groups import changing, check_icon, check_room
+from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
+
+NOT_IN_GROUP = "this user is not a member of the group"
+
+
+async def _membership(connection: BaseDBAsyncClient, group_id: int, user_id: int
+                      ) -> Membership | None:
+    return await Membership.filter(community_id=group_id, user_id=user_id).using_db(
+        connection).first()
+
+
+async def _target(connection: BaseDBAsyncClient, group_id: int, user_id: int
+                  ) -> tuple[User, Membership]:
+    membership = await _membership(connection, group_id, user_id)
+    user = await User.get_or_none(id=user_id)
+    if membership is None or user is None:
+        raise Refused(NOT_IN_GROUP)
+    return user, membership
+
+
+def _committed(ctx: ServiceContext, rows: list[dict[str, Any]], *, joined: int = 0,
+               left: int = 0, group_id: int = 0, dissolved: bool = False) -> None:
+    """After the commit: index a new member, publish the notices, then let a leaving member
+    (or everybody, for a dissolved group) go."""
+    if joined:
+        ctx.hub.member_joined(group_id, joined)
+    for row in rows:
+        publish_notice(ctx, row)
+    if left:
+        ctx.hub.member_left(group_id, left)
+    if dissolved:
+        ctx.hub.group_dissolved(group_id)
+
+
+async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: int) -> User:
+    """Add a user to the group (owner or admin); the only way into a private group."""
+    invitee = await User.get_or_none(id=invitee_id)
+    if invitee is None or invitee.disabled:
+        raise NotFound("no such user")
+    try:
+        async with changing(group_id) as (connection, _group):
+            await access.check_manage(actor.id, group_id)
+            await access.check_invite(actor.id, invitee.id)  # not someone who blocked them
+            if await _membership(connection, group_id, invitee.id) is not None:
+                raise Conflict("this user is already a member of the group")
+            await check_room(connection, ctx, group_id)
+            membership = await Membership.create(community_id=group_id, user_id=invitee.id,
+                                                 role=ROLE_MEMBER, using_db=connection)
+            row = await store_notice(connection, group_id, Notice("added", actor, invitee),
+                                     membership.created_ms)
+    except IntegrityError:
+        raise Conflict("this user is already a member of the group") from None
+    _committed(ctx, [row], joined=invitee.id, group_id=group_id)
+    return invitee
+
+
+async def remove_member(ctx: ServiceContext, actor: User, group_id: int, target_id: int) -> None:
+    if target_id == actor.id:
+        raise BadRequest("to leave a group, use leave")
+    async with changing(group_id) as (connection, _group):
+        actor_role = await access.check_manage(actor.id, group_id)
+        target, membership = await _target(connection, group_id, target_id)
+        access.check_remove(actor_role, membership.role)
+        await membership.delete(using_db=connection)
+        row = await store_notice(connection, group_id, Notice("removed", actor, target))
+    _committed(ctx, [row], left=target.id, group_id=group_id)
+
+
+async def leave(ctx: ServiceContext, user: User, group_id: int) -> None:
+    """Leave the group. The owner hands it over first, unless they are its last member: then
+    leaving dissolves it."""
+    async with changing(group_id) as (connection, group):
+        role = await access.member_role(user.id, group_id)
+        if role is None:
+            raise Forbidden(access.NOT_A_MEMBER)
+        if role == ROLE_OWNER:
+            if await Membership.filter(community_id=group_id).using_db(connection).count() > 1:
+                raise Refused("hand the group over to another member before you leave it, "
+                              "or dissolve it")
+            row = await _dissolve(connection, group, user)
+            dissolved = True
+        else:
+            await Membership.filter(community_id=group_id, user_id=user.id).using_db(
+                connection).delete()
+            row = await store_notice(connection, group_id, Notice("left", user))
+            dissolved = False
+    _committed(ctx, [row], left=0 if dissolved else user.id, group_id=group_id,
+               dissolved=dissolved)
+
+
+async def _dissolve(connection: BaseDBAsyncClient, group: Community, actor: User
+                    ) -> dict[str, Any]:
+    """Store the last notice and delete the group with its memberships (its messages stay in
+    the table, readable by nobody: reading a group needs a membership)."""
+    row = await store_notice(connection, group.id, Notice("dissolved", actor))
+    await Membership.filter(community_id=group.id).using_db(connection).delete()
+    await Community.filter(id=group.id).using_db(connection).delete()
+    return row
+
+
+async def dissolve(ctx: ServiceContext, actor: User, group_id: int) -> None:
+    async with changing(group_id) as (connection, group):
+        await access.check_owner(actor.id, group_id)
+        row = await _dissolve(connection, group, actor)
+    _committed(ctx, [row], group_id=group_id, dissolved=True)
+
+
+async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
+                       name: str | None = None, icon: str | None = None,
+                       memo: str | None = None, private: bool | None = None) -> Community:
+    """Rename, change the icon, the notice (memo) or the privacy (owner or admin): one notice
+    for each field that changes."""
+    if icon is not None:
+        check_icon(icon)
+    if name is not None and not name:
+        raise BadRequest("name is required")
+    try:
+        async with changing(group_id) as (connection, group):
+            await access.check_manage(actor.id, group_id)
+            notices = _changes(group, actor, name, icon, memo, private)
+            if name is not None and name != group.name and await Community.filter(
+                    name=name).using_db(connection).exists():
+                raise Conflict("a group with this name already exists")
+            if notices:
+                await group.save(using_db=connection)
+            rows = [await store_notice(connection, group_id, n) for n in notices]
+    except IntegrityError:
+        raise Conflict("a group with this name already exists") from None
+    _committed(ctx, rows, group_id=group_id)
+    return group
+
+
+def _changes(group: Community, actor: User, name: str | None, icon: str | None,
+             memo: str | None, private: bool | None) -> list[Notice]:
+    """Apply the changed fields to `group`; the notices that report them."""
+    notices = []
+    if name is not None and name != group.name:
+        group.name = name
+        notices.append(Notice("renamed", actor, value=name))
+    if icon is not None and icon != group.icon:
+        group.icon = icon
+        notices.append(Notice("icon", actor, icon=icon))
+    if memo is not None and memo != group.memo:
+        group.memo = memo
+        notices.append(Notice("notice", actor, value=memo))
+    if private is not None and private != group.is_private:
+        group.is_private = private
+        notices.append(Notice("private" if private else "public", actor))
+    return notices
+
+
+async def set_admin(ctx: ServiceContext, actor: User, group_id: int, target_id: int,
+                    admin: bool) -> None:
+    """Make a member an admin, or an admin a member again (the owner only)."""
+    async with changing(group_id) as (connection, _group):
+        await access.check_owner(actor.id, group_id)
+        target, membership = await _target(connection, group_id, target_id)
+        if membership.role == ROLE_OWNER:
+            raise Refused("the owner's role does not change this way: hand the group over")
+        wanted = ROLE_ADMIN if admin else ROLE_MEMBER
+        if membership.role == wanted:
+            return
+        membership.role = wanted
+        await membership.save(using_db=connection, update_fields=["role"])
+        row = await store_notice(connection, group_id,
+                                 Notice("admin" if admin else "unadmin", actor, target))
+    _committed(ctx, [row], group_id=group_id)
+
+
+async def transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: int) -> None:
+    """Hand the group over to another member (the owner only); the former owner stays as a
+    plain member."""
+    if target_id == actor.id:
+        raise BadRequest("you already own this group")
+    async with changing(group_id) as (connection, group):
+        await access.check_owner(actor.id, group_id)
+        target, membership = await _target(connection, group_id, target_id)
+        membership.role = ROLE_OWNER
+        await membership.save(using_db=connection, update_fields=["role"])
+        await Membership.filter(community_id=group_id, user_id=actor.id).using_db(
+            connection).update(role=ROLE_MEMBER)
+        group.owner_id = target.id  # type: ignore[attr-defined]
+        await group.save(using_db=connection, update_fields=["owner_id"])
+        row = await store_notice(connection, group_id, Notice("owner", actor, target))
+    _committed(ctx, [row], group_id=group_id)

@@ -1,0 +1,95 @@
+"""Group notices: each change to a group (joined, added, left, removed, renamed, icon, notice,
+privacy, admins, owner, dissolved) is a message of kind MEDIA_NOTICE in the group's
+conversation. It is inserted in the same transaction as the change it reports, so the two are
+stored together or not at all, gets a server id like any message (history, sync and the v1
+offline push carry it), and is published to the group only after the commit. The article's
+client gets its readable line as a text message (app/chat/wire.py's legacy_message).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from app.chat.broker import Envelope
+from app.chat.wire import (
+    CMD_GROUP,
+    GROUP_EVENTS,
+    MEDIA_NOTICE,
+    SERVER_CID_PREFIX,
+    encode,
+    legacy_message,
+    wire_message,
+)
+from app.model.tables import Message, User, now_ms
+from app.service.context import ServiceContext
+
+# The readable line of each event (what v1 clients and the conversation list show).
+_LINES = {
+    "joined": "{actor} joined the group",
+    "added": "{actor} added {target} to the group",
+    "left": "{actor} left the group",
+    "removed": "{actor} removed {target} from the group",
+    "renamed": "{actor} renamed the group to \"{value}\"",
+    "icon": "{actor} changed the group's icon",
+    "notice": "{actor} changed the group notice: {value}",
+    "private": "{actor} made the group private: new members join by invitation",
+    "public": "{actor} made the group public: anyone who knows its name can join",
+    "admin": "{actor} made {target} an admin",
+    "unadmin": "{actor} removed {target} as an admin",
+    "owner": "{actor} handed the group over to {target}",
+    "dissolved": "{actor} dissolved the group",
+}
+assert set(_LINES) == set(GROUP_EVENTS)
+
+
+def display_name(user: User) -> str:
+    """How a notice names a user: the nickname (the mobile is not everyone's to see)."""
+    return user.nickname or f"user {user.id}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    """One change to report: who did what, to whom, with which new value or icon."""
+
+    event: str
+    actor: User
+    target: User | None = None
+    value: str = ""
+    icon: str = ""
+
+    def line(self) -> str:
+        return _LINES[self.event].format(
+            actor=display_name(self.actor),
+            target=display_name(self.target) if self.target else "", value=self.value)
+
+    def memo(self) -> str:
+        return f"{self.event}:{self.value}" if self.value else self.event
+
+
+async def store_notice(connection: BaseDBAsyncClient, group_id: int, notice: Notice,
+                       created_ms: int | None = None) -> dict[str, Any]:
+    """Insert the notice into the group's conversation inside the caller's transaction;
+    answers the stored row (as app/model/message_store.py reads rows)."""
+    message = await Message.create(
+        using_db=connection, cmd=CMD_GROUP, sender_id=notice.actor.id, dst_user_id=None,
+        community_id=group_id, cid=f"{SERVER_CID_PREFIX}g.{secrets.token_urlsafe(12)}",
+        media=MEDIA_NOTICE, content=notice.line(), pic="", url=notice.icon,
+        memo=notice.memo(), amount=notice.target.id if notice.target else 0,
+        created_ms=created_ms or now_ms())
+    return {"id": message.id, "cmd": CMD_GROUP, "sender_id": message.sender_id,
+            "dst_user_id": None, "community_id": group_id, "cid": message.cid,
+            "media": MEDIA_NOTICE, "content": message.content, "pic": "", "url": message.url,
+            "memo": message.memo, "amount": message.amount, "created_ms": message.created_ms}
+
+
+def publish_notice(ctx: ServiceContext, row: dict[str, Any]) -> None:
+    """After the commit: to every member's sessions, on every process (a v1 one gets text)."""
+    message = wire_message(row)
+    legacy = legacy_message(message)
+    ctx.hub.publish(Envelope(encode(message), group_id=row["community_id"],
+                             message_id=row["id"],
+                             legacy_payload=encode(legacy) if legacy is not None else b""))
