@@ -117,6 +117,10 @@ class ChatSettings:
     # Chat sockets one user may hold open in this worker; one more is refused with 429.
     max_connections_per_user: int = 20
     history_pages_per_minute: int = 120
+    # Minutes after sending during which the sender may recall (0: nobody may) or edit (0: off)
+    # a message; a group's owner may recall any message of the group while recalling is on.
+    recall_minutes: int = 2
+    edit_minutes: int = 15
 
 
 @dataclasses.dataclass
@@ -306,6 +310,8 @@ def _chat_checks(s: Settings) -> list[tuple[bool, str]]:
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
         (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
+        (0 <= s.chat.recall_minutes <= 525_600, "chat.recall_minutes: must be 0..525600"),
+        (0 <= s.chat.edit_minutes <= 525_600, "chat.edit_minutes: must be 0..525600"),
     ]
 
 

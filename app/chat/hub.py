@@ -16,7 +16,7 @@ import logging
 from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
-from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
+from app.chat.wire import CLOSE_SESSION_ENDED, CMD_MUTE, CMD_PRESENCE, CMD_RESYNC, encode
 from app.model import message_store, relations
 from app.model.tables import now_ms
 from app.websocket import encode_text_frame
@@ -273,6 +273,11 @@ class Hub:
 
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
+
+    def mute_changed(self, user_id: int, cmd: int, peer_id: int, muted: bool) -> None:
+        """Tell the user's v2 devices that a conversation was muted or unmuted."""
+        payload = encode({"cmd": CMD_MUTE, "tcmd": cmd, "dstid": peer_id, "muted": int(muted)})
+        self.publish(Envelope(payload, user_ids=(user_id,), v2_only=True))
 
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""

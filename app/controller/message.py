@@ -1,5 +1,5 @@
-"""/message/*: history of one conversation, the conversation list, read marks (HTTP side of the
-chat; sending is the WebSocket's job)."""
+"""/message/*: history of one conversation, the conversation list, mutes, read marks (HTTP side
+of the chat; sending and changing messages is the WebSocket's job)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sanic_ext import openapi
 from app.controller.session import require_user, services
 from app.service import access, messages
 from app.util.binding import id_field, request_fields
-from app.util.responses import rows
+from app.util.responses import ok, rows
+from app.util.validate import whole_number
 
 message_bp = Blueprint("message", url_prefix="/message")
 
@@ -43,6 +44,24 @@ async def history(request: Request) -> HTTPResponse:
 async def conversations(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
     return rows(await messages.conversations(user.id))
+
+
+@message_bp.post("/mute")
+@openapi.summary("Mute (muted=1) or unmute (muted=0) one conversation (cmd, dstid) on every "
+                 "device of mine")
+async def mute(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    cmd, dstid = _conversation(fields)
+    muted = whole_number(fields.get("muted", 1), "muted", 0, 1) == 1
+    return ok(await messages.set_mute(services(request).hub, user.id, cmd, dstid, muted))
+
+
+@message_bp.post("/mutes")
+@openapi.summary("My muted conversations")
+async def mutes(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    return rows(await messages.mutes(user.id))
 
 
 @message_bp.post("/receipts")

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -87,11 +87,38 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
+async def _relations_and_mutes(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Two new tables, made from their models (the same DDL a fresh database gets). Stored
+    # messages need nothing: none of them is a reply or a change, and each can be recalled,
+    # edited or reacted to as it is.
+    from tortoise.utils import get_schema_sql
+
+    from app.model.tables import MessageRelation, Mute
+
+    wanted = {MessageRelation._meta.db_table, Mute._meta.db_table}
+    present = await _tables(connection)
+    sql = get_schema_sql(connection, safe=True)
+    for statement in _create_statements(sql):
+        if any(f'"{name}"' in statement or f"`{name}`" in statement
+               for name in wanted - present):
+            progress(f"  {statement.split('(')[0].strip()}")
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*already exists")
+                await connection.execute_script(statement)
+
+
+def _create_statements(script: str) -> list[str]:
+    """The statements of Tortoise's schema script (CREATE TABLE and its CREATE INDEX)."""
+    return [part.strip() + ";" for part in script.split(";") if part.strip()]
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
     Step(3, "message search: the token tables, and the tokens of every stored message",
          _search_index),
+    Step(4, "replies, edits, recalls, reactions, mentions and mutes: their tables",
+         _relations_and_mutes),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

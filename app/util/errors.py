@@ -39,6 +39,13 @@ class NotFound(Refused):
     reason = "not_found"
 
 
+class TooLate(Refused):
+    """A change whose time is over (an edit or recall after its window)."""
+
+    message = "too late for that"
+    reason = "too_late"
+
+
 class Conflict(Refused):
     message = "already exists"
     reason = "conflict"
