@@ -87,29 +87,12 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
-async def _relations_and_mutes(connection: BaseDBAsyncClient, progress: Progress) -> None:
-    # Two new tables, made from their models (the same DDL a fresh database gets). Stored
-    # messages need nothing: none of them is a reply or a change, and each can be recalled,
-    # edited or reacted to as it is.
-    from tortoise.utils import get_schema_sql
-
-    from app.model.tables import MessageRelation, Mute
-
-    wanted = {MessageRelation._meta.db_table, Mute._meta.db_table}
-    present = await _tables(connection)
-    sql = get_schema_sql(connection, safe=True)
-    for statement in _create_statements(sql):
-        if any(f'"{name}"' in statement or f"`{name}`" in statement
-               for name in wanted - present):
-            progress(f"  {statement.split('(')[0].strip()}")
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*already exists")
-                await connection.execute_script(statement)
-
-
-def _create_statements(script: str) -> list[str]:
-    """The statements of Tortoise's schema script (CREATE TABLE and its CREATE INDEX)."""
-    return [part.strip() + ";" for part in script.split(";") if part.strip()]
+async def _relations_and_mutes(_connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Two new tables (im_message_relation, im_mute), made from their models when the upgrade
+    # ends (below: Tortoise cannot generate DDL inside a transaction on MySQL), with the same
+    # DDL a fresh database gets. Stored messages need nothing: none is a reply or a change,
+    # and each can be recalled, edited or reacted to as it is.
+    progress("  new tables im_message_relation and im_mute (made from the models)")
 
 
 STEPS: tuple[Step, ...] = (
@@ -213,7 +196,7 @@ async def prepare_schema(settings: Settings, connection_name: str,
         except Exception as error:
             raise SchemaError(f"upgrading to schema {step.version} failed: {error}; the "
                               f"database stays at schema {step.version - 1}") from error
-    # Tables a step did not create itself (none so far) would come from the models here.
+    # Tables a step did not create itself come from the models here (step 4's).
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*already exists")
         await Tortoise.generate_schemas(safe=True)
