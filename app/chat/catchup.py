@@ -61,10 +61,14 @@ async def attach(session: ChatSession) -> None:
 
 
 async def _legacy_push(session: ChatSession) -> None:
-    cursor = await session.hub.load_legacy_cursor(session.user_id)
+    # start_cursor holds the stored cursor, read with the sign-in at the handshake.
+    cursor = await session.hub.load_legacy_cursor(session.user_id, session.start_cursor)
     session.start_cursor = cursor
     floor = await message_store.newest_missed_floor(
         session.user_id, cursor, session.runtime.settings.offline_push_limit)
+    if floor is None:  # nothing missed: no page to read
+        session.caught_up = cursor
+        return
     # The cursor moves page by page as pages are written (in catch_up).
     session.caught_up, _more = await catch_up(session, floor, until_current=True)
 
@@ -80,8 +84,9 @@ async def resync_legacy(session: ChatSession, since: int, own: bool) -> None:
             session.runtime.settings.offline_push_limit)
         if session.conn.closed:
             return
-        # Pages, as on connect; rows this socket already has are skipped by id.
-        await catch_up(session, floor, until_current=True)
+        if floor is not None:
+            # Pages, as on connect; rows this socket already has are skipped by id.
+            await catch_up(session, floor, until_current=True)
         await session.runtime.writer.published()
     except Exception:
         log.exception("catching user %s up after a broker gap failed", session.user_id)

@@ -99,7 +99,8 @@ def check_message(session: ChatSession, frame: dict[str, Any], cmd: int) -> Draf
                  int(time.time() * 1000), functools.partial(message_stored, session))
 
 
-def do_send_message(session: ChatSession, frame: dict[str, Any], cmd: int) -> None:
+def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
+    cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
     ref = frame_int(frame, "ref", default=0, low=0)
     named, everyone = frame_mentions(frame)
@@ -352,8 +353,8 @@ def do_heartbeat(session: ChatSession, _frame: dict[str, Any]) -> None:
 
 COMMANDS: dict[int, Callable[[ChatSession, dict[str, Any]], None]] = {
     CMD_HEART: do_heartbeat,
-    CMD_SINGLE: functools.partial(do_send_message, cmd=CMD_SINGLE),
-    CMD_GROUP: functools.partial(do_send_message, cmd=CMD_GROUP),
+    CMD_SINGLE: do_send_message,
+    CMD_GROUP: do_send_message,
     CMD_READ: do_read,
     CMD_TYPING: do_typing,
     CMD_SYNC: do_sync,

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_MUTE, CMD_PRESENCE, CMD_RESYNC, encode
 from app.model import message_store, relations
 from app.model.tables import now_ms
+from app.util.batching import BatchedLoader
 from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.hub")
@@ -57,6 +59,9 @@ class Hub:
         # Users with no session here whose cursor did not move since the last maintenance round.
         self._quiet_cursors: set[int] = set()
         self._session_ids = itertools.count(1)
+        # Groups and friends of users connecting: one query for all who connect meanwhile.
+        self._relations: BatchedLoader[int, tuple[AbstractSet[int], AbstractSet[int]]] = (
+            BatchedLoader(relations.groups_and_friends_by_user, (frozenset(), frozenset())))
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -136,13 +141,15 @@ class Hub:
                 self.legacy_cursor.pop(user_id, None)
         self._quiet_cursors = set(self.legacy_cursor).difference(self.sessions)
 
-    async def load_legacy_cursor(self, user_id: int) -> int:
-        """Where a new v1 connection of the user starts: the stored cursor, read every time,
-        or the one other processes published, whichever is further (another process may have
-        delivered more to this user's v1 connections)."""
+    async def load_legacy_cursor(self, user_id: int, stored: int | None = None) -> int:
+        """Where a new v1 connection of the user starts: the stored cursor (`stored`, as read
+        with the connection's sign-in, else read now) or the one other processes published,
+        whichever is further (another process may have delivered more to this user's v1
+        connections)."""
         await self.broker.read_up_to_now()
-        cursor = max(await message_store.legacy_cursor(user_id),
-                     self.legacy_cursor.get(user_id, 0))
+        if stored is None:
+            stored = await message_store.legacy_cursor(user_id)
+        cursor = max(stored, self.legacy_cursor.get(user_id, 0))
         self.legacy_cursor[user_id] = cursor
         self._quiet_cursors.discard(user_id)
         return cursor
@@ -167,7 +174,7 @@ class Hub:
             groups = self.user_groups.setdefault(user_id, set())
             friends = self.user_friends.setdefault(user_id, set())
             try:
-                loaded_groups, loaded_friends = await relations.groups_and_friends(user_id)
+                loaded_groups, loaded_friends = await self._relations.load(user_id)
                 groups |= loaded_groups
                 friends |= loaded_friends
                 for group_id in groups:

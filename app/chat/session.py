@@ -53,7 +53,7 @@ class ChatSession:
                  "start_cursor", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
-                 expires_ms: int, since: int | None) -> None:
+                 expires_ms: int, since: int | None, stored_cursor: int = 0) -> None:
         self.runtime = runtime
         self.hub = runtime.hub
         self.user_id = user_id
@@ -71,8 +71,9 @@ class ChatSession:
         self.refused = False
         # v1 only: ids already written, so no message reaches the socket twice.
         self.recent: RecentIds | None = None if v2 else RecentIds()
-        # v1: the user's delivery cursor when this connection opened (older was delivered).
-        self.start_cursor = 0
+        # v1: the user's delivery cursor when this connection opened (older was delivered);
+        # the stored one, read with the sign-in, until the catch-up settles it.
+        self.start_cursor = stored_cursor
 
     def push(self, frame: bytes, message_id: int) -> bool:
         """Write a live frame (from the hub), or hold it while catching up. True when it was

@@ -34,7 +34,7 @@ async def chat(request: Request) -> None:
     runtime.check_socket_room(record.user.id)
     session = ChatHandler(runtime, record.user.id, v2=request.args.get("v") == "2",
                           token_hash=record.token_hash, expires_ms=record.expires_ms,
-                          since=since)
+                          since=since, stored_cursor=record.user.legacy_delivered_id)
     await accept_websocket(
         request,
         session,

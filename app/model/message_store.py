@@ -102,11 +102,14 @@ async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, A
     return await with_relations(await _missed(user_id, since_id, limit, newest=False))
 
 
-async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int:
-    """Where a catch-up limited to the newest `limit` missed messages starts: `since_id` when
-    no more are waiting, else the id just below the newest `limit` (ids only are read, so a
-    backlog of large messages is not loaded to be thrown away)."""
+async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int | None:
+    """Where a catch-up limited to the newest `limit` missed messages starts: None when none
+    are waiting (no catch-up needed), `since_id` when no more than `limit` are, else the id
+    just below the newest `limit` (ids only are read, so a backlog of large messages is not
+    loaded to be thrown away)."""
     rows = await _missed(user_id, since_id, limit + 1, newest=True, columns="id")
+    if not rows:
+        return None
     if len(rows) <= limit:
         return since_id
     return int(rows[-1]["id"])

@@ -1,21 +1,20 @@
-"""What the delivery hub loads from the database: a user's groups and friends (at connect, and
-for many users after a broker gap), and which of a set of sign-ins are still valid."""
+"""What the delivery hub loads from the database: users' groups and friends (at connect, many
+users in one query during a reconnect storm, and all connected users after a broker gap), and
+which of a set of sign-ins are still valid."""
 
 from __future__ import annotations
 
 from app.model.database import fetch_all
 
-# A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
-_GROUPS_AND_FRIENDS_SQL = (
-    "SELECT 1 AS kind, community_id AS peer FROM im_membership WHERE user_id = ? "
-    "UNION ALL SELECT 2 AS kind, friend_id AS peer FROM im_friendship WHERE owner_id = ?")
 
-
-async def groups_and_friends(user_id: int) -> tuple[set[int], set[int]]:
-    """The user's groups and friends."""
-    rows = await fetch_all(_GROUPS_AND_FRIENDS_SQL, (user_id, user_id))
-    return ({r["peer"] for r in rows if r["kind"] == 1},
-            {r["peer"] for r in rows if r["kind"] == 2})
+async def groups_and_friends_by_user(user_ids: list[int]
+                                     ) -> dict[int, tuple[set[int], set[int]]]:
+    """Each of `user_ids` with their groups and friends (users with neither are left out)."""
+    found: dict[int, tuple[set[int], set[int]]] = {}
+    for user_id, peer, is_group in await groups_and_friends_of(user_ids):
+        groups, friends = found.setdefault(user_id, (set(), set()))
+        (groups if is_group else friends).add(peer)
+    return found
 
 
 async def groups_and_friends_of(user_ids: list[int]) -> list[tuple[int, int, bool]]:
