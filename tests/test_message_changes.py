@@ -64,6 +64,8 @@ async def test_group_changes_reach_every_device_v1_and_a_device_that_syncs_later
         got = await recv_until(bob1, _chat)
         assert (got["id"], got["ref"], got["rel"], got["content"]) == (
             reply["id"], base["id"], "reply", "yes?")
+        assert got["quote"] == {"id": base["id"], "userid": bob.id, "media": 1,
+                                "content": "hi @Ann"}
         edit = await _send(bob1, {"cmd": 111, "ref": base["id"], "content": "hello @Ann"})
         assert (edit["cmd"], edit["tcmd"], edit["dstid"]) == (100, 11, group)
         for ws in (ann1, ann2):

@@ -43,6 +43,7 @@ from app.chat.wire import (
     frame_link,
     frame_mentions,
     frame_text,
+    quote_of,
     stored_mentions,
     wire_message,
 )
@@ -102,13 +103,13 @@ def check_message(session: ChatSession, frame: dict[str, Any], cmd: int) -> Draf
 def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
     cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
-    ref = frame_int(frame, "ref", default=0, low=0)
-    named, everyone = frame_mentions(frame)
-    if (named or everyone) and cmd != CMD_GROUP:
-        raise BadRequest("mentions are for group messages")
     strangers = cmd == CMD_SINGLE and session.runtime.settings.allow_strangers
-    if ref or named or everyone or strangers:
+    if strangers or "ref" in frame or "at" in frame or "atall" in frame:
         # Rules that need the database: off the data path, in a task of their own.
+        ref = frame_int(frame, "ref", default=0, low=0)
+        named, everyone = frame_mentions(frame)
+        if (named or everyone) and cmd != CMD_GROUP:
+            raise BadRequest("mentions are for group messages")
         session.runtime.spawn(_submit_checked(session, draft, ref, named, everyone, strangers))
         return
     _submit(session, draft)
@@ -137,6 +138,8 @@ async def check_reply(session: ChatSession, draft: Draft, ref: int) -> None:
         raise access.NotFound(access.NO_SUCH_MESSAGE)
     _check_is_message(row)
     draft.ref_id = ref
+    # The live frame carries the answered message as it is now (history does too).
+    draft.done = functools.partial(message_stored, session, quote=quote_of(row))
 
 
 async def check_mentions(session: ChatSession, group_id: int, named: list[int],
@@ -157,7 +160,7 @@ def _client_cid(cid: str) -> str | None:
 
 
 def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | None,
-                   duplicate: bool) -> None:
+                   duplicate: bool, quote: dict[str, Any] | None = None) -> None:
     """After the commit (in the writer task): publish the message, acknowledge the sender."""
     session.runtime.writer_progressed()
     client_cid = _client_cid(draft.cid)
@@ -167,8 +170,11 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
         return
     message_id = row["id"]
     if not duplicate:
+        message = wire_message(row)
+        if quote is not None:
+            message["quote"] = quote
         session.hub.publish(_conversation_envelope(
-            session, draft.cmd, draft.dstid, encode(wire_message(row)), message_id=message_id))
+            session, draft.cmd, draft.dstid, encode(message), message_id=message_id))
     if not session.v2:
         session.hub.advance_legacy_cursor(session.user_id, message_id)
         return

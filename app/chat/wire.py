@@ -114,6 +114,16 @@ def _relations(row: dict[str, Any], message: dict[str, Any]) -> None:
         message["at"] = [int(n) for n in named if n.isdigit()]
 
 
+def quote_of(row: dict[str, Any], chars: int = 100) -> dict[str, Any]:
+    """What a reply shows of the message it answers (as that message is now)."""
+    shown = wire_message(row)
+    quote = {"id": shown["id"], "userid": shown["userid"], "media": shown["media"],
+             "content": shown["content"][:chars]}
+    if shown.get("recalled"):
+        quote["recalled"] = 1
+    return quote
+
+
 def stored_mentions(user_ids: list[int], everyone: bool) -> str:
     """How mentions are stored (",5,9," or ",all,"): one LIKE finds a user's."""
     names = ([MENTION_ALL] if everyone else []) + [str(u) for u in user_ids]

@@ -13,9 +13,9 @@ from app.chat.wire import (
     CMD_GROUP,
     MEDIA_EDIT,
     MEDIA_REACT,
-    MEDIA_RECALLED,
     MEDIA_UNREACT,
     REACTIONS,
+    quote_of,
     wire_message,
     wire_size,
 )
@@ -96,10 +96,7 @@ def _add_state(message: dict[str, Any], edited: dict[int, int],
             message["reactions"] = shown
     original = quoted.get(message.get("ref", 0)) if message.get("rel") == "reply" else None
     if original is not None and original["created_ms"] >= since_ms:
-        quote = wire_message(original)
-        message["quote"] = {"id": quote["id"], "userid": quote["userid"],
-                            "media": quote["media"], "content": quote["content"][:QUOTE_CHARS],
-                            **({"recalled": 1} if original["media"] == MEDIA_RECALLED else {})}
+        message["quote"] = quote_of(original, QUOTE_CHARS)
 
 
 def _within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
