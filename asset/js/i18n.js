@@ -122,7 +122,25 @@
       required: 'Please fill in {field}',
       startChat: 'Send message',
       fileTooBig: 'The file is too large',
-      onlyPictures: 'Please choose a picture (PNG, JPEG, GIF or WebP)'
+      onlyPictures: 'Please choose a picture (PNG, JPEG, GIF or WebP)',
+      recalledPreview: '[Recalled message]',
+      youRecalled: 'You recalled a message',
+      recalled: '{name} recalled a message',
+      edited: 'edited',
+      quotedMessage: 'a message',
+      save: 'Save',
+      messageActions: 'Reply, react, edit or recall',
+      reply: 'Reply',
+      edit: 'Edit',
+      recall: 'Recall',
+      replyingTo: 'Replying to {name}',
+      mentionAll: 'all',
+      mentionedYou: 'You were mentioned',
+      mute: 'Mute notifications',
+      unmute: 'Unmute',
+      muted: 'Muted',
+      mutedToast: 'Muted: no notifications unless you are mentioned',
+      unmutedToast: 'Notifications are back on'
     },
     'zh-CN': {
       tagline: '部署在自己网络里的团队聊天',
@@ -242,7 +260,25 @@
       required: '请填写{field}',
       startChat: '发消息',
       fileTooBig: '文件太大',
-      onlyPictures: '请选择图片（PNG、JPEG、GIF 或 WebP）'
+      onlyPictures: '请选择图片（PNG、JPEG、GIF 或 WebP）',
+      recalledPreview: '[已撤回的消息]',
+      youRecalled: '你撤回了一条消息',
+      recalled: '{name} 撤回了一条消息',
+      edited: '已编辑',
+      quotedMessage: '一条消息',
+      save: '保存',
+      messageActions: '回复、表态、编辑或撤回',
+      reply: '回复',
+      edit: '编辑',
+      recall: '撤回',
+      replyingTo: '回复 {name}',
+      mentionAll: '所有人',
+      mentionedYou: '有人@你',
+      mute: '消息免打扰',
+      unmute: '取消免打扰',
+      muted: '免打扰',
+      mutedToast: '已开启免打扰：除非有人@你，不再通知',
+      unmutedToast: '已关闭免打扰'
     }
   };
 

@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 
 const js = path.resolve(__dirname, '..', '..', 'asset', 'js');
-for (const file of ['protocol.js', 'util.js', 'store/outbox.js', 'store/store.js', 'store/view.js']) {
+for (const file of ['protocol.js', 'util.js', 'store/outbox.js', 'store/relations.js', 'store/store.js', 'store/view.js']) {
   require(path.join(js, file));
 }
 const IM = globalThis.IM;

@@ -41,6 +41,7 @@
 
     function previewOf(msg) {
       if (!msg) return '';
+      if (msg.recalled) return t('recalledPreview');
       if (msg.media === MEDIA.TEXT) return msg.content || '';
       if (msg.media === MEDIA.PICTURE) return util.isStickerUrl(msg.url) ? t('stickerPreview') : t('picturePreview');
       if (msg.media === MEDIA.VOICE) return t('voicePreview');
@@ -125,11 +126,23 @@
           src: info.src,
           thumb: info.thumb,
           size: info.kind === 'picture' ? pictureSize(msg) : null,
-          readLabel: mine && msg.id ? readLabel(conv, msg) : null
+          readLabel: mine && msg.id ? readLabel(conv, msg) : null,
+          quote: IM.relations.quoteOf(conv, msg),
+          mentionsMe: !mine && IM.relations.mentions(msg, me)
         });
         previous = msg;
       });
       return out;
+    }
+
+    /** "You recalled a message" / "Ann recalled a message". */
+    function recalledText(msg) {
+      return msg.userid === state.me.id ? t('youRecalled') : t('recalled', { name: userName(msg.userid) });
+    }
+
+    /** Who reacted with one emoji, by name, for its tooltip. */
+    function reactionNames(reaction) {
+      return reaction.users.map(userName).join(', ');
     }
 
     function matches(text, needle) { return !needle || String(text).toLowerCase().indexOf(needle) !== -1; }
@@ -160,7 +173,8 @@
     return {
       previewOf: previewOf, userName: userName, userAvatar: userAvatar, convName: convName,
       convAvatar: convAvatar, preview: preview, typingText: typingText, readLabel: readLabel,
-      rows: rows, conversationList: conversationList, friends: friends, groups: groups
+      rows: rows, recalledText: recalledText, reactionNames: reactionNames,
+      conversationList: conversationList, friends: friends, groups: groups
     };
   }
 
