@@ -23,7 +23,8 @@ def _conversation(fields: dict) -> tuple[int, int]:
 
 
 @message_bp.post("/history")
-@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first; "
+@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first, in "
+                 "their current state (edited, recalled, reactions, a reply's quote); "
                  "around=<id>: that message and its neighbours on both sides")
 async def history(request: Request) -> HTTPResponse:
     fields = request_fields(request)
@@ -40,7 +41,8 @@ async def history(request: Request) -> HTTPResponse:
 
 
 @message_bp.post("/conversations")
-@openapi.summary("My conversations: last message, unread count, read mark; newest first")
+@openapi.summary("My conversations: last message, unread count, unread mentions of me, "
+                 "muted, read mark; newest first")
 async def conversations(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
     return rows(await messages.conversations(user.id))
