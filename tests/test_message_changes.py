@@ -297,3 +297,31 @@ async def test_one_to_one_reply_edit_and_recall(server):
         await ann1.close()
         await bob1.close()
         await close_all(ann, bob)
+
+
+async def _search(user: Any, q: str) -> list[int]:
+    body = await user.post("/message/search", q=q)
+    assert body["code"] == 0, body
+    return [m["id"] for m in body["rows"]]
+
+
+async def test_a_recalled_message_is_not_found_by_search(server):
+    ann = await register(server, "Ann")
+    bob = await register(server, "Bob")
+    group = await make_group(ann, "search", bob)
+    ws = await connect(server, bob)
+    try:
+        sent = await _send(ws, {"cmd": 11, "dstid": group, "media": 1,
+                                "content": "the unicorn password"})
+        deadline = time.monotonic() + 5
+        while await _search(ann, "unicorn") != [sent["id"]]:  # indexed within 2 s
+            assert time.monotonic() < deadline, "the message was never found"
+            await asyncio.sleep(0.2)
+        assert (await _send(ws, {"cmd": 110, "ref": sent["id"]}))["cmd"] == 100
+        await asyncio.sleep(1.0)  # an indexer round: the recall entry itself is not a hit
+        for user in (ann, bob):
+            assert await _search(user, "unicorn") == []
+            assert await _search(user, "recalled") == []
+    finally:
+        await ws.close()
+        await close_all(ann, bob)
