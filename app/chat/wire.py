@@ -135,6 +135,16 @@ def wire_size(row: dict[str, Any]) -> int:
     return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
 
 
+def within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The leading rows that fit in about `max_bytes` on the wire (at least one)."""
+    size = 0
+    for kept, row in enumerate(rows):
+        size += wire_size(row)
+        if size > max_bytes and kept:
+            return rows[:kept]
+    return rows
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
 

@@ -98,8 +98,9 @@ async def _missed(user_id: int, since_id: int, limit: int, newest: bool,
 
 
 async def missed_by(user_id: int, since_id: int, limit: int) -> list[dict[str, Any]]:
-    """Messages of the user's conversations after `since_id`, oldest first."""
-    return await with_relations(await _missed(user_id, since_id, limit, newest=False))
+    """Messages of the user's conversations after `since_id`, oldest first (without their
+    relations: the caller adds them, with `with_relations`, to the rows it keeps)."""
+    return await _missed(user_id, since_id, limit, newest=False)
 
 
 async def newest_missed_floor(user_id: int, since_id: int, limit: int) -> int | None:
@@ -119,15 +120,16 @@ async def conversation_page(user_id: int, cmd: int, peer_id: int, bound: int, li
                             newer: bool, since_ms: int = 0) -> list[dict[str, Any]]:
     """Up to `limit` messages (not the entries that change them) of one conversation on one
     side of the id `bound`, nearest first: older ones newest first, or (`newer`) newer ones
-    oldest first. A group's messages start at `since_ms` (when the reader joined)."""
+    oldest first. A group's messages start at `since_ms` (when the reader joined). Without
+    their relations (see `with_relations`)."""
     side, order = (">", "ASC") if newer else ("<", "DESC")
     if cmd == CMD_GROUP:
-        return await with_relations(await fetch_all(
+        return await fetch_all(
             f"SELECT {SELECT} FROM im_message WHERE community_id = ? AND id {side} ? "
             f"AND created_ms >= ? AND media < {FIRST_CHANGE_MEDIA} "
             f"ORDER BY id {order} LIMIT {int(limit)}",
-            (peer_id, bound, since_ms)))
-    return await with_relations(await fetch_all(
+            (peer_id, bound, since_ms))
+    return await fetch_all(
         f"""SELECT {SELECT} FROM (
             SELECT {SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
                AND media < {FIRST_CHANGE_MEDIA}
@@ -135,7 +137,7 @@ async def conversation_page(user_id: int, cmd: int, peer_id: int, bound: int, li
             SELECT {SELECT} FROM im_message WHERE dst_user_id = ? AND sender_id = ? AND id {side} ?
                AND media < {FIRST_CHANGE_MEDIA}
         ) AS conversation ORDER BY id {order} LIMIT {int(limit)}""",
-        (peer_id, user_id, bound, user_id, peer_id, bound)))
+        (peer_id, user_id, bound, user_id, peer_id, bound))
 
 
 async def last_message_ids(user_id: int) -> list[tuple[int, int, int]]:
@@ -155,7 +157,8 @@ async def messages_by_id(ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 async def with_relations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add `ref_id` and `mentions` to rows read from im_message (one query for the page)."""
+    """Add `ref_id` and `mentions` to rows read from im_message (one query for the page).
+    Callers trim a page to its size first: the rows they drop are not held during the query."""
     if not rows:
         return rows
     ids = [row["id"] for row in rows]

@@ -125,7 +125,8 @@ class MessageRelation(Model):
     entry (edit, recall, reaction) changes, and whom it mentions. Plain messages have no row
     here, so the writer's hot path stays one INSERT."""
 
-    message_id = fields.BigIntField(primary_key=True, generated=False)
+    id = fields.BigIntField(primary_key=True)
+    message_id = fields.BigIntField(unique=True)
     ref_id = fields.BigIntField(null=True, db_index=True)
     # ",5,9," or ",all,": a user's mentions are found with one LIKE.
     mentions = fields.CharField(max_length=255, default="")

@@ -17,7 +17,7 @@ from app.chat.wire import (
     REACTIONS,
     quote_of,
     wire_message,
-    wire_size,
+    within_bytes,
 )
 from app.model import message_store
 from app.service import access
@@ -43,24 +43,29 @@ async def history_page(user_id: int, cmd: int, peer_id: int, before_id: int | No
     messages below `before_id`. A page holds at most `limit` rows and about `max_bytes` (always
     at least one row): an answer nobody reads sits in the server's memory."""
     since_ms = await access.check_read(user_id, cmd, peer_id)
+    # Each answer is cut to its size as soon as it is read: the rows dropped must not stay
+    # referenced while the next query (or the relations' query) is awaited.
     if around_id is not None:
-        older = await message_store.conversation_page(
+        found = list(reversed(within_bytes(await message_store.conversation_page(
             user_id, cmd, peer_id, around_id + 1, limit - limit // 2, newer=False,
-            since_ms=since_ms)
-        newer = await message_store.conversation_page(
-            user_id, cmd, peer_id, around_id, limit // 2, newer=True, since_ms=since_ms)
-        found = list(reversed(_within_bytes(older, max_bytes))) + _within_bytes(newer, max_bytes)
+            since_ms=since_ms), max_bytes)))
+        found += within_bytes(await message_store.conversation_page(
+            user_id, cmd, peer_id, around_id, limit // 2, newer=True, since_ms=since_ms),
+            max_bytes)
         return await current_state(found, since_ms), False
     rows = await message_store.conversation_page(
         user_id, cmd, peer_id, before_id or NO_BOUND, limit, newer=False, since_ms=since_ms)
-    kept = _within_bytes(rows, max_bytes)
-    return await current_state(list(reversed(kept)), since_ms), len(kept) < len(rows)
+    kept = within_bytes(rows, max_bytes)
+    cut_short = len(kept) < len(rows)
+    del rows
+    return await current_state(list(reversed(kept)), since_ms), cut_short
 
 
 async def current_state(rows: list[dict[str, Any]], since_ms: int) -> list[dict[str, Any]]:
     """Stored rows as wire messages in their current state: `edited` (ms of the last edit),
     `reactions` ([{emoji, users}] in the fixed order) and a reply's `quote` (the answered
     message as it is now, when the reader may see it: in a group, sent since they joined)."""
+    await message_store.with_relations(rows)
     messages = [wire_message(r) for r in rows]
     edited: dict[int, int] = {}
     reacted: dict[int, dict[str, dict[int, None]]] = {}
@@ -97,16 +102,6 @@ def _add_state(message: dict[str, Any], edited: dict[int, int],
     original = quoted.get(message.get("ref", 0)) if message.get("rel") == "reply" else None
     if original is not None and original["created_ms"] >= since_ms:
         message["quote"] = quote_of(original, QUOTE_CHARS)
-
-
-def _within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
-    """The leading rows that fit in about `max_bytes` (at least one)."""
-    size = 0
-    for kept, row in enumerate(rows):
-        size += wire_size(row)
-        if size > max_bytes and kept:
-            return rows[:kept]
-    return rows
 
 
 async def conversations(user_id: int) -> list[dict[str, Any]]:

@@ -75,6 +75,13 @@ def test_copy_sqlite_to_mysql_keeps_every_row(installed: Installed, tmp_path: Pa
         if not db.execute("SELECT COUNT(*) FROM im_readmark").fetchone()[0]:
             db.execute("INSERT INTO im_readmark (user_id, cmd, peer_id, last_read_id, "
                        "updated_ms) VALUES (2, 10, 1, 1, 1)")
+        # A reply's relation and a mute (the smoke flow makes neither).
+        if not db.execute("SELECT COUNT(*) FROM im_message_relation").fetchone()[0]:
+            db.execute("INSERT INTO im_message_relation (message_id, ref_id, mentions) "
+                       "VALUES (2, 1, ',1,')")
+        if not db.execute("SELECT COUNT(*) FROM im_mute").fetchone()[0]:
+            db.execute("INSERT INTO im_mute (user_id, cmd, peer_id, created_ms) "
+                       "VALUES (2, 10, 1, 1)")
     source = _sqlite_tables(source_db)
     empty = [name for name, rows in source.items() if not rows]
     assert not empty, f"the smoke flow left tables empty: {empty}"
