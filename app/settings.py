@@ -124,6 +124,14 @@ class ChatSettings:
 
 
 @dataclasses.dataclass
+class ContactsSettings:
+    # The people directory (/contact/directory): every active user, searchable by nickname.
+    directory: bool = True
+    # Friends by request and acceptance; false keeps the article's immediate mutual add.
+    require_approval: bool = False
+
+
+@dataclasses.dataclass
 class SearchSettings:
     # Off: this process does not index new messages (searching still answers from the index).
     enabled: bool = True
@@ -156,6 +164,7 @@ class Settings:
     broker: BrokerSettings = dataclasses.field(default_factory=BrokerSettings)
     auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
     chat: ChatSettings = dataclasses.field(default_factory=ChatSettings)
+    contacts: ContactsSettings = dataclasses.field(default_factory=ContactsSettings)
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
     log: LogSettings = dataclasses.field(default_factory=LogSettings)
     testing: TestingSettings = dataclasses.field(default_factory=TestingSettings)

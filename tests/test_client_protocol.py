@@ -38,6 +38,7 @@ SERVER_CMD = {
     "SYNC": wire.CMD_SYNC,
     "SYNC_END": wire.CMD_SYNC_END,
     "RESYNC": wire.CMD_RESYNC,
+    "CONTACTS": wire.CMD_CONTACTS,
     "RECALL": wire.CMD_RECALL,
     "EDIT": wire.CMD_EDIT,
     "REACT": wire.CMD_REACT,
@@ -104,9 +105,9 @@ def test_media_kinds_are_the_documented_ones(protocol: dict[str, Any]) -> None:
     documented = {word.upper(): int(number)
                   for number, word in re.findall(r"(\d+) (\w+)", line)}
     assert protocol["MEDIA"] == {"TEXT": documented["TEXT"], "VOICE": documented["VOICE"],
-                                 "PICTURE": documented["PICTURE"]}
+                                 "PICTURE": documented["PICTURE"], "FILE": documented["FILE"]}
     assert protocol["MEDIA"] == {"TEXT": wire.MEDIA_TEXT, "VOICE": wire.MEDIA_VOICE,
-                                 "PICTURE": wire.MEDIA_PICTURE}
+                                 "PICTURE": wire.MEDIA_PICTURE, "FILE": wire.MEDIA_FILE}
 
 
 def _client_files() -> list[Path]:

@@ -137,3 +137,31 @@ async def test_an_outbox_overflow_makes_the_other_node_resync(two_nodes):
     for ws in (wa, wb, wc):
         await ws.close()
     await close_all(a, b, c)
+
+
+async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
+    """A file message reaches an article client on the other node as its text line; a friend
+    removed on one node can no longer message from a socket on the other, at once."""
+    node_a, node_b = two_nodes
+    a = await register(node_a)
+    b = await register(node_b)
+    await befriend(a, b)
+    wa = await connect(node_a, a)
+    wb_v1 = await connect(node_b, b, v2=False)
+    wb = await connect(node_b, b)
+    await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 6, "content": "plan.pdf",
+                              "url": "/resource/" + "a" * 32 + ".bin", "amount": 2048,
+                              "cid": "file-x"}))
+    line = await recv_until(wb_v1, lambda f: f.get("cmd") == 10)
+    assert (line["media"], line["content"]) == (1, f"[file] plan.pdf (2.0 KB) /resource/{'a' * 32}.bin")
+    as_file = await recv_until(wb, lambda f: f.get("cmd") == 10)
+    assert (as_file["media"], as_file["content"]) == (6, "plan.pdf")
+    assert (await a.post("/contact/removefriend", id=b.id))["code"] == 0
+    await recv_until(wb, lambda f: f.get("cmd") == 109)
+    await wb.send(json.dumps({"cmd": 10, "dstid": a.id, "media": 1, "content": "hi",
+                              "cid": "after"}))
+    refused = await recv_until(wb, lambda f: f.get("cmd") in (100, 101))
+    assert refused["cmd"] == 101 and refused["reason"] == "forbidden"
+    for ws in (wa, wb, wb_v1):
+        await ws.close()
+    await close_all(a, b)

@@ -57,7 +57,7 @@ async def test_refused_requests_do_not_alter_what_is_stored(server):
     good = png_bytes(21, 21, "orange")
     first = (await upload(owner, good)).json()
     assert_clean_error(await upload(owner, good[: len(good) // 2]), 400)
-    assert_clean_error(await upload(owner, b"<svg onload=alert(1)>"), 415)
+    assert_clean_error(await upload(owner, b"<svg onload=alert(1)>", kind="picture"), 415)
     assert (await owner.client.get(first["data"])).status_code == 200
     assert (await upload(intruder, good)).json()["data"] == first["data"]
     await assert_still_serving(server, owner, intruder)

@@ -75,7 +75,17 @@ async def test_polyglots_and_scripts_never_come_back_as_active_content(server):
     for hostile in (b"<!DOCTYPE html><script>alert(1)</script>",
                     b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>',
                     b"%PDF-1.4\n", b"PK\x03\x04" + b"\x00" * 40, b"\x7fELF" + b"\x00" * 40):
-        assert_clean_error(await upload(a, hostile, "pic.png", filetype="image/png"), 415)
+        # Asked for as a picture, they are refused; as files they are stored, and served
+        # only as downloads that nothing runs (tests/test_files.py).
+        assert_clean_error(await a.client.post("/attach/upload", files={
+            "file": ("pic.png", hostile)}, data={"filetype": "image/png", "kind": "picture"}),
+            415)
+        stored = (await upload(a, hostile, "pic.png", filetype="image/png")).json()
+        served = await a.client.get(stored["data"])
+        assert served.content == hostile and served.headers["content-type"] in (
+            "application/octet-stream", "application/pdf", "application/zip")
+        assert served.headers["content-disposition"].startswith("attachment; ")
+        assert served.headers["content-security-policy"] == "default-src 'none'; sandbox"
     await close_all(a)
 
 

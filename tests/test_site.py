@@ -10,8 +10,12 @@ async def test_openapi_describes_the_routes(server):
     for path in ("/user/register", "/user/login", "/user/logout", "/user/find",
                  "/contact/addfriend", "/contact/loadfriend", "/contact/createcommunity",
                  "/contact/joincommunity", "/contact/loadcommunity", "/attach/upload",
-                 "/message/history", "/message/conversations", "/message/search",
-                 "/message/mute", "/message/mutes", "/chat"):
+                 "/message/history", "/message/conversations", "/message/search", "/chat",
+                 "/message/mute", "/message/mutes",
+                 "/user/password", "/contact/directory", "/contact/request", "/contact/requests",
+                 "/contact/accept", "/contact/decline", "/contact/cancelrequest",
+                 "/contact/removefriend", "/contact/block", "/contact/unblock",
+                 "/contact/blocked", "/resource/{name}"):
         assert path in paths, path
     assert "post" in paths["/user/register"] and "get" in paths["/chat"]
 

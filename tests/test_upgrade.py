@@ -39,6 +39,9 @@ FACTS = json.loads((FIXTURE / "fixture.json").read_text("utf-8"))
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ["im_user", "im_token", "im_friendship", "im_community", "im_membership", "im_message",
           "im_readmark", "im_attachment"]
+# Columns a later schema added are not 0.1.0's rows: compare the columns 0.1.0 had.
+COLUMNS_OF_0_1_0 = {"im_attachment": "id, sha256, stored_name, mime, size, width, height, "
+                                      "uploader_id, created_ms"}
 
 
 class OldDatabase:
@@ -78,7 +81,8 @@ class OldDatabase:
             connection.close()
 
     def rows(self) -> dict[str, list[tuple[Any, ...]]]:
-        return {table: self.query(f"SELECT * FROM {table} ORDER BY id") for table in TABLES}
+        return {table: self.query(f"SELECT {COLUMNS_OF_0_1_0.get(table, '*')} FROM {table} "
+                                  "ORDER BY id") for table in TABLES}
 
     def schema(self) -> list[str]:
         """The definition of every table and index, without counters that differ by content."""
@@ -268,11 +272,15 @@ def test_a_newer_database_is_refused_untouched(old_database):
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
-    """The fixture's upload files are served byte for byte after the upgrade."""
+    """The fixture's upload files are served byte for byte after the upgrade (to a signed-in
+    user: downloads need one since schema 5)."""
     old = old_database
     server = await start_server(old.settings)
     try:
         async with httpx.AsyncClient(base_url=server.base_url) as client:
+            signed_in = await client.post("/user/login", data={
+                "mobile": old.facts["users"][0]["mobile"], "passwd": old.facts["password"]})
+            assert signed_in.json()["code"] == 0
             for path in sorted((FIXTURE / "resource").iterdir()):
                 served = await client.get(f"/resource/{path.name}")
                 assert served.status_code == 200 and served.content == path.read_bytes()
@@ -326,5 +334,90 @@ async def test_messages_of_0_1_0_can_be_recalled_edited_answered_and_reacted_to(
         assert by_id[sent["fixture-g3"]["id"]]["recalled"] == 1
         assert old.query(f"SELECT content FROM im_message WHERE id = {sent['fixture-g3']['id']}"
                          ) == [("",)]
+    finally:
+        await server.stop()
+
+
+async def test_upgraded_data_works_with_files_and_people(old_database):
+    """Schema 5 on 0.1.0's data: the old picture is a picture (served inline to a signed-in
+    user), the old users are in the directory, request, block and unfriend each other, and
+    upload files by the same daily quota."""
+    old = old_database
+    facts = old.facts
+    alice, bob, carol, _dave = facts["users"]
+    server = await start_server(old.settings)
+    try:
+        assert old.query("SELECT kind, original_name FROM im_attachment") == [("picture", "")]
+        clients = {}
+        for user in (alice, bob, carol):
+            client = clients[user["id"]] = server.client()
+            answer = await client.post("/user/login", data={"mobile": user["mobile"],
+                                                            "passwd": facts["password"]})
+            assert answer.json()["code"] == 0
+        ca, cb, cc = (clients[u["id"]] for u in (alice, bob, carol))
+        picture = await ca.get(facts["upload"])
+        assert picture.headers["content-type"] == "image/png"
+        assert "content-disposition" not in picture.headers
+        found = (await cc.post("/contact/directory", data={"q": "alice"})).json()
+        assert [(r["id"], r["relation"]) for r in found["rows"]] == [(alice["id"], "friend")]
+        assert (await ca.post("/contact/removefriend", data={"id": carol["id"]})).json()[
+            "code"] == 0
+        assert (await cb.post("/contact/block", data={"id": carol["id"]})).json()["code"] == 0
+        refused = await cc.post("/contact/request", data={"id": bob["id"]})
+        assert refused.status_code == 403
+        friends = (await ca.post("/contact/loadfriend")).json()["rows"]
+        assert [f["id"] for f in friends] == [bob["id"]]
+        uploaded = (await ca.post("/attach/upload", files={
+            "file": ("旧.pdf", b"%PDF-1.4\n%%EOF\n")})).json()
+        assert (uploaded["code"], uploaded["kind"], uploaded["name"]) == (0, "file", "旧.pdf")
+        assert (await cb.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        for client in clients.values():
+            await client.aclose()
+    finally:
+        await server.stop()
+
+
+_SCHEMA_3_SQLITE_SEARCH = (
+    "DROP TABLE im_search_fts", "DROP TABLE im_search_state",
+    "CREATE TABLE im_search_token (token VARCHAR(32) NOT NULL, conv BIGINT NOT NULL, "
+    "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) WITHOUT ROWID",
+    "CREATE TABLE im_search_word (token VARCHAR(32) NOT NULL PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE im_search_state (id INT NOT NULL PRIMARY KEY, last_id BIGINT NOT NULL)",
+    "INSERT INTO im_search_state VALUES (1, 1000000)",
+    "INSERT INTO im_search_token VALUES ('会议', 1, 1)")
+
+
+async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(old_database):
+    """Schema 3 kept search tokens in a table on both engines; step 4 replaces it on SQLite
+    (FTS5, every message indexed again) and completes it on MySQL (here: from an empty one)."""
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    if old.engine == "sqlite":
+        for sql in _SCHEMA_3_SQLITE_SEARCH:
+            old.query(sql)
+    else:
+        old.query("DELETE FROM im_search_token")
+        old.query("UPDATE im_search_state SET last_id = 0")
+    old.query("UPDATE im_schema SET version = 3")
+    upgraded = old.cli("migrate")
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = upgraded.stdout.splitlines()
+    messages = len(old.rows()["im_message"])
+    assert any(line.startswith("step 3 -> 4:") for line in lines), lines
+    assert f"  indexed {messages}/{messages} messages" in " ".join(lines), lines
+    if old.engine == "sqlite":
+        names = {name for (name,) in old.query("SELECT name FROM sqlite_master")}
+        assert "im_search_fts" in names and not names & {"im_search_token", "im_search_word"}
+    alice, _bob, carol, _dave = old.facts["users"]
+    meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
+    server = await start_server(old.settings)
+    try:
+        for user, expected in ((alice, [meeting["id"]]), (carol, [])):
+            async with server.client() as client:
+                login = await client.post("/user/login", data={
+                    "mobile": user["mobile"], "passwd": old.facts["password"]})
+                assert login.json()["code"] == 0
+                found = (await client.post("/message/search", data={"q": "会议"})).json()
+                assert [m["id"] for m in found["rows"]] == expected, found
     finally:
         await server.stop()

@@ -1,4 +1,5 @@
-"""Uploads: typed by content, re-encoded, EXIF stripped, bombs refused, stored once, served safely."""
+"""Uploads: typed by content, re-encoded, EXIF stripped, bombs refused, stored once, served safely
+and only to signed-in users; any other file kept byte for byte under its (safe) name."""
 
 from __future__ import annotations
 
@@ -33,8 +34,11 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
-async def upload(user, data: bytes, name: str = "picture.png", filetype: str | None = None):
+async def upload(user, data: bytes, name: str = "picture.png", filetype: str | None = None,
+                 kind: str | None = None):
     form = {"filetype": filetype} if filetype else {}
+    if kind:
+        form["kind"] = kind
     return await user.client.post("/attach/upload", files={"file": (name, data)}, data=form)
 
 
@@ -45,6 +49,7 @@ async def test_picture_upload_and_fetch_back(server):
     assert body["code"] == 0 and body["data"].startswith("/resource/")
     assert body["data"].endswith(".png") and body["mime"] == "image/png"
     assert (body["width"], body["height"]) == (40, 30) and body["thumb"].endswith(".webp")
+    assert (body["kind"], body["name"]) == ("picture", "picture.png")
     fetched = await a.client.get(body["data"])
     assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
     assert fetched.headers["x-content-type-options"] == "nosniff"
@@ -87,10 +92,18 @@ async def test_identical_files_are_stored_once(server):
     (png_bytes(200, 200, "red")[:70], 400),  # a real PNG header with its pixels cut off
     (b"", 400),
 ])
-async def test_non_pictures_are_refused_whatever_the_name(server, payload, status):
+async def test_non_pictures_are_refused_when_a_picture_is_asked_for(server, payload, status):
     a = await register(server)
-    response = await upload(a, payload, "innocent.png", filetype=".png")
+    response = await upload(a, payload, "innocent.png", filetype=".png", kind="picture")
     assert response.status_code == status and response.json()["code"] == -1
+    assert await Attachment.all().count() == 0
+    await close_all(a)
+
+
+async def test_a_damaged_picture_is_refused_even_as_a_file(server):
+    a = await register(server)
+    response = await upload(a, png_bytes(200, 200, "red")[:70], "cut.png")
+    assert response.status_code == 400 and response.json()["code"] == -1
     assert await Attachment.all().count() == 0
     await close_all(a)
 
@@ -118,9 +131,15 @@ async def test_voice_clip_is_served_as_attachment(server):
     ogg = b"OggS" + b"\x00" * 200
     body = (await upload(a, ogg, "voice.html")).json()
     assert body["code"] == 0 and body["data"].endswith(".ogg") and body["thumb"] == ""
+    assert (body["kind"], body["mime"], body["size"]) == ("voice", "audio/ogg", 204)
     fetched = await a.client.get(body["data"])
-    assert fetched.headers["content-disposition"] == "attachment"
+    assert fetched.headers["content-type"] == "audio/ogg"
+    assert fetched.headers["content-disposition"] == (
+        "attachment; filename=\"voice.html\"; filename*=UTF-8''voice.html")
     assert fetched.headers["x-content-type-options"] == "nosniff"
+    assert fetched.content == ogg
+    refused = await upload(a, png_bytes(), "clip.ogg", kind="voice")
+    assert refused.status_code == 415
     await close_all(a)
 
 

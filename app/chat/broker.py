@@ -50,8 +50,11 @@ class Envelope:
     v2_only: bool = False
     # The connection that sent it gets an acknowledgement instead of its own message back.
     skip_session: int = 0
-    # Hub bookkeeping rather than a frame: "joined", "friends", "ended", "cursor".
+    # Hub bookkeeping rather than a frame: "joined", "friends", "unfriended", "ended", "cursor".
     control: str = ""
+    # What article (v1) connections get instead of `payload` when they cannot show it (a file
+    # message as a text line); empty: the same payload.
+    legacy_payload: bytes = b""
 
 
 Deliver = Callable[[Envelope], None]
@@ -244,6 +247,7 @@ class RedisBroker:
             "p": envelope.payload.decode("utf-8", "surrogatepass"),
             "u": envelope.user_ids, "g": envelope.group_id, "m": envelope.message_id,
             "v": envelope.v2_only, "c": envelope.control,
+            "l": envelope.legacy_payload.decode("utf-8", "surrogatepass"),
         }, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         self._wakeup.set()
 
@@ -448,7 +452,8 @@ class RedisBroker:
                     envelope = Envelope(
                         body["p"].encode("utf-8", "surrogatepass"), user_ids=tuple(body["u"]),
                         group_id=body["g"], message_id=body["m"], v2_only=body["v"],
-                        control=body["c"])
+                        control=body["c"],
+                        legacy_payload=body.get("l", "").encode("utf-8", "surrogatepass"))
                 except (KeyError, TypeError, AttributeError):
                     log.warning("ignored a malformed envelope on %s", self.stream)
                     continue

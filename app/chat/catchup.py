@@ -11,7 +11,14 @@ import time
 from typing import Any
 
 from app.chat.session import ChatSession
-from app.chat.wire import CMD_PRESENCE, CMD_SYNC_END, encode, wire_message, within_bytes
+from app.chat.wire import (
+    CMD_PRESENCE,
+    CMD_SYNC_END,
+    encode,
+    legacy_message,
+    wire_message,
+    within_bytes,
+)
 from app.model import message_store
 from app.websocket import encode_text_frame
 
@@ -115,7 +122,10 @@ def _send_rows(session: ChatSession, rows: list[dict[str, Any]]) -> int:
                     done += 1
                     continue
                 recent.add(row["id"])
-            frame = encode_text_frame(encode(wire_message(row)))
+            message = wire_message(row)
+            if not session.v2:  # the article's client gets what it can show
+                message = legacy_message(message) or message
+            frame = encode_text_frame(encode(message))
             if not conn.send_frame(frame):
                 break
             size += len(frame)

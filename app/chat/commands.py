@@ -43,13 +43,13 @@ from app.chat.wire import (
     frame_link,
     frame_mentions,
     frame_text,
+    legacy_message,
     quote_of,
     stored_mentions,
     wire_message,
 )
 from app.model import message_store
 from app.model.message_writer import Draft
-from app.model.tables import User
 from app.service import access, messages
 from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
@@ -118,9 +118,9 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
 async def _submit_checked(session: ChatSession, draft: Draft, ref: int, named: list[int],
                           everyone: bool, strangers: bool) -> None:
     try:
-        if strangers and not await User.filter(id=draft.dstid, disabled=False).exists():
-            # Anyone may be messaged: the recipient must at least exist and be enabled.
-            raise BadRequest("no such user")
+        if strangers:
+            # The recipient exists, is enabled and has not blocked the sender.
+            await access.check_stranger(session.user_id, draft.dstid)
         if ref:
             await check_reply(session, draft, ref)
         if named or everyone:
@@ -173,8 +173,10 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
         message = wire_message(row)
         if quote is not None:
             message["quote"] = quote
+        legacy = legacy_message(message)  # what an article client is sent instead, if anything
         session.hub.publish(_conversation_envelope(
-            session, draft.cmd, draft.dstid, encode(message), message_id=message_id))
+            session, draft.cmd, draft.dstid, encode(message), message_id=message_id,
+            legacy_payload=encode(legacy) if legacy is not None else b""))
     if not session.v2:
         session.hub.advance_legacy_cursor(session.user_id, message_id)
         return
@@ -189,13 +191,15 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
 
 
 def _conversation_envelope(session: ChatSession, cmd: int, dstid: int, payload: bytes,
-                           message_id: int = 0, v2_only: bool = False) -> Envelope:
+                           message_id: int = 0, v2_only: bool = False,
+                           legacy_payload: bytes = b"") -> Envelope:
     """To everyone in the conversation (the sender's other devices too), not this socket."""
     if cmd == CMD_SINGLE:
         return Envelope(payload, user_ids=(dstid, session.user_id), message_id=message_id,
-                        v2_only=v2_only, skip_session=session.sid)
+                        v2_only=v2_only, skip_session=session.sid,
+                        legacy_payload=legacy_payload)
     return Envelope(payload, group_id=dstid, message_id=message_id, v2_only=v2_only,
-                    skip_session=session.sid)
+                    skip_session=session.sid, legacy_payload=legacy_payload)
 
 
 # -- changes to a message: recall, edit, react (entries of the log, stored as messages) -------

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_MUTE, CMD_PRESENCE, CMD_RESYNC, encode
-from app.model import message_store, relations
+from app.model import message_store, relations, sign_ins
 from app.model.tables import now_ms
 from app.util.batching import BatchedLoader
 from app.websocket import encode_text_frame
@@ -114,7 +114,7 @@ class Hub:
         closed = 0
         for start in range(0, len(hashes), chunk):
             part = hashes[start:start + chunk]
-            alive = await relations.valid_token_hashes(part)
+            alive = await sign_ins.valid_token_hashes(part)
             for token_hash in part:
                 if token_hash not in alive:
                     for session in by_token[token_hash]:
@@ -285,6 +285,9 @@ class Hub:
         """Tell the user's v2 devices that a conversation was muted or unmuted."""
         payload = encode({"cmd": CMD_MUTE, "tcmd": cmd, "dstid": peer_id, "muted": int(muted)})
         self.publish(Envelope(payload, user_ids=(user_id,), v2_only=True))
+    def friendship_removed(self, user_id: int, friend_id: int) -> None:
+        """The two are no longer friends: no more presence or messages between them."""
+        self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="unfriended"))
 
     def session_ended(self, user_id: int, token_hash: str | None) -> None:
         """Close the user's sockets opened with that token (all of them when None)."""
@@ -332,6 +335,7 @@ class Hub:
         frame: bytes | None = None
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
+        legacy, legacy_frame = envelope.legacy_payload, b""
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -339,6 +343,10 @@ class Hub:
             written_v1 = False
             for session in sessions:
                 if session.sid == skip or (v2_only and not session.v2):
+                    continue
+                if legacy and not session.v2:
+                    legacy_frame = legacy_frame or encode_text_frame(legacy)
+                    written_v1 = session.push(legacy_frame, message_id) or written_v1
                     continue
                 if frame is None:
                     frame = encode_text_frame(envelope.payload)
@@ -363,6 +371,10 @@ class Hub:
                     payload = encode({"cmd": CMD_PRESENCE, "userid": friend_id,
                                       "online": int(friend_id in self.sessions)})
                     self.deliver(Envelope(payload, user_ids=(user_id,), v2_only=True))
+        elif envelope.control == "unfriended":
+            a, b = envelope.user_ids
+            self.user_friends.get(a, set()).discard(b)
+            self.user_friends.get(b, set()).discard(a)
         elif envelope.control == "cursor":
             user_id = envelope.user_ids[0]
             if envelope.message_id > self.legacy_cursor.get(user_id, 0):

@@ -28,6 +28,7 @@ CMD_PRESENCE = 104  # server -> client: who is online (snapshot) or one user's c
 CMD_SYNC = 106  # client -> server: what I missed after `since`
 CMD_SYNC_END = 107  # server -> client: caught up to `upto`, `more` to follow
 CMD_RESYNC = 108  # server -> client: messages above `since` may have been missed: sync again
+CMD_CONTACTS = 109  # server -> client: your friends, friend requests or blocks changed (`what`)
 CMD_RECALL = 110  # client -> server: recall message `ref`
 CMD_EDIT = 111  # client -> server: message `ref` now reads `content`
 CMD_REACT = 112  # client -> server: my reaction `emoji` on message `ref` is on (1) or off (0)
@@ -36,6 +37,7 @@ CMD_MUTE = 113  # server -> client: this user (un)muted a conversation on anothe
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3
 MEDIA_PICTURE = 4
+MEDIA_FILE = 6  # any file: `url`, `content` its name, `amount` its size in bytes, `memo` its type
 # Kinds clients may send are 1..MAX_CLIENT_MEDIA; the server's own start above it.
 MAX_CLIENT_MEDIA = 99
 # The stored state of a message that was recalled (its content is gone).
@@ -128,6 +130,21 @@ def stored_mentions(user_ids: list[int], everyone: bool) -> str:
     """How mentions are stored (",5,9," or ",all,"): one LIKE finds a user's."""
     names = ([MENTION_ALL] if everyone else []) + [str(u) for u in user_ids]
     return f",{','.join(names)}," if names else ""
+def legacy_message(message: dict[str, Any]) -> dict[str, Any] | None:
+    """What the article's (v1) client is sent in place of a message it cannot show: a text
+    line (a file: its name, size and link). None when it can show the message as it is."""
+    if message["media"] != MEDIA_FILE:
+        return None
+    text = f"[file] {message['content']} ({readable_size(message['amount'])}) {message['url']}"
+    return {**message, "media": MEDIA_TEXT, "content": text, "url": "", "pic": ""}
+
+
+def readable_size(size: int) -> str:
+    if size < 1024:
+        return f"{max(size, 0)} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def wire_size(row: dict[str, Any]) -> int:

@@ -1,30 +1,64 @@
-"""/attach/upload: a picture or voice clip in, its /resource/ URL out."""
+"""/attach/upload: a picture, voice clip or any other file in, its /resource/ URL out; and
+/resource/<name>: a stored file out, to signed-in users only."""
 
 from __future__ import annotations
 
 from sanic import Blueprint, Request
-from sanic.response import HTTPResponse
+from sanic.response import HTTPResponse, file, file_stream
 from sanic_ext import openapi
 
 from app.controller.session import require_user, services
-from app.service import uploads
-from app.util.binding import request_fields
-from app.util.errors import BadRequest
+from app.service import downloads, uploads
+from app.service.file_types import KIND_FILE, KINDS
+from app.util.binding import request_fields, text_field
+from app.util.errors import BadRequest, NoSuchFile
 from app.util.responses import ok
 
 attach_bp = Blueprint("attach", url_prefix="/attach")
+resource_bp = Blueprint("resource", url_prefix="/resource")
+
+# Larger files are streamed from disk rather than read whole into memory.
+STREAM_ABOVE_BYTES = 1024 * 1024
 
 
 @attach_bp.post("/upload")
-@openapi.summary("Upload a picture (PNG/JPEG/GIF/WebP) or a voice clip as multipart `file`")
-@openapi.description("The type is decided by the content, never by the name or `filetype`. "
-                     "`data` is the file's URL; `thumb` a small preview for pictures.")
+@openapi.summary("Upload a picture, a voice clip or any file as multipart `file`")
+@openapi.description(
+    "The kind is decided by the content, never by the name or `filetype`: a picture Pillow "
+    "reads (PNG/JPEG/GIF/WebP, re-encoded), a voice clip (Ogg/WebM/WAV/MP3/M4A) or a file. "
+    "Optional `kind` (`picture` or `voice`) refuses other content with 415. An identical file "
+    "already stored answers at once. `data` is the file's URL; `thumb` a small preview for "
+    "pictures; `kind`, `name` (the upload's name, made safe), `size` in bytes, `mime`.")
 async def upload(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     upload_file = request.files.get("file") if request.files else None
     if upload_file is None:
         raise BadRequest("send the file as multipart form field `file`")
-    stored = await uploads.store_upload(services(request), user, upload_file.body)
+    wanted = text_field(fields, "kind", max_length=10)
+    if wanted not in ("", *KINDS) or wanted == KIND_FILE:
+        raise BadRequest("kind must be picture or voice (or left out)")
+    stored = await uploads.store_upload(services(request), user, upload_file.body,
+                                        name=upload_file.name or "", wanted=wanted)
     return ok(stored.url, thumb=stored.thumb_url, mime=stored.mime, width=stored.width,
-              height=stored.height)
+              height=stored.height, kind=stored.kind, name=stored.name, size=stored.size)
+
+
+@resource_bp.route("/<name:str>", methods=["GET", "HEAD"])
+@openapi.summary("Download a stored file (signed-in users only)")
+@openapi.description(
+    "Pictures are served inline; everything else with `Content-Disposition: attachment`, a "
+    "type no browser runs, `nosniff` and a sandboxing CSP. `name` sets the download's file "
+    "name; `preview=1` shows a PDF inline (for the web client's preview). The session cookie "
+    "is enough, so `<img>`, `<audio>` and links work in the web client.")
+async def resource(request: Request, name: str) -> HTTPResponse:
+    if not downloads.is_stored_name(name):
+        raise NoSuchFile()  # before asking who calls: nothing else lives here
+    await require_user(request)
+    found = await downloads.open_download(
+        services(request).settings, name, preview=request.args.get("preview") == "1",
+        download_name=(request.args.get("name") or "")[:255])
+    headers = {**found.headers, "Cache-Control": "private, max-age=86400"}
+    if found.path.stat().st_size > STREAM_ABOVE_BYTES and request.method == "GET":
+        return await file_stream(found.path, mime_type=found.mime, headers=headers)
+    return await file(found.path, mime_type=found.mime, headers=headers)

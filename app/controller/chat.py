@@ -8,7 +8,7 @@ from sanic_ext import openapi
 
 from app.chat.handler import ChatHandler
 from app.chat.runtime import ChatRuntime
-from app.controller.session import origin_allowed, request_token
+from app.controller.session import origin_allowed, request_token, services
 from app.service import users
 from app.util.binding import id_field
 from app.util.errors import Forbidden
@@ -22,7 +22,8 @@ chat_bp = Blueprint("chat")
 async def chat(request: Request) -> None:
     if not origin_allowed(request):
         raise Forbidden("this page's origin may not open the chat")
-    record = await users.authenticate_token(request_token(request))
+    record = await users.authenticate_token(request_token(request),
+                                            services(request).session_lookup)
     query = {key: values[0] for key, values in request.args.items() if values}
     claimed = id_field(query, "id", required=False)
     if claimed is not None and claimed != record.user.id:

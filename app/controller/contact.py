@@ -1,4 +1,5 @@
-"""/contact/*: friends and groups, the article's routes plus the member list."""
+"""/contact/*: friends and groups, the article's routes plus the member list; friend requests,
+removing friends, blocking, and the people directory (app/controller/people.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
+from app.controller.people import befriended
 from app.controller.session import require_user, services
 from app.service import contacts, groups, users
 from app.util.binding import id_field, request_fields, text_field
@@ -17,14 +19,16 @@ contact_bp = Blueprint("contact", url_prefix="/contact")
 
 @contact_bp.post("/addfriend")
 @openapi.summary("Add a friend by mobile (dstname); friendship is mutual")
+@openapi.description("As in the article, both are friends at once. With "
+                     "`contacts.require_approval` on, a request is sent instead (`pending` 1, "
+                     "the other's card without mobile) unless the other asked first.")
 async def add_friend(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
-    friend = await contacts.add_friend(
-        services(request), user, text_field(fields, "dstname", required=True, max_length=20)
-    )
-    online = await services(request).hub.online_among([friend.id])
-    return ok(users.public_user(friend, online=friend.id in online), "friend added")
+    friend, pending = await contacts.add_friend(
+        services(request), user, text_field(fields, "dstname", required=True, max_length=20),
+        memo=text_field(fields, "memo", max_length=140))
+    return await befriended(request, user, friend, pending)
 
 
 @contact_bp.post("/loadfriend")

@@ -88,6 +88,19 @@ async def update(request: Request) -> HTTPResponse:
     return ok(users.public_user(user, online=True), "profile updated")
 
 
+@user_bp.post("/password")
+@openapi.summary("Change my password: `oldpasswd` and `newpasswd`; my other sign-ins end")
+async def change_password(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    await users.change_password(
+        services(request), user,
+        old=text_field(fields, "oldpasswd", required=True, max_length=128, label="password"),
+        new=text_field(fields, "newpasswd", required=True, max_length=128, label="password"),
+        current_token=request_token(request, fields) or "")
+    return ok(None, "password changed")
+
+
 @user_bp.post("/find")
 @openapi.summary("Look up a user by id")
 @openapi.description("Friends (and yourself) are answered in full; anyone else without the "

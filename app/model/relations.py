@@ -1,6 +1,5 @@
 """What the delivery hub loads from the database: users' groups and friends (at connect, many
-users in one query during a reconnect storm, and all connected users after a broker gap), and
-which of a set of sign-ins are still valid."""
+users in one query during a reconnect storm, and all connected users after a broker gap)."""
 
 from __future__ import annotations
 
@@ -25,13 +24,3 @@ async def groups_and_friends_of(user_ids: list[int]) -> list[tuple[int, int, boo
         f"WHERE user_id IN ({marks}) UNION ALL SELECT owner_id, friend_id, 2 FROM "
         f"im_friendship WHERE owner_id IN ({marks})", user_ids + user_ids)
     return [(r["owner"], r["peer"], r["kind"] == 1) for r in rows]
-
-
-async def valid_token_hashes(token_hashes: list[str]) -> set[str]:
-    """Which of `token_hashes` still name a sign-in (not signed out, disabled or expired away)."""
-    if not token_hashes:
-        return set()
-    rows = await fetch_all(
-        f"SELECT token_hash FROM im_token WHERE token_hash IN ({', '.join('?' * len(token_hashes))})",
-        token_hashes)
-    return {row["token_hash"] for row in rows}

@@ -1,5 +1,6 @@
 """The tables: users, login tokens, friendships, groups (the article's "community"), memberships,
-chat messages (and what replies and changes refer to), read marks, mutes and attachments.
+chat messages (and what replies and changes refer to), read marks, mutes, attachments, friend
+requests and blocks.
 
 Times are integer milliseconds since the epoch: portable between SQLite and MySQL, cheap to
 compare and to send on the wire.
@@ -174,6 +175,47 @@ class Attachment(Model):
     height = fields.IntField(default=0)
     uploader_id = fields.BigIntField()
     created_ms = fields.BigIntField(default=now_ms)
+    # The name it was uploaded under (made safe), given to downloads; "" before schema 4.
+    original_name = fields.CharField(max_length=255, default="")
+    # "picture", "voice" or "file": how it was typed by its content.
+    kind = fields.CharField(max_length=16, default="file")
 
     class Meta:
         table = "im_attachment"
+        # The daily upload quota sums a user's uploads of the last day.
+        indexes = (("uploader_id", "created_ms"),)
+
+
+class FriendRequest(Model):
+    """A pending friend request (contacts.require_approval): accepted or declined, it goes."""
+
+    id = fields.BigIntField(primary_key=True)
+    sender: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="friend_requests_sent", on_delete=fields.CASCADE
+    )
+    recipient: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="friend_requests_received", on_delete=fields.CASCADE
+    )
+    memo = fields.CharField(max_length=140, default="")
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_friend_request"
+        unique_together = (("sender", "recipient"),)
+
+
+class Block(Model):
+    """`owner` blocked `blocked`: no messages, invitations or presence from them to the owner."""
+
+    id = fields.BigIntField(primary_key=True)
+    owner: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="blocks", on_delete=fields.CASCADE
+    )
+    blocked: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="blocked_by", on_delete=fields.CASCADE
+    )
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_block"
+        unique_together = (("owner", "blocked"),)

@@ -6,11 +6,22 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
   (only the messages between the two are ever answered); a group only while a member, and only
   what was said since joining;
 - post (messages, read receipts, typing): one to one only to a friend, or to anyone while
-  `chat.allow_strangers` is on; in a group only while a member;
+  `chat.allow_strangers` is on, and never to someone who blocked the sender; in a group only
+  while a member;
 - see members: a group only while a member;
+- invite a user (into a group): never someone who blocked the inviter;
 - change a message (recall, edit, react) or answer it: only a message the user may read, in a
   conversation the user may post to; recalling someone else's needs `is_group_owner` (the
   group governance work extends this to admins), and so does mentioning everyone.
+
+Blocking also ends the friendship (app/service/contacts.py), so the socket's cached check (the
+user's friends) already refuses a blocked user; with strangers allowed the socket asks
+`check_stranger`, which reads the blocks.
+
+`readable` says the same read rule for many conversations at once (search over all of a user's
+conversations): the user's one-to-one conversations (all, or the one with a peer) and the
+groups they belong to with the time each part starts; its `allows(row)` is the rule on one
+stored message.
 
 A disabled account has no valid session and never gets this far.
 
@@ -20,15 +31,17 @@ kept in step by the hub's "joined" and "friends" events); HTTP routes ask the da
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
-from app.model.tables import Community, Friendship, Membership
+from app.model.tables import Block, Community, Friendship, Membership, User
 from app.util.errors import BadRequest, Forbidden, NotFound
 
 NOT_A_MEMBER = "only members can do this in a group"
 NOT_A_FRIEND = "you can only message your friends"
+BLOCKED = "this user does not accept messages or invitations from you"
 NO_SUCH_MESSAGE = "no such message in your conversations"
 
 
@@ -58,15 +71,37 @@ async def check_members(user_id: int, group_id: int) -> None:
     await joined_at(user_id, group_id)
 
 
+async def is_blocked_by(user_id: int, other_id: int) -> bool:
+    """Whether `other_id` blocked `user_id`."""
+    return await Block.filter(owner_id=other_id, blocked_id=user_id).exists()
+
+
 async def check_post(user_id: int, cmd: int, dstid: int, allow_strangers: bool) -> None:
     check_kind(cmd)
     if cmd == CMD_GROUP:
         await joined_at(user_id, dstid)
     elif dstid == user_id:
         raise BadRequest("you cannot send a message to yourself")
+    elif await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
     elif not allow_strangers and not await Friendship.filter(
             owner_id=user_id, friend_id=dstid).exists():
         raise Forbidden(NOT_A_FRIEND)
+
+
+async def check_stranger(user_id: int, dstid: int) -> None:
+    """A one-to-one message to someone who need not be a friend (`chat.allow_strangers`): the
+    account must exist and be enabled, and must not have blocked the sender."""
+    if not await User.filter(id=dstid, disabled=False).exists():
+        raise BadRequest("no such user")
+    if await is_blocked_by(user_id, dstid):
+        raise Forbidden(BLOCKED)
+
+
+async def check_invite(user_id: int, invitee_id: int) -> None:
+    """May the user invite (add) `invitee_id` into a group? Not if the invitee blocked them."""
+    if await is_blocked_by(user_id, invitee_id):
+        raise Forbidden(BLOCKED)
 
 
 def check_post_cached(user_id: int, cmd: int, dstid: int, allow_strangers: bool,
@@ -112,3 +147,39 @@ async def members_among(group_id: int, user_ids: list[int]) -> list[int]:
 async def is_group_owner(user_id: int, group_id: int) -> bool:
     """Whether the user owns the group (may recall anyone's message there, mention all)."""
     return await Community.filter(id=group_id, owner_id=user_id).exists()
+@dataclasses.dataclass(frozen=True)
+class Readable:
+    """What a user may read: their one-to-one conversations (all of them when `one_to_one` and
+    `peer` is None, only the one with `peer` otherwise) and the groups in `groups` (group id ->
+    joined at, ms: what was said from then on)."""
+
+    user_id: int
+    one_to_one: bool
+    peer: int | None
+    groups: Mapping[int, int]
+
+    def allows(self, row: Mapping[str, Any]) -> bool:
+        """May the user read this stored message (cmd, sender_id, dst_user_id, community_id,
+        created_ms)?"""
+        if row["cmd"] == CMD_GROUP:
+            joined = self.groups.get(int(row["community_id"]))
+            return joined is not None and int(row["created_ms"]) >= joined
+        sender, receiver = int(row["sender_id"]), int(row["dst_user_id"])
+        if not self.one_to_one or self.user_id not in (sender, receiver):
+            return False
+        return self.peer is None or self.peer == (receiver if sender == self.user_id else sender)
+
+
+async def readable(user_id: int, cmd: int | None = None, dstid: int | None = None) -> Readable:
+    """The conversations the user may read: all of them, or the one (cmd, dstid) (Forbidden
+    for a group the user is not a member of, as `check_read`)."""
+    if cmd is None:
+        memberships = await Membership.filter(user_id=user_id).values_list(
+            "community_id", "created_ms")
+        return Readable(user_id, True, None, {int(g): int(ms) for g, ms in memberships})
+    if dstid is None:
+        raise BadRequest("give cmd and dstid together, or neither")
+    joined = await check_read(user_id, cmd, dstid)
+    if cmd == CMD_GROUP:
+        return Readable(user_id, False, None, {dstid: joined})
+    return Readable(user_id, True, dstid, {})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.model.sign_ins import SessionLookup, session_lookup
 from app.service.upload_limits import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
@@ -28,6 +29,8 @@ class ServiceContext:
     registration_limiter: SlidingWindowLimiter
     hub: Hub
     upload_limits: UploadLimits
+    # Chat handshakes' sign-ins, looked up many at once in a reconnect storm.
+    session_lookup: SessionLookup = dataclasses.field(default_factory=session_lookup)
     # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
     # guesser elsewhere cannot lock the owner out of their usual desk.
     known_addresses: dict[str, set[str]] = dataclasses.field(default_factory=dict)

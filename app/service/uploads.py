@@ -1,7 +1,9 @@
-"""Uploads: decide the type by content, re-encode pictures (dropping EXIF and anything hidden),
-refuse decompression bombs, store under a server-made name, and keep identical files once
-(the article's "秒传"). Also the upload limits: uploads per user per minute, new bytes per user
-per day, and pixels being decoded at once (a small file can decode to hundreds of megabytes)."""
+"""Uploads: decide the kind by content (a picture Pillow can read, a voice clip, or any other
+file), re-encode pictures (dropping EXIF and anything hidden), refuse decompression bombs, store
+under a server-made name with the uploaded name kept (made safe) for downloads, and keep
+identical files once (the article's "秒传": a file already stored answers at once). Also the
+upload limits: uploads per user per minute, new bytes per user per day, and pixels being
+decoded at once (a small file can decode to hundreds of megabytes)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.model.tables import Attachment, User
+from app.service.file_types import (
+    KIND_FILE,
+    KIND_PICTURE,
+    KIND_VOICE,
+    STORED_FILE_EXTENSION,
+    file_type,
+    safe_name,
+)
 from app.util.errors import AppError, BadRequest, PayloadTooLarge, Throttled, UnsupportedMedia
 
 if TYPE_CHECKING:
@@ -27,7 +37,6 @@ PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
                    "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
 THUMB_EDGE = 320
 MAX_FRAMES = 300
-RASTER_EXTENSIONS = {"png", "jpg", "gif", "webp"}
 # How long an upload waits for pixels to decode before it is refused (429, "try again").
 DECODE_WAIT_SECONDS = 15.0
 
@@ -39,6 +48,10 @@ class StoredFile:
     mime: str
     width: int
     height: int
+    kind: str
+    size: int
+    # The name this upload came with (made safe): what the sender's message shows.
+    name: str
 
 
 def _sniff_audio(data: bytes) -> tuple[str, str] | None:
@@ -148,7 +161,10 @@ async def _decode_picture(ctx: ServiceContext, data: bytes) -> tuple[bytes, byte
     return await asyncio.shield(decode)
 
 
-async def store_upload(ctx: ServiceContext, uploader: User, data: bytes) -> StoredFile:
+async def store_upload(ctx: ServiceContext, uploader: User, data: bytes, name: str = "",
+                       wanted: str = "") -> StoredFile:
+    """Store an upload; `wanted` ("picture", "voice", or "" for any) refuses other content
+    with 415, for a client that asked to send a picture or a voice clip."""
     limit = ctx.settings.storage.max_upload_mb * 1024 * 1024
     if not data:
         raise BadRequest("the file is empty")
@@ -159,59 +175,92 @@ async def store_upload(ctx: ServiceContext, uploader: User, data: bytes) -> Stor
     if limits.per_minute.blocked(key):
         raise Throttled("you are uploading too fast; try again in a minute")
     limits.per_minute.hit(key)
+    name = safe_name(name)
     digest = hashlib.sha256(data).hexdigest()
     known = await Attachment.get_or_none(sha256=digest)
     if known is not None and (ctx.settings.upload_path / known.stored_name).exists():
-        return _stored(known)
+        _check_wanted(known.kind, wanted)
+        return _stored(known, name)
+    kind = await asyncio.to_thread(_kind_of, data)
+    _check_wanted(kind, wanted)
     await limits.reserve_bytes(uploader.id, len(data))
     try:
-        return await _store_new(ctx, uploader, data, digest, known)
+        record = await _store_new(ctx, uploader, data, digest, known, kind, name)
     finally:
         limits.release_bytes(uploader.id, len(data))
+    return _stored(record, name)
+
+
+def _check_wanted(kind: str, wanted: str) -> None:
+    if wanted and kind != wanted:
+        raise UnsupportedMedia("not a picture imchat accepts (PNG, JPEG, GIF, WebP)"
+                               if wanted == KIND_PICTURE else "not a voice clip imchat accepts "
+                               "(Ogg, WebM, WAV, MP3, M4A)")
+
+
+def _kind_of(data: bytes) -> str:
+    """A voice clip by its container's magic, a picture if Pillow knows its format (a damaged
+    one is refused later, not stored as a file), else a file."""
+    if _sniff_audio(data) is not None:
+        return KIND_VOICE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data), formats=list(PICTURE_FORMATS)):
+                return KIND_PICTURE
+        except UnidentifiedImageError:
+            return KIND_FILE
+        except Exception:
+            return KIND_PICTURE  # a picture header Pillow cannot read on: refused as damaged
+
+
+async def _encode(ctx: ServiceContext, data: bytes, kind: str
+                  ) -> tuple[bytes, bytes, str, str, int, int]:
+    """(body, thumbnail, extension, mime, width, height) of what is stored for `kind`."""
+    if kind == KIND_VOICE:
+        extension, mime = _sniff_audio(data) or ("bin", "application/octet-stream")
+        return data, b"", extension, mime, 0, 0
+    if kind == KIND_FILE:
+        return data, b"", STORED_FILE_EXTENSION, file_type(data), 0, 0
+    return await _decode_picture(ctx, data)
 
 
 async def _store_new(ctx: ServiceContext, uploader: User, data: bytes, digest: str,
-                     known: Attachment | None) -> StoredFile:
-    audio = _sniff_audio(data)
-    thumb: bytes = b""
-    if audio is not None:
-        extension, mime = audio
-        body, width, height = data, 0, 0
-    else:
-        body, thumb, extension, mime, width, height = await _decode_picture(ctx, data)
+                     known: Attachment | None, kind: str, original_name: str) -> Attachment:
+    body, thumb, extension, mime, width, height = await _encode(ctx, data, kind)
     name = f"{secrets.token_hex(16)}.{extension}"
     directory = ctx.settings.upload_path
     directory.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(_write_atomically, directory / name, body)
     if thumb:
-        await asyncio.to_thread(_write_atomically, directory / _thumb_name(name), thumb)
+        await asyncio.to_thread(_write_atomically, directory / thumb_name(name), thumb)
     if known is not None:  # the row survived but its file was removed: point it at the new file
-        known.stored_name, known.mime, known.size = name, mime, len(body)
+        known.stored_name, known.mime, known.size, known.kind = name, mime, len(body), kind
         await known.save()
-        return _stored(known)
+        return known
     record, _created = await Attachment.get_or_create(
         sha256=digest,
         defaults={"stored_name": name, "mime": mime, "size": len(body), "width": width,
-                  "height": height, "uploader_id": uploader.id},
+                  "height": height, "uploader_id": uploader.id, "kind": kind,
+                  "original_name": original_name},
     )
-    return _stored(record)
+    return record
 
 
-def _thumb_name(name: str) -> str:
+def thumb_name(name: str) -> str:
     return name.rsplit(".", 1)[0] + "_t.webp"
 
 
-def _stored(record: Attachment) -> StoredFile:
+def _stored(record: Attachment, name: str) -> StoredFile:
     is_picture = record.mime.startswith("image/")
     return StoredFile(
         url=f"/resource/{record.stored_name}",
-        thumb_url=f"/resource/{_thumb_name(record.stored_name)}" if is_picture else "",
+        thumb_url=f"/resource/{thumb_name(record.stored_name)}" if is_picture else "",
         mime=record.mime,
         width=record.width,
         height=record.height,
+        kind=record.kind,
+        size=record.size,
+        name=name,
     )
 
-
-def is_inline_safe(filename: str) -> bool:
-    """Re-encoded raster pictures may be shown inline; everything else is served as a download."""
-    return filename.rsplit(".", 1)[-1].lower() in RASTER_EXTENSIONS

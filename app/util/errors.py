@@ -44,6 +44,12 @@ class TooLate(Refused):
 
     message = "too late for that"
     reason = "too_late"
+class NoSuchFile(AppError):
+    """A /resource/ file that is not there: a real 404 (no article client reads these)."""
+
+    status = 404
+    message = "no such file"
+    reason = "not_found"
 
 
 class Conflict(Refused):

@@ -17,5 +17,10 @@
   app.component('member-drawer', parts.MemberDrawer);
   app.component('chat-dialogs', parts.Dialogs);
   app.component('profile-dialog', parts.Profile);
+  app.component('voice-button', parts.VoiceButton);
+  app.component('file-card', parts.FileCard);
+  app.component('account-forms', parts.AccountForms);
+  app.component('people-dialog', parts.People);
+  app.component('peer-menu', parts.PeerMenu);
   app.mount('#app');
 })();

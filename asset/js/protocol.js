@@ -19,6 +19,7 @@
     SYNC: 106,          // client -> server: send what I missed after message `since`
     SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
     RESYNC: 108,        // server -> client: messages above `since` may have been missed: sync
+    CONTACTS: 109,      // server -> client: friends, friend requests or blocks changed (`what`)
     RECALL: 110,        // client -> server: recall message `ref`
     EDIT: 111,          // client -> server: message `ref` now reads `content`
     REACT: 112,         // client -> server: my reaction `emoji` on `ref` on (`on` 1) or off (0)
@@ -36,8 +37,9 @@
 
   var MEDIA = Object.freeze({
     TEXT: 1,            // `content`
-    VOICE: 3,           // `url` of an uploaded clip (the web client plays these)
-    PICTURE: 4          // `url` (picture or built-in sticker), optional `pic` preview
+    VOICE: 3,           // `url` of an uploaded clip (recorded and played by the web client)
+    PICTURE: 4,         // `url` (picture or built-in sticker), optional `pic` preview
+    FILE: 6             // `url`, `content` the file's name, `amount` its bytes, `memo` its type
   });
 
   var CLOSE = Object.freeze({

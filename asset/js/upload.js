@@ -1,6 +1,7 @@
 /* imchat web client: the one way a file goes to the server — the list of picture types the
  * client offers and accepts (the server's own list is the last word), and the upload to
- * /attach/upload, which answers the stored picture's URL, a preview URL and its size. */
+ * /attach/upload: a picture (its URL, a preview URL and its size), a voice clip, or any file
+ * (its URL, safe name, size, type and kind as the server judged it by content). */
 (function () {
   'use strict';
 
@@ -9,16 +10,30 @@
 
   function accepts(file) { return !!file && TYPES.indexOf(file.type) !== -1; }
 
-  /** Upload one picture; resolves with {url, thumb, width, height} (URLs already checked). */
-  function uploadPicture(file) {
+  /** Upload a file; `kind` 'picture' or 'voice' refuses other content, '' takes any file.
+   * Resolves with {url, thumb, width, height, kind, name, size, mime} (URLs already checked). */
+  function uploadAs(file, kind, name) {
     var form = new FormData();
-    form.append('file', file);
+    form.append('file', file, name || file.name || 'file');
+    if (kind) form.append('kind', kind);
     return IM.util.api('/attach/upload', form).then(function (answer) {
       var url = IM.util.safeMediaUrl(answer.data);
       if (!url) throw new IM.util.ApiError(IM.i18n.t('unsupported'), 200);
-      return { url: url, thumb: IM.util.safeMediaUrl(answer.thumb), width: answer.width || 0, height: answer.height || 0 };
+      return {
+        url: url, thumb: IM.util.safeMediaUrl(answer.thumb), width: answer.width || 0, height: answer.height || 0,
+        kind: answer.kind || '', name: answer.name || file.name || '', size: answer.size || file.size || 0,
+        mime: answer.mime || ''
+      };
     });
   }
+
+  function uploadPicture(file) { return uploadAs(file, 'picture'); }
+
+  /** Any file, sent as it is (a picture among them is re-encoded and previewed). */
+  function uploadFile(file) { return uploadAs(file, ''); }
+
+  /** A recorded voice clip (a Blob from MediaRecorder). */
+  function uploadVoice(blob, name) { return uploadAs(blob, 'voice', name); }
 
   /** Upload a picture and make it the logged-in user's avatar; resolves with its URL. */
   function uploadAvatar(file) {
@@ -42,5 +57,5 @@
 
   window.IM = window.IM || {};
   window.IM.upload = { TYPES: TYPES, ACCEPT: ACCEPT, accepts: accepts, uploadPicture: uploadPicture, uploadAvatar: uploadAvatar,
-    pickedFile: pickedFile };
+    uploadFile: uploadFile, uploadVoice: uploadVoice, pickedFile: pickedFile };
 })();

@@ -174,3 +174,20 @@ test('a muted conversation adds only its mentions to the total', () => {
   ]);
   assert.equal(store.totalUnread(), 3);
 });
+
+test('a file message reads as a file: its name, size, type and a checked link', () => {
+  const store = IM.createStore({ me: ME });
+  const view = IM.createView(store, t);
+  const file = text(9, 2, 1, '报告.pdf', { media: MEDIA.FILE, url: '/resource/' + 'a'.repeat(32) + '.bin',
+    amount: 2048, memo: 'application/pdf' });
+  const conv = store.receive(file).conv;
+  const row = view.rows(conv, 2000).find((r) => r.type === 'msg');
+  assert.equal(row.kind, 'file');
+  assert.deepEqual([row.file.name, row.file.size, row.file.mime, row.file.src],
+    ['报告.pdf', 2048, 'application/pdf', '/resource/' + 'a'.repeat(32) + '.bin']);
+  assert.equal(view.preview(conv), 'filePreview{"name":"报告.pdf"}');
+  // A link that is not this server's file is not offered.
+  const foreign = text(10, 2, 1, 'x.pdf', { media: MEDIA.FILE, url: 'https://evil.example/x.pdf' });
+  store.receive(foreign);
+  assert.equal(view.rows(conv, 2000).filter((r) => r.type === 'msg')[1].kind, 'unsupported');
+});

@@ -33,8 +33,9 @@
         activeKey: null,
         tab: 'chats',
         panel: null,            // the composer's open picker: 'emoji', 'stickers' or null
-        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile
+        dialog: null,           // addFriend, createGroup, joinGroup, picture, profile, people
         pictureDraft: null,
+        peopleTab: 'find',
         lightbox: null,
         stickerPacks: [],
         showMembers: window.innerWidth > 1100,
@@ -58,6 +59,7 @@
       var self = this;
       this.view = IM.createView(this.store, t);
       this.loaders = IM.createLoaders(this.store);
+      this.people = IM.createPeople(this.store, this.loaders, Vue.reactive);
       this.store.rememberUser(this.me);
       this.onVisibility = function () {
         if (document.visibilityState === 'visible') self.markRead(self.active);
@@ -80,6 +82,8 @@
         var self = this;
         var loaders = this.loaders;
         if (!this.stickerPacks.length) loaders.stickers().then(function (packs) { self.stickerPacks = packs; });
+        this.people.requests();
+        this.people.blocked();
         Promise.all([loaders.friends(), loaders.groups(), loaders.conversations()]).then(function (results) {
           self.socket = new IM.ChatSocket({
             userId: self.me.id,
@@ -120,6 +124,7 @@
           case CMD.PRESENCE:
             if (this.store.applyPresence(frame)) this.loaders.friends();
             break;
+          case CMD.CONTACTS: this.people.changed(frame.what); break;
           default: break;
         }
       },
@@ -324,6 +329,12 @@
       openDialog: function (name) { this.dialog = name; },
 
       openProfile: function () { this.dialog = 'profile'; },
+
+      /** The people dialog on one of its tabs: find, requests or blocked. */
+      openPeople: function (tab) {
+        this.peopleTab = tab || 'find';
+        this.dialog = 'people';
+      },
 
       meChanged: function (user) {
         this.store.rememberUser(user);

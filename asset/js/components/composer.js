@@ -1,7 +1,8 @@
 /* imchat web client: the composer under the open conversation — the text box (Enter sends,
  * Shift+Enter breaks the line), the message being replied to, the @ picker of group members
- * (and @all for the group's owner), the emoji and sticker pickers, choosing a picture to send,
- * and the typing notices that tell the peer(s) this user is writing. */
+ * (and @all for the group's owner), the emoji and sticker pickers, choosing a picture or any
+ * file to send, the microphone (components/voice-button.js), and the typing notices that tell
+ * the peer(s) this user is writing. */
 (function () {
   'use strict';
 
@@ -17,7 +18,7 @@
     inject: ['chat'],
     data: function () {
       return {
-        emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT,
+        emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT, uploading: false,
         mention: null      // { query, start } while an @name is being typed in a group
       };
     },
@@ -181,6 +182,21 @@
           input.focus();
           input.selectionStart = input.selectionEnd = start + ch.length;
         });
+      },
+
+      /** Any file: uploaded at once, then sent as a file message (name, size, type). */
+      pickFile: function (event) {
+        var self = this;
+        var file = IM.upload.pickedFile(event);
+        if (!file) return;
+        var conv = this.chat.activeKey;
+        this.uploading = true;
+        IM.upload.uploadFile(file).then(function (stored) {
+          if (self.chat.activeKey !== conv) self.chat.activeKey = conv;
+          self.chat.send({ media: MEDIA.FILE, url: stored.url, pic: stored.thumb || '', content: stored.name,
+            amount: stored.size, memo: stored.mime });
+        }, function (error) { IM.ui.toast(error.message, 'error'); })
+          .then(function () { self.uploading = false; });
       },
 
       pickPicture: function (event) {

@@ -1,5 +1,6 @@
-/* imchat web client: the profile dialog — who I am, changing my avatar, the language, turning
- * on desktop notifications, and logging out. */
+/* imchat web client: the profile dialog — who I am, changing my avatar, my nickname, memo, sex
+ * and password (components/account.js), the language, turning on desktop notifications, and
+ * logging out. */
 (function () {
   'use strict';
 

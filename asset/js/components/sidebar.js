@@ -1,5 +1,6 @@
 /* imchat web client: the sidebar — who I am and the connection state, the + menu (add a
- * friend, create or join a group), the search box, and the Chats / Contacts lists. */
+ * friend, find people, create or join a group; a badge for friend requests waiting), the search
+ * box, and the Chats / Contacts lists. */
 (function () {
   'use strict';
 
@@ -16,6 +17,7 @@
       conversations: function () { return this.view.conversationList(this.filter, this.chat.activeKey); },
       friends: function () { return this.view.friends(this.filter); },
       groups: function () { return this.view.groups(this.filter); },
+      incoming: function () { return this.chat.people.state.incoming.length; },
       connLabel: function () {
         var state = this.chat.conn.state;
         if (state === 'online') return this.t('online');

@@ -22,6 +22,12 @@
       var voice = util.safeMediaUrl(msg.url);
       return voice ? { kind: 'voice', src: voice } : { kind: 'unsupported' };
     }
+    if (msg.media === MEDIA.FILE) {
+      var file = util.safeMediaUrl(msg.url);
+      if (!file) return { kind: 'unsupported' };
+      return { kind: 'file', src: file, thumb: util.safeMediaUrl(msg.pic), name: String(msg.content || ''),
+        size: +msg.amount || 0, mime: String(msg.memo || '') };
+    }
     return msg.content ? { kind: 'text' } : { kind: 'unsupported' };
   }
 
@@ -45,6 +51,7 @@
       if (msg.media === MEDIA.TEXT) return msg.content || '';
       if (msg.media === MEDIA.PICTURE) return util.isStickerUrl(msg.url) ? t('stickerPreview') : t('picturePreview');
       if (msg.media === MEDIA.VOICE) return t('voicePreview');
+      if (msg.media === MEDIA.FILE) return t('filePreview', { name: msg.content || '' });
       return msg.content || t('unsupported');
     }
 
@@ -125,6 +132,7 @@
           kind: info.kind,
           src: info.src,
           thumb: info.thumb,
+          file: info.kind === 'file' ? info : null,
           size: info.kind === 'picture' ? pictureSize(msg) : null,
           readLabel: mine && msg.id ? readLabel(conv, msg) : null,
           quote: IM.relations.quoteOf(conv, msg),
