@@ -119,6 +119,10 @@ class ChatSettings:
     history_pages_per_minute: int = 120
     # Members one group may have (joining or inviting beyond it is refused).
     max_group_members: int = 500
+    # Minutes after sending during which the sender may recall (0: nobody may) or edit (0: off)
+    # a message; a group's owner may recall any message of the group while recalling is on.
+    recall_minutes: int = 2
+    edit_minutes: int = 15
 
 
 @dataclasses.dataclass
@@ -318,6 +322,8 @@ def _chat_checks(s: Settings) -> list[tuple[bool, str]]:
         (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
         (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
         (s.chat.max_group_members >= 2, "chat.max_group_members: must be >= 2"),
+        (0 <= s.chat.recall_minutes <= 525_600, "chat.recall_minutes: must be 0..525600"),
+        (0 <= s.chat.edit_minutes <= 525_600, "chat.edit_minutes: must be 0..525600"),
     ]
 
 

@@ -39,6 +39,10 @@ SERVER_CMD = {
     "SYNC_END": wire.CMD_SYNC_END,
     "RESYNC": wire.CMD_RESYNC,
     "CONTACTS": wire.CMD_CONTACTS,
+    "RECALL": wire.CMD_RECALL,
+    "EDIT": wire.CMD_EDIT,
+    "REACT": wire.CMD_REACT,
+    "MUTE": wire.CMD_MUTE,
 }
 
 
@@ -68,6 +72,12 @@ def test_every_server_cmd_is_known_to_the_client(protocol: dict[str, Any]) -> No
     unknown = {name: value for name, value in server.items()
                if value not in protocol["CMD"].values()}
     assert not unknown, f"frames the server defines but asset/js/protocol.js lacks: {unknown}"
+
+
+def test_relations_and_reactions_are_the_servers(protocol: dict[str, Any]) -> None:
+    assert sorted(protocol["REL"].values()) == sorted(
+        [wire.REL_REPLY, *wire.REL_OF_MEDIA.values()])
+    assert protocol["REACTIONS"] == list(wire.REACTIONS)
 
 
 def test_close_codes(protocol: dict[str, Any]) -> None:

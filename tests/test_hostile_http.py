@@ -172,6 +172,8 @@ NUMERIC_FIELDS = [
     ("/message/history", "limit", {"cmd": 10, "dstid": 1}),
     ("/message/history", "around", {"cmd": 10, "dstid": 1}),
     ("/message/receipts", "dstid", {"cmd": 11}),
+    ("/message/mute", "dstid", {"cmd": 11}),
+    ("/message/mute", "cmd", {"dstid": 1}),
     ("/message/search", "cmd", {"q": "x", "dstid": 1}),
     ("/message/search", "dstid", {"q": "x", "cmd": 10}),
     ("/message/search", "before", {"q": "x"}),

@@ -11,6 +11,7 @@ async def test_openapi_describes_the_routes(server):
                  "/contact/addfriend", "/contact/loadfriend", "/contact/createcommunity",
                  "/contact/joincommunity", "/contact/loadcommunity", "/attach/upload",
                  "/message/history", "/message/conversations", "/message/search", "/chat",
+                 "/message/mute", "/message/mutes",
                  "/user/password", "/contact/directory", "/contact/request", "/contact/requests",
                  "/contact/accept", "/contact/decline", "/contact/cancelrequest",
                  "/contact/removefriend", "/contact/block", "/contact/unblock",

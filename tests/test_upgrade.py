@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,56 @@ async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
             for path in sorted((FIXTURE / "resource").iterdir()):
                 served = await client.get(f"/resource/{path.name}")
                 assert served.status_code == 200 and served.content == path.read_bytes()
+    finally:
+        await server.stop()
+
+
+async def test_messages_of_0_1_0_can_be_recalled_edited_answered_and_reacted_to(old_database):
+    """The upgrade added tables, not columns: a 0.1.0 message takes every change as it is."""
+    old = old_database
+    facts = old.facts
+    alice, bob = facts["users"][0], facts["users"][1]
+    sent = {m["cid"]: m for m in facts["messages"]}
+    server = await start_server(old.settings)
+    try:
+        # The window is about time since sending, not about where a row came from.
+        old.query("UPDATE im_message SET created_ms = "
+                  f"{int(time.time() * 1000) - 60_000} WHERE id = {sent['fixture-1']['id']}")
+        from websockets.asyncio.client import connect as ws_connect
+
+        async with server.client() as client:
+            login = (await client.post("/user/login", data={
+                "mobile": alice["mobile"], "passwd": facts["password"]})).json()
+        ws = await ws_connect(f"{server.ws_url}/chat?token={login['data']['token']}&v=2")
+        changes = [
+            {"cmd": 111, "ref": sent["fixture-1"]["id"], "content": "你好 Bob (edited)"},
+            {"cmd": 112, "ref": sent["fixture-3"]["id"], "emoji": "👍", "on": 1},
+            {"cmd": 10, "dstid": bob["id"], "media": 1, "content": "re",
+             "ref": sent["fixture-2"]["id"]},
+            # Alice owns the group: she may recall Bob's message there at any time.
+            {"cmd": 110, "ref": sent["fixture-g3"]["id"]},
+        ]
+        for number, frame in enumerate(changes):
+            await ws.send(json.dumps({**frame, "cid": f"upgrade-{number}"}))
+            answer = await recv_until(ws, lambda f, n=number: f.get("cid") == f"upgrade-{n}")
+            assert answer["cmd"] == 100, (frame, answer)
+        await ws.close()
+        async with server.client() as client:
+            login = await client.post("/user/login", data={"mobile": bob["mobile"],
+                                                           "passwd": facts["password"]})
+            assert login.json()["code"] == 0
+            direct = (await client.post("/message/history", data={
+                "cmd": 10, "dstid": alice["id"]})).json()["rows"]
+            group = (await client.post("/message/history", data={
+                "cmd": 11, "dstid": facts["group"]["id"]})).json()["rows"]
+        by_id = {m["id"]: m for m in direct + group}
+        assert by_id[sent["fixture-1"]["id"]]["content"] == "你好 Bob (edited)"
+        assert by_id[sent["fixture-3"]["id"]]["reactions"] == [{"emoji": "👍",
+                                                                "users": [alice["id"]]}]
+        assert direct[-1]["quote"]["content"] == "明天的会议改到三点"
+        assert by_id[sent["fixture-g3"]["id"]]["recalled"] == 1
+        assert old.query(f"SELECT content FROM im_message WHERE id = {sent['fixture-g3']['id']}"
+                         ) == [("",)]
     finally:
         await server.stop()
 

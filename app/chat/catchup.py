@@ -11,7 +11,14 @@ import time
 from typing import Any
 
 from app.chat.session import ChatSession
-from app.chat.wire import CMD_PRESENCE, CMD_SYNC_END, encode, legacy_message, wire_message
+from app.chat.wire import (
+    CMD_PRESENCE,
+    CMD_SYNC_END,
+    encode,
+    legacy_message,
+    wire_message,
+    within_bytes,
+)
 from app.model import message_store
 from app.websocket import encode_text_frame
 
@@ -153,6 +160,7 @@ async def catch_up(session: ChatSession, since: int, until_current: bool,
     that does not read holds one page of the server's memory, not its backlog.
     """
     runtime, conn = session.runtime, session.conn
+    page_bytes = runtime.settings.max_buffered_kb * 1024 // 2
     first = True
     fetch = limit
     while True:
@@ -161,10 +169,15 @@ async def catch_up(session: ChatSession, since: int, until_current: bool,
         if not await _drained(session):
             return since, True
         rows = await message_store.missed_by(session.user_id, since, fetch)
+        fetched = len(rows)
+        # What replies and changes refer to, for the rows that fit the page only: the others
+        # are not held while that is read.
+        rows = within_bytes(rows, page_bytes)
+        await message_store.with_relations(rows)
         sent = _send_rows(session, rows)
         if conn.closed:
             return since, True
-        more = sent < len(rows) or len(rows) == fetch
+        more = sent < fetched or fetched == fetch
         if sent:
             since = rows[sent - 1]["id"]
             if not session.v2:
@@ -172,7 +185,7 @@ async def catch_up(session: ChatSession, since: int, until_current: bool,
                 session.hub.advance_legacy_cursor(session.user_id, since)
         # Rows read but not sent are read again: when a page was cut by its size, read about
         # what the next one can hold, not `limit` large messages again.
-        fetch = limit if sent == len(rows) else min(limit, 2 * sent)
+        fetch = limit if sent == fetched else min(limit, 2 * sent)
         del rows  # not kept while waiting for the socket: it may be megabytes
         if not (until_current and more):
             return since, more

@@ -19,24 +19,39 @@ from app.chat.broker import Envelope
 from app.chat.session import ChatSession
 from app.chat.wire import (
     CMD_ACK,
+    CMD_EDIT,
     CMD_GROUP,
     CMD_HEART,
+    CMD_REACT,
     CMD_READ,
+    CMD_RECALL,
     CMD_SINGLE,
     CMD_SYNC,
     CMD_TYPING,
+    MAX_CLIENT_MEDIA,
+    MEDIA_EDIT,
+    MEDIA_REACT,
+    MEDIA_RECALL,
+    MEDIA_RECALLED,
+    MEDIA_TEXT,
+    MEDIA_UNREACT,
+    REACTIONS,
     SERVER_CID_PREFIX,
     encode,
     frame_cid,
     frame_int,
     frame_link,
+    frame_mentions,
     frame_text,
     legacy_message,
+    quote_of,
+    stored_mentions,
     wire_message,
 )
+from app.model import message_store
 from app.model.message_writer import Draft
 from app.service import access, messages
-from app.util.errors import AppError, BadRequest, Unavailable
+from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.chat")
@@ -70,7 +85,7 @@ def check_message(session: ChatSession, frame: dict[str, Any], cmd: int) -> Draf
     """A one-to-one or group message frame, validated, allowed and paid for, as a draft."""
     limit = session.runtime.settings.max_message_bytes
     dstid = frame_int(frame, "dstid", low=1)
-    media = frame_int(frame, "media", default=1, low=1, high=99)
+    media = frame_int(frame, "media", default=1, low=1, high=MAX_CLIENT_MEDIA)
     content = frame_text(frame, "content", limit)
     url = frame_link(frame, "url")
     pic = frame_link(frame, "pic")
@@ -88,20 +103,51 @@ def check_message(session: ChatSession, frame: dict[str, Any], cmd: int) -> Draf
 def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
     cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
-    if cmd == CMD_SINGLE and session.runtime.settings.allow_strangers:
-        # Anyone may be messaged: the recipient must at least exist and be enabled.
-        session.runtime.spawn(_submit_to_existing_user(session, draft))
+    strangers = cmd == CMD_SINGLE and session.runtime.settings.allow_strangers
+    if strangers or "ref" in frame or "at" in frame or "atall" in frame:
+        # Rules that need the database: off the data path, in a task of their own.
+        ref = frame_int(frame, "ref", default=0, low=0)
+        named, everyone = frame_mentions(frame)
+        if (named or everyone) and cmd != CMD_GROUP:
+            raise BadRequest("mentions are for group messages")
+        session.runtime.spawn(_submit_checked(session, draft, ref, named, everyone, strangers))
         return
     _submit(session, draft)
 
 
-async def _submit_to_existing_user(session: ChatSession, draft: Draft) -> None:
-    try:  # the recipient exists, is enabled and has not blocked the sender
-        await access.check_stranger(session.user_id, draft.dstid)
-    except AppError as refusal:
-        session.refuse(refusal, draft.cid)
-    else:
-        _submit(session, draft)
+async def _submit_checked(session: ChatSession, draft: Draft, ref: int, named: list[int],
+                          everyone: bool, strangers: bool) -> None:
+    try:
+        if strangers:
+            # The recipient exists, is enabled and has not blocked the sender.
+            await access.check_stranger(session.user_id, draft.dstid)
+        if ref:
+            await check_reply(session, draft, ref)
+        if named or everyone:
+            draft.mentions = await check_mentions(session, draft.dstid, named, everyone)
+    except AppError as error:
+        session.refuse(error, _client_cid(draft.cid))
+        return
+    _submit(session, draft)
+
+
+async def check_reply(session: ChatSession, draft: Draft, ref: int) -> None:
+    """A reply answers a message of its own conversation that the sender may read."""
+    row = await message_store.message_by_id(ref)
+    if await access.check_read_message(session.user_id, row) != (draft.cmd, draft.dstid):
+        raise access.NotFound(access.NO_SUCH_MESSAGE)
+    _check_is_message(row)
+    draft.ref_id = ref
+    # The live frame carries the answered message as it is now (history does too).
+    draft.done = functools.partial(message_stored, session, quote=quote_of(row))
+
+
+async def check_mentions(session: ChatSession, group_id: int, named: list[int],
+                         everyone: bool) -> str:
+    """Whom a group message mentions, as stored: members only; everyone only by the owner and admins."""
+    if everyone and not await access.may_mention_all(session.user_id, group_id):
+        raise Forbidden("only the group's owner and admins can mention everyone")
+    return stored_mentions(await access.members_among(group_id, named), everyone)
 
 
 def _submit(session: ChatSession, draft: Draft) -> None:
@@ -109,11 +155,15 @@ def _submit(session: ChatSession, draft: Draft) -> None:
     session.runtime.pause_while_behind(session.conn)
 
 
+def _client_cid(cid: str) -> str | None:
+    return None if cid.startswith(SERVER_CID_PREFIX) else cid
+
+
 def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | None,
-                   duplicate: bool) -> None:
+                   duplicate: bool, quote: dict[str, Any] | None = None) -> None:
     """After the commit (in the writer task): publish the message, acknowledge the sender."""
     session.runtime.writer_progressed()
-    client_cid = None if draft.cid.startswith(SERVER_CID_PREFIX) else draft.cid
+    client_cid = _client_cid(draft.cid)
     if row is None:
         session.refuse(Unavailable("the message could not be stored; send it again"),
                        client_cid)
@@ -121,6 +171,8 @@ def message_stored(session: ChatSession, draft: Draft, row: dict[str, Any] | Non
     message_id = row["id"]
     if not duplicate:
         message = wire_message(row)
+        if quote is not None:
+            message["quote"] = quote
         legacy = legacy_message(message)  # what an article client is sent instead, if anything
         session.hub.publish(_conversation_envelope(
             session, draft.cmd, draft.dstid, encode(message), message_id=message_id,
@@ -148,6 +200,115 @@ def _conversation_envelope(session: ChatSession, cmd: int, dstid: int, payload: 
                         legacy_payload=legacy_payload)
     return Envelope(payload, group_id=dstid, message_id=message_id, v2_only=v2_only,
                     skip_session=session.sid, legacy_payload=legacy_payload)
+
+
+# -- changes to a message: recall, edit, react (entries of the log, stored as messages) -------
+
+def _check_is_message(row: dict[str, Any]) -> None:
+    if row["media"] == MEDIA_RECALLED:
+        raise BadRequest("that message was recalled")
+    if row["media"] > MEDIA_RECALLED:
+        raise BadRequest("that is a change to a message, not a message")
+
+
+def _check_window(row: dict[str, Any], minutes: int, what: str) -> None:
+    if time.time() * 1000 - row["created_ms"] > minutes * 60_000:
+        raise TooLate(f"a message can only be {what} within {minutes} minutes of sending")
+
+
+async def check_recall(session: ChatSession, row: dict[str, Any], _frame: dict[str, Any]
+                       ) -> str:
+    """The sender within chat.recall_minutes, or the group's owner at any time."""
+    minutes = session.runtime.settings.recall_minutes
+    if minutes == 0:
+        raise Forbidden("recalling messages is turned off on this server")
+    _check_is_message(row)
+    if row["cmd"] == CMD_GROUP and await access.is_group_owner(session.user_id,
+                                                               row["community_id"]):
+        return ""
+    if row["sender_id"] != session.user_id:
+        raise Forbidden("only the sender (or the group's owner) can recall a message")
+    _check_window(row, minutes, "recalled")
+    return ""
+
+
+async def check_edit(session: ChatSession, row: dict[str, Any], frame: dict[str, Any]) -> str:
+    """The sender, a text message, within chat.edit_minutes; answers the new text."""
+    settings = session.runtime.settings
+    content = frame_text(frame, "content", settings.max_message_bytes)
+    if not content:
+        raise BadRequest("an edit needs the new text (to remove a message, recall it)")
+    if settings.edit_minutes == 0:
+        raise Forbidden("editing messages is turned off on this server")
+    _check_is_message(row)
+    if row["sender_id"] != session.user_id:
+        raise Forbidden("only the sender can edit a message")
+    if row["media"] != MEDIA_TEXT:
+        raise BadRequest("only text messages can be edited")
+    _check_window(row, settings.edit_minutes, "edited")
+    return content
+
+
+async def check_react(session: ChatSession, row: dict[str, Any], frame: dict[str, Any]) -> str:
+    """One of the fixed reactions on a message that is not recalled; answers the emoji."""
+    _check_is_message(row)
+    return frame["emoji"]
+
+
+async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
+                        rule: Callable[..., Any]) -> None:
+    """Read the message `ref`, apply the access rule and the change's own rule, and store the
+    change as an entry of the log (acknowledged and delivered like a message)."""
+    ref = frame["ref"]
+    cid = frame["cid"]
+    try:
+        stored = (None if cid.startswith(SERVER_CID_PREFIX)
+                  else await message_store.message_by_cid(cid, session.user_id))
+        if stored is None:
+            row = await message_store.message_by_id(ref)
+            cmd, peer = await access.check_read_message(session.user_id, row)
+            check_may_post(session, cmd, peer)
+            content = await rule(session, row, frame)
+        else:
+            # A resend of a stored change skips the rules (it may have made them false, as a
+            # recall does): the writer answers it as a duplicate.
+            cmd, peer = await access.check_read_message(session.user_id, stored)
+            content = ""
+    except AppError as error:
+        session.refuse(error, _client_cid(cid))
+        return
+    _submit(session, Draft(cmd, session.user_id, peer, media, content, "", "", "", 0, cid,
+                           int(time.time() * 1000), functools.partial(message_stored, session),
+                           ref_id=ref))
+
+
+def _change_frame(session: ChatSession, frame: dict[str, Any]) -> dict[str, Any]:
+    """The fields every change frame has (validated), paid for: `ref`, `cid`."""
+    session.require_v2()
+    ref = frame_int(frame, "ref", low=1)
+    cid = frame_cid(frame) or session.runtime.writer.new_cid()
+    session.runtime.take_token(session.user_id)
+    return {**frame, "ref": ref, "cid": cid}
+
+
+def do_recall(session: ChatSession, frame: dict[str, Any]) -> None:
+    change = _change_frame(session, frame)
+    session.runtime.spawn(_store_change(session, change, MEDIA_RECALL, check_recall))
+
+
+def do_edit(session: ChatSession, frame: dict[str, Any]) -> None:
+    change = _change_frame(session, frame)
+    session.runtime.spawn(_store_change(session, change, MEDIA_EDIT, check_edit))
+
+
+def do_react(session: ChatSession, frame: dict[str, Any]) -> None:
+    emoji = frame.get("emoji")
+    if emoji not in REACTIONS:
+        raise BadRequest(f"a reaction is one of {' '.join(REACTIONS)}")
+    on = frame_int(frame, "on", default=1, low=0, high=1)
+    change = _change_frame(session, frame)
+    session.runtime.spawn(_store_change(session, change, MEDIA_REACT if on else MEDIA_UNREACT,
+                                        check_react))
 
 
 # -- receipts, typing, sync, heartbeat (receipts, typing and sync need v2) ------------------
@@ -207,4 +368,7 @@ COMMANDS: dict[int, Callable[[ChatSession, dict[str, Any]], None]] = {
     CMD_READ: do_read,
     CMD_TYPING: do_typing,
     CMD_SYNC: do_sync,
+    CMD_RECALL: do_recall,
+    CMD_EDIT: do_edit,
+    CMD_REACT: do_react,
 }

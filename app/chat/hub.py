@@ -17,7 +17,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from app.chat.broker import Broker, Envelope, MemoryBroker
-from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
+from app.chat.wire import CLOSE_SESSION_ENDED, CMD_MUTE, CMD_PRESENCE, CMD_RESYNC, encode
 from app.model import message_store, relations, sign_ins
 from app.model.tables import now_ms
 from app.util.batching import BatchedLoader
@@ -299,6 +299,10 @@ class Hub:
     def friendship_added(self, user_id: int, friend_id: int) -> None:
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="friends"))
 
+    def mute_changed(self, user_id: int, cmd: int, peer_id: int, muted: bool) -> None:
+        """Tell the user's v2 devices that a conversation was muted or unmuted."""
+        payload = encode({"cmd": CMD_MUTE, "tcmd": cmd, "dstid": peer_id, "muted": int(muted)})
+        self.publish(Envelope(payload, user_ids=(user_id,), v2_only=True))
     def friendship_removed(self, user_id: int, friend_id: int) -> None:
         """The two are no longer friends: no more presence or messages between them."""
         self.publish(Envelope(b"", user_ids=(user_id, friend_id), control="unfriended"))

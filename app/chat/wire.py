@@ -29,6 +29,10 @@ CMD_SYNC = 106  # client -> server: what I missed after `since`
 CMD_SYNC_END = 107  # server -> client: caught up to `upto`, `more` to follow
 CMD_RESYNC = 108  # server -> client: messages above `since` may have been missed: sync again
 CMD_CONTACTS = 109  # server -> client: your friends, friend requests or blocks changed (`what`)
+CMD_RECALL = 110  # client -> server: recall message `ref`
+CMD_EDIT = 111  # client -> server: message `ref` now reads `content`
+CMD_REACT = 112  # client -> server: my reaction `emoji` on message `ref` is on (1) or off (0)
+CMD_MUTE = 113  # server -> client: this user (un)muted a conversation on another device
 
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3
@@ -41,6 +45,29 @@ MEDIA_NOTICE = 120
 # The events of MEDIA_NOTICE.
 GROUP_EVENTS = ("joined", "added", "left", "removed", "renamed", "icon", "notice", "private",
                 "public", "admin", "unadmin", "owner", "dissolved")
+# Kinds clients may send are 1..MAX_CLIENT_MEDIA; the server's own start above it.
+MAX_CLIENT_MEDIA = 99
+# The stored state of a message that was recalled (its content is gone).
+MEDIA_RECALLED = 100
+# Entries of the log that change an earlier message (`ref_id`); never unread, never "last".
+MEDIA_EDIT = 101
+MEDIA_RECALL = 102
+MEDIA_REACT = 103
+MEDIA_UNREACT = 104
+# Changes are the range FIRST..LAST_CHANGE_MEDIA (a group notice, 120, is a message).
+FIRST_CHANGE_MEDIA = MEDIA_EDIT
+LAST_CHANGE_MEDIA = MEDIA_UNREACT
+REL_OF_MEDIA = {MEDIA_EDIT: "edit", MEDIA_RECALL: "recall", MEDIA_REACT: "react",
+                MEDIA_UNREACT: "unreact"}
+REL_REPLY = "reply"
+# The reactions a message can get (a small fixed set, as in DingTalk).
+REACTIONS = ("👍", "❤️", "😂", "😮", "😢", "🙏")
+MAX_MENTIONS = 20
+# What the article's (v1) client shows for each change: it reads `content` only.
+RECALLED_TEXT = "[recalled a message]"
+_NOTICES = {MEDIA_EDIT: "[edited] {}", MEDIA_RECALL: RECALLED_TEXT,
+            MEDIA_REACT: "[reacted {}]", MEDIA_UNREACT: "[removed reaction {}]"}
+MENTION_ALL = "all"
 
 CLOSE_SESSION_ENDED = 4001  # logged out, disabled or expired: do not reconnect
 
@@ -66,7 +93,52 @@ def wire_message(row: dict[str, Any]) -> dict[str, Any]:
     cid = row.get("cid")
     if cid and not cid.startswith(SERVER_CID_PREFIX):
         message["cid"] = cid
+    if row["media"] >= MEDIA_RECALLED or row.get("ref_id") or row.get("mentions"):
+        _relations(row, message)
     return message
+
+
+def _relations(row: dict[str, Any], message: dict[str, Any]) -> None:
+    """A reply's, a change entry's or a recalled message's extra fields (rare: kept off the
+    path of plain messages). Every kind is shown to the article's client as text."""
+    media = row["media"]
+    ref = row.get("ref_id")
+    if media == MEDIA_RECALLED:
+        # Nothing of it is left: not what it answered, nor whom it named.
+        message.update(media=MEDIA_TEXT, content=RECALLED_TEXT, pic="", url="", memo="",
+                       recalled=1)
+        return
+    if media in _NOTICES:
+        message.update(media=MEDIA_TEXT, content=_NOTICES[media].format(row["content"]),
+                       rel=REL_OF_MEDIA[media])
+        if media != MEDIA_RECALL:
+            message["text"] = row["content"]
+    elif ref:
+        message["rel"] = REL_REPLY
+    if ref:
+        message["ref"] = ref
+    mentions = row.get("mentions")
+    if mentions:
+        named = mentions.strip(",").split(",")
+        if MENTION_ALL in named:
+            message["atall"] = 1
+        message["at"] = [int(n) for n in named if n.isdigit()]
+
+
+def quote_of(row: dict[str, Any], chars: int = 100) -> dict[str, Any]:
+    """What a reply shows of the message it answers (as that message is now)."""
+    shown = wire_message(row)
+    quote = {"id": shown["id"], "userid": shown["userid"], "media": shown["media"],
+             "content": shown["content"][:chars]}
+    if shown.get("recalled"):
+        quote["recalled"] = 1
+    return quote
+
+
+def stored_mentions(user_ids: list[int], everyone: bool) -> str:
+    """How mentions are stored (",5,9," or ",all,"): one LIKE finds a user's."""
+    names = ([MENTION_ALL] if everyone else []) + [str(u) for u in user_ids]
+    return f",{','.join(names)}," if names else ""
 
 
 def legacy_message(message: dict[str, Any]) -> dict[str, Any] | None:
@@ -95,6 +167,16 @@ def wire_size(row: dict[str, Any]) -> int:
     return 160 + sum(len(row[name] or "") for name in ("content", "pic", "url", "memo", "cid"))
 
 
+def within_bytes(rows: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    """The leading rows that fit in about `max_bytes` on the wire (at least one)."""
+    size = 0
+    for kept, row in enumerate(rows):
+        size += wire_size(row)
+        if size > max_bytes and kept:
+            return rows[:kept]
+    return rows
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
 
@@ -121,6 +203,17 @@ def frame_link(frame: dict[str, Any], name: str) -> str:
     """A link field: pictures and voice come from this server only (no tracking pixels, no
     javascript: URLs)."""
     return check_local_link(frame_text(frame, name, 255), name)
+
+
+def frame_mentions(frame: dict[str, Any]) -> tuple[list[int], bool]:
+    """Whom a message mentions: `at` (user ids, at most MAX_MENTIONS) and `atall` (0/1)."""
+    named = frame.get("at")
+    if named is None:
+        named = []
+    if not isinstance(named, list) or len(named) > MAX_MENTIONS:
+        raise BadRequest(f"at must be a list of at most {MAX_MENTIONS} user ids")
+    ids = list(dict.fromkeys(whole_number(n, "at", 1, 2**63 - 1) for n in named))
+    return ids, frame_int(frame, "atall", default=0, low=0, high=1) == 1
 
 
 def frame_cid(frame: dict[str, Any]) -> str | None:

@@ -1,5 +1,5 @@
-"""/message/*: history of one conversation, the conversation list, read marks (HTTP side of the
-chat; sending is the WebSocket's job)."""
+"""/message/*: history of one conversation, the conversation list, mutes, read marks (HTTP side
+of the chat; sending and changing messages is the WebSocket's job)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sanic_ext import openapi
 from app.controller.session import require_user, services
 from app.service import access, messages
 from app.util.binding import id_field, request_fields
-from app.util.responses import rows
+from app.util.responses import ok, rows
+from app.util.validate import whole_number
 
 message_bp = Blueprint("message", url_prefix="/message")
 
@@ -22,7 +23,8 @@ def _conversation(fields: dict) -> tuple[int, int]:
 
 
 @message_bp.post("/history")
-@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first; "
+@openapi.summary("One conversation's messages (cmd, dstid, before, limit), oldest first, in "
+                 "their current state (edited, recalled, reactions, a reply's quote); "
                  "around=<id>: that message and its neighbours on both sides")
 async def history(request: Request) -> HTTPResponse:
     fields = request_fields(request)
@@ -39,10 +41,29 @@ async def history(request: Request) -> HTTPResponse:
 
 
 @message_bp.post("/conversations")
-@openapi.summary("My conversations: last message, unread count, read mark; newest first")
+@openapi.summary("My conversations: last message, unread count, unread mentions of me, "
+                 "muted, read mark; newest first")
 async def conversations(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
     return rows(await messages.conversations(user.id))
+
+
+@message_bp.post("/mute")
+@openapi.summary("Mute (muted=1) or unmute (muted=0) one conversation (cmd, dstid) on every "
+                 "device of mine")
+async def mute(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    user = await require_user(request, fields)
+    cmd, dstid = _conversation(fields)
+    muted = whole_number(fields.get("muted", 1), "muted", 0, 1) == 1
+    return ok(await messages.set_mute(services(request).hub, user.id, cmd, dstid, muted))
+
+
+@message_bp.post("/mutes")
+@openapi.summary("My muted conversations")
+async def mutes(request: Request) -> HTTPResponse:
+    user = await require_user(request, request_fields(request))
+    return rows(await messages.mutes(user.id))
 
 
 @message_bp.post("/receipts")

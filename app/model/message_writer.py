@@ -25,7 +25,7 @@ from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from app.chat.wire import CMD_SINGLE, SERVER_CID_PREFIX
-from app.model import sqlite_writer
+from app.model import message_changes, sqlite_writer
 from app.model.database import connection_name, database_unavailable
 from app.model.message_store import COLUMNS as _COLUMNS
 from app.model.message_store import ROW_KEYS as _ROW_KEYS
@@ -57,6 +57,10 @@ class Draft:
     created_ms: int
     # Called once with (draft, stored row, was_duplicate) after the commit, or with an error.
     done: Callable[[Draft, dict[str, Any] | None, bool], None]
+    # The message a reply answers or a change entry changes (0: none), and whom it mentions
+    # (see app/model/message_changes.py).
+    ref_id: int = 0
+    mentions: str = ""
 
 
 class _Sql:
@@ -356,6 +360,7 @@ class MessageWriter:
             else:
                 after = before
             stored = {(r["cid"], r["sender_id"]): r for r in after}
+            await _apply_relations(connection, sql, fresh, stored)
             missing = keys - stored.keys()
             if missing:
                 # Inside the transaction, so that it rolls back: the retry one by one must not
@@ -399,6 +404,11 @@ class _SqliteBatch:
             connection.executemany(self.statements.insert, [_values(d) for d in self.fresh])
         if len(self.ids) < len(self.fresh):
             self._read_back(connection)
+        for draft in self.fresh:
+            if message_changes.has_relations(draft):
+                message_id = self.ids[(draft.cid, draft.sender_id)]
+                for statement, values in message_changes.statements(draft, message_id):
+                    connection.execute(statement, values)
 
     def _insert_returning(self, connection: Any) -> None:
         # One statement for the batch (or a few, within SQLite's limit on parameters), rows in
@@ -432,6 +442,17 @@ class _SqliteBatch:
         self.fresh = kept
 
 
+async def _apply_relations(connection: Any, sql: _Sql, fresh: Sequence[Draft],
+                           stored: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """The relation rows and effects of the replies and changes just inserted."""
+    for draft in fresh:
+        row = stored.get((draft.cid, draft.sender_id))
+        if row is not None and message_changes.has_relations(draft):
+            row["ref_id"], row["mentions"] = draft.ref_id or None, draft.mentions
+            for statement, values in message_changes.statements(draft, row["id"]):
+                await connection.execute_query(statement.replace("?", sql.mark), list(values))
+
+
 def _row(draft: Draft, message_id: int) -> dict[str, Any]:
     """The stored row of a draft just inserted (what reading it back would answer)."""
     single = draft.cmd == CMD_SINGLE
@@ -439,7 +460,8 @@ def _row(draft: Draft, message_id: int) -> dict[str, Any]:
             "dst_user_id": draft.dstid if single else None,
             "community_id": None if single else draft.dstid, "cid": draft.cid,
             "media": draft.media, "content": draft.content, "pic": draft.pic, "url": draft.url,
-            "memo": draft.memo, "amount": draft.amount, "created_ms": draft.created_ms}
+            "memo": draft.memo, "amount": draft.amount, "created_ms": draft.created_ms,
+            "ref_id": draft.ref_id or None, "mentions": draft.mentions}
 
 
 def _fresh_drafts(batch: Sequence[Draft], stored: set[tuple[str, int]]) -> list[Draft]:

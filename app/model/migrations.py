@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0", 6: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0", 6: "0.2.0", 7: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -102,6 +102,12 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
+async def _relations_and_mutes(_connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Two new tables (im_message_relation, im_mute), made from their models when the upgrade
+    # ends (below: Tortoise cannot generate DDL inside a transaction on MySQL), with the same
+    # DDL a fresh database gets. Stored messages need nothing: none is a reply or a change,
+    # and each can be recalled, edited or reacted to as it is.
+    progress("  new tables im_message_relation and im_mute (made from the models)")
 async def _people_and_files(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # Attachments' names and kinds and the quota index (app/model/people_schema.py); the
     # friend request and block tables are made from the models when the upgrade ends.
@@ -125,6 +131,8 @@ STEPS: tuple[Step, ...] = (
     Step(5, "files and people: attachment names and kinds, the upload quota index, friend "
             "requests and blocks", _people_and_files),
     Step(6, "groups: private groups, and the roles owner, admin and member", _group_roles),
+    Step(7, "replies, edits, recalls, reactions, mentions and mutes: their tables",
+         _relations_and_mutes),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 
@@ -219,7 +227,8 @@ async def prepare_schema(settings: Settings, connection_name: str,
         except Exception as error:
             raise SchemaError(f"upgrading to schema {step.version} failed: {error}; the "
                               f"database stays at schema {step.version - 1}") from error
-    # Tables a step did not create itself (friend requests, blocks) come from the models here.
+    # Tables a step did not create itself (friend requests, blocks; step 6's relations and
+    # mutes) come from the models here.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*already exists")
         await Tortoise.generate_schemas(safe=True)

@@ -1,5 +1,6 @@
 """The tables: users, login tokens, friendships, groups (the article's "community"), memberships,
-chat messages, read marks, attachments, friend requests and blocks.
+chat messages (and what replies and changes refer to), read marks, mutes, attachments, friend
+requests and blocks.
 
 Times are integer milliseconds since the epoch: portable between SQLite and MySQL, cheap to
 compare and to send on the wire.
@@ -125,6 +126,35 @@ class Message(Model):
         table = "im_message"
         unique_together = (("cid", "sender_id"),)
         indexes = (("dst_user_id", "id"), ("community_id", "id"), ("sender_id", "id"))
+
+
+class MessageRelation(Model):
+    """What a message refers to, for the few that do: the message a reply answers or a change
+    entry (edit, recall, reaction) changes, and whom it mentions. Plain messages have no row
+    here, so the writer's hot path stays one INSERT."""
+
+    id = fields.BigIntField(primary_key=True)
+    message_id = fields.BigIntField(unique=True)
+    ref_id = fields.BigIntField(null=True, db_index=True)
+    # ",5,9," or ",all,": a user's mentions are found with one LIKE.
+    mentions = fields.CharField(max_length=255, default="")
+
+    class Meta:
+        table = "im_message_relation"
+
+
+class Mute(Model):
+    """A conversation a user muted: stored here so every device of the user agrees."""
+
+    id = fields.BigIntField(primary_key=True)
+    user_id = fields.BigIntField()
+    cmd = fields.SmallIntField()
+    peer_id = fields.BigIntField()
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_mute"
+        unique_together = (("user_id", "cmd", "peer_id"),)
 
 
 class ReadMark(Model):

@@ -17,6 +17,9 @@ A conversation is seen from the asking user's side: (10, peer user id) or (11, g
 
 Leaving or being removed deletes the membership: from then on the user reads nothing of the
 group (not even what was said before) and gets none of its messages.
+- change a message (recall, edit, react) or answer it: only a message the user may read, in a
+  conversation the user may post to; recalling someone else's needs `is_group_owner`;
+  mentioning everyone `may_mention_all` (the owner and admins).
 
 Blocking also ends the friendship (app/service/contacts.py), so the socket's cached check (the
 user's friends) already refuses a blocked user; with strangers allowed the socket asks
@@ -49,7 +52,7 @@ from app.model.tables import (
     Membership,
     User,
 )
-from app.util.errors import BadRequest, Forbidden
+from app.util.errors import BadRequest, Forbidden, NotFound
 
 NOT_A_MEMBER = "only members can do this in a group"
 NOT_A_FRIEND = "you can only message your friends"
@@ -57,6 +60,7 @@ NOT_AN_ADMIN = "only the group's owner and admins can do this"
 NOT_THE_OWNER = "only the group's owner can do this"
 ROLE_NAMES = {ROLE_MEMBER: "member", ROLE_ADMIN: "admin", ROLE_OWNER: "owner"}
 BLOCKED = "this user does not accept messages or invitations from you"
+NO_SUCH_MESSAGE = "no such message in your conversations"
 
 
 def check_kind(cmd: int) -> None:
@@ -129,6 +133,44 @@ def check_post_cached(user_id: int, cmd: int, dstid: int, allow_strangers: bool,
         raise BadRequest("you cannot send a message to yourself")
     elif not allow_strangers and dstid not in friends:
         raise Forbidden(NOT_A_FRIEND)
+
+
+async def check_read_message(user_id: int, row: dict[str, Any] | None) -> tuple[int, int]:
+    """The conversation (cmd, peer seen from the user's side) of a stored message the user
+    may read now; NotFound for any other, whether it exists or not."""
+    if row is None:
+        raise NotFound(NO_SUCH_MESSAGE)
+    if row["cmd"] == CMD_GROUP:
+        membership = await Membership.get_or_none(community_id=row["community_id"],
+                                                  user_id=user_id)
+        if membership is None or row["created_ms"] < membership.created_ms:
+            raise NotFound(NO_SUCH_MESSAGE)
+        return CMD_GROUP, row["community_id"]
+    if row["sender_id"] == user_id:
+        return CMD_SINGLE, row["dst_user_id"]
+    if row["dst_user_id"] == user_id:
+        return CMD_SINGLE, row["sender_id"]
+    raise NotFound(NO_SUCH_MESSAGE)
+
+
+async def members_among(group_id: int, user_ids: list[int]) -> list[int]:
+    """Which of `user_ids` are members of the group (in the order given)."""
+    if not user_ids:
+        return []
+    found = set(await Membership.filter(community_id=group_id, user_id__in=user_ids)
+                .values_list("user_id", flat=True))
+    return [user_id for user_id in user_ids if user_id in found]
+
+
+async def is_group_owner(user_id: int, group_id: int) -> bool:
+    """Whether the user owns the group (may recall anyone's message there)."""
+    return await member_role(user_id, group_id) == ROLE_OWNER
+
+
+async def may_mention_all(user_id: int, group_id: int) -> bool:
+    """Whether the user may mention everyone in the group: its owner and admins."""
+    role = await member_role(user_id, group_id)
+    return role is not None and role >= ROLE_ADMIN
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,11 @@ class NotFound(Refused):
     reason = "not_found"
 
 
+class TooLate(Refused):
+    """A change whose time is over (an edit or recall after its window)."""
+
+    message = "too late for that"
+    reason = "too_late"
 class NoSuchFile(AppError):
     """A /resource/ file that is not there: a real 404 (no article client reads these)."""
 

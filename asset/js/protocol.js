@@ -19,8 +19,21 @@
     SYNC: 106,          // client -> server: send what I missed after message `since`
     SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
     RESYNC: 108,        // server -> client: messages above `since` may have been missed: sync
-    CONTACTS: 109       // server -> client: friends, friend requests or blocks changed (`what`)
+    CONTACTS: 109,      // server -> client: friends, friend requests or blocks changed (`what`)
+    RECALL: 110,        // client -> server: recall message `ref`
+    EDIT: 111,          // client -> server: message `ref` now reads `content`
+    REACT: 112,         // client -> server: my reaction `emoji` on `ref` on (`on` 1) or off (0)
+    MUTE: 113           // server -> client: I (un)muted a conversation on another device
   });
+
+  // How a chat frame relates to the message `ref`: a reply answers it; the others are entries
+  // of the log that change it (they are not messages of their own).
+  var REL = Object.freeze({
+    REPLY: 'reply', EDIT: 'edit', RECALL: 'recall', REACT: 'react', UNREACT: 'unreact'
+  });
+
+  // The reactions a message can get (the server refuses others).
+  var REACTIONS = Object.freeze(['👍', '❤️', '😂', '😮', '😢', '🙏']);
 
   var MEDIA = Object.freeze({
     TEXT: 1,            // `content`
@@ -47,9 +60,12 @@
 
   function isChat(cmd) { return cmd === CMD.SINGLE || cmd === CMD.GROUP; }
 
+  /** An entry that changes an earlier message (edit, recall, reaction), not a message. */
+  function isChange(msg) { return !!msg.rel && msg.rel !== REL.REPLY; }
+
   IM.protocol = Object.freeze({
     VERSION: VERSION, CMD: CMD, MEDIA: MEDIA, CLOSE: CLOSE, RETRY_REASONS: RETRY_REASONS,
     GROUP_EVENTS: GROUP_EVENTS,
-    isRetryable: isRetryable, isChat: isChat
+    REL: REL, REACTIONS: REACTIONS, isRetryable: isRetryable, isChat: isChat, isChange: isChange
   });
 })(globalThis.IM = globalThis.IM || {});

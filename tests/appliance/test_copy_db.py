@@ -77,10 +77,14 @@ def test_copy_sqlite_to_mysql_keeps_every_row(installed: Installed, tmp_path: Pa
         if not db.execute("SELECT COUNT(*) FROM im_readmark").fetchone()[0]:
             db.execute("INSERT INTO im_readmark (user_id, cmd, peer_id, last_read_id, "
                        "updated_ms) VALUES (2, 10, 1, 1, 1)")
-        # Tables the smoke flow (which also runs against 0.1.0) has no route for.
+        # Tables the smoke flow (which also runs against 0.1.0) has no route for; a reply's
+        # relation and a mute (the smoke flow makes neither).
         db.execute("INSERT INTO im_friend_request (sender_id, recipient_id, memo, created_ms) "
                    "VALUES (1, 2, 'hi', 1)")
         db.execute("INSERT INTO im_block (owner_id, blocked_id, created_ms) VALUES (2, 1, 1)")
+        db.execute("INSERT INTO im_message_relation (message_id, ref_id, mentions) "
+                   "VALUES (2, 1, ',1,')")
+        db.execute("INSERT INTO im_mute (user_id, cmd, peer_id, created_ms) VALUES (2, 10, 1, 1)")
     source = _sqlite_tables(source_db)
     empty = [name for name, rows in source.items() if not rows]
     assert not empty, f"the smoke flow left tables empty: {empty}"

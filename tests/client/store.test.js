@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 
 const js = path.resolve(__dirname, '..', '..', 'asset', 'js');
-for (const file of ['protocol.js', 'util.js', 'store/outbox.js', 'store/store.js', 'store/view.js']) {
+for (const file of ['protocol.js', 'util.js', 'store/outbox.js', 'store/relations.js', 'store/store.js', 'store/view.js']) {
   require(path.join(js, file));
 }
 const IM = globalThis.IM;
@@ -127,6 +127,52 @@ test('the outbox keeps frames in order in the storage it is given', () => {
   memoryOnly.push({ cid: 'c' });
   assert.equal(memoryOnly.frames().length, 1);
   assert.equal(new IM.Outbox(null, 'k').frames().length, 0);
+});
+
+test('entries change the message they name, once, and are neither messages nor unread', () => {
+  const { REL } = IM.protocol;
+  const store = IM.createStore({ me: ME });
+  const conv = store.receive(text(5, 2, 1, 'typo')).conv;
+  const entry = (id, rel, extra) => text(id, 2, 1, '[notice]', Object.assign({ rel, ref: 5 }, extra));
+  const edited = store.receive(entry(6, REL.EDIT, { text: 'fixed', ts: 1234 }));
+  assert.deepEqual([edited.change, edited.unseen], [true, false]);
+  assert.equal(store.receive(entry(6, REL.EDIT, { text: 'fixed' })), null);   // the same entry again
+  store.receive(entry(7, REL.REACT, { text: '👍' }));
+  store.receive(text(8, 1, 2, 'mine', { rel: REL.REACT, ref: 5, text: '👍', cmd: CMD.SINGLE }));
+  store.receive(entry(9, REL.UNREACT, { text: '👍' }));
+  assert.deepEqual(conv.messages.map((m) => [m.id, m.content, m.edited]), [[5, 'fixed', 1234]]);
+  assert.deepEqual(conv.messages[0].reactions, [{ emoji: '👍', users: [1] }]);
+  assert.equal(conv.last.id, 5);
+  assert.equal(conv.lastId, 9);
+  store.receive(entry(10, REL.RECALL, { content: '[recalled a message]' }));
+  assert.deepEqual([conv.messages[0].recalled, conv.messages[0].content, conv.messages[0].reactions], [1, '[recalled a message]', []]);
+  store.receive(entry(11, REL.EDIT, { text: 'too late' }));
+  assert.equal(conv.messages[0].content, '[recalled a message]');
+  const view = IM.createView(store, t);
+  assert.equal(view.previewOf(conv.last), 'recalledPreview');
+});
+
+test('a reply quotes the loaded original, else what the server sent; mentions name me', () => {
+  const { REL } = IM.protocol;
+  const store = IM.createStore({ me: ME });
+  const conv = store.receive(text(5, 2, 1, 'question')).conv;
+  store.receive(text(6, 1, 2, 'answer', { ref: 5, rel: REL.REPLY }));
+  const rows = IM.createView(store, t).rows(conv, 0).filter((r) => r.type === 'msg');
+  assert.deepEqual(rows[1].quote, { id: 5, userid: 2, media: MEDIA.TEXT, content: 'question', recalled: undefined });
+  const old = { ref: 1, rel: REL.REPLY, quote: { id: 1, userid: 2, media: MEDIA.TEXT, content: 'long ago' } };
+  assert.equal(IM.relations.quoteOf(conv, old).content, 'long ago');
+  assert.equal(IM.relations.mentions({ at: [1] }, 1), true);
+  assert.equal(IM.relations.mentions({ atall: 1 }, 1), true);
+  assert.equal(IM.relations.mentions({ at: [3] }, 1), false);
+});
+
+test('a muted conversation adds only its mentions to the total', () => {
+  const store = IM.createStore({ me: ME });
+  store.applyConversations([
+    { cmd: CMD.GROUP, dstid: 7, unread: 5, mentions: 1, muted: 1, read_id: 0, last: text(3, 2, 7, 'x', { cmd: CMD.GROUP }) },
+    { cmd: CMD.SINGLE, dstid: 2, unread: 2, mentions: 0, muted: 0, read_id: 0, last: text(4, 2, 1, 'y') }
+  ]);
+  assert.equal(store.totalUnread(), 3);
 });
 
 test('a file message reads as a file: its name, size, type and a checked link', () => {

@@ -40,6 +40,13 @@
       });
     }
 
+    /** Muted conversations (also those with no message yet), as every device sees them. */
+    function mutes() {
+      return api('/message/mutes', {}).then(function (answer) {
+        (answer.rows || []).forEach(function (row) { store.ensureConv(row.cmd, row.dstid).muted = true; });
+      }, function () { /* an older server: nothing is muted */ });
+    }
+
     function members(groupId) {
       return api('/contact/members', { id: groupId }).then(function (answer) {
         store.setMembers(groupId, answer.rows || []);
@@ -86,7 +93,8 @@
         conv.hasMore = true;
         conv.loaded = true;
         // Newer messages than the page exist: the pane offers to jump to the latest.
-        conv.gapAfter = rows.length > 0 && rows[rows.length - 1].id < conv.lastId;
+        // (Entries that change messages move lastId, not the newest message.)
+        conv.gapAfter = rows.length > 0 && rows[rows.length - 1].id < (conv.last ? conv.last.id : conv.lastId);
       }).finally(function () { conv.loading = false; });
     }
 
@@ -126,7 +134,8 @@
 
     return {
       friends: friends, groups: groups, user: user, conversations: conversations, members: members,
-      receipts: receipts, history: history, stickers: stickers, around: around, search: search
+      receipts: receipts, history: history, stickers: stickers, around: around, search: search,
+      mutes: mutes
     };
   }
 

@@ -3,7 +3,8 @@
  * the session's moving parts: start-up (friends, groups, recent conversations, then the
  * socket from the newest message id), live frames into the store, the connection state,
  * opening a conversation, sending (through the socket's outbox), read receipts, desktop
- * notifications while the tab is hidden, and the end of the session. The state itself is the
+ * notifications while the tab is hidden (not for a muted conversation, unless it mentions me),
+ * and the end of the session. Replies, recalls, edits, reactions and mute are chat/actions.js. The state itself is the
  * DOM-free store (store/store.js); what is loaded over HTTP is chat/loaders.js. */
 (function () {
   'use strict';
@@ -18,7 +19,7 @@
   IM.components = IM.components || {};
   IM.components.ChatApp = {
     render: IM.templates['chat-app'],
-    mixins: [ui.i18nMixin],
+    mixins: [ui.i18nMixin, IM.chatActions],
     props: { me: { type: Object, required: true } },
     emits: ['logged-out', 'me-changed'],
     provide: function () { return { chat: this }; },
@@ -89,13 +90,16 @@
             userId: self.me.id,
             since: results[2],
             onFrame: function (frame) { self.onFrame(frame); },
-            onAck: function (ack) { self.store.applyAck(ack); },
+            onAck: function (ack) { self.store.applyAck(ack); self.changeAcked(ack); },
             onRefused: function (frame) { self.onRefused(frame); },
             onState: function (state, info) { self.onConnState(state, info); },
             onSessionEnded: function () { self.sessionEnded(); },
             checkSession: function () { self.checkSession(); }
           });
-          self.socket.pending().forEach(function (frame) { self.store.addPending(frame, Date.now()); });
+          self.socket.pending().forEach(function (frame) {
+            if (IM.protocol.isChat(frame.cmd)) self.store.addPending(frame, Date.now());
+          });
+          loaders.mutes();
           self.socket.start();
         }, function (error) {
           if (error.status === 401) { self.sessionEnded(); return; }
@@ -114,6 +118,7 @@
             this.receive(frame);
             break;
           case CMD.READ: this.store.applyReceipt(frame); break;
+          case CMD.MUTE: this.applyMute(frame); break;
           case CMD.TYPING:
             if (this.store.applyTyping(frame, Date.now() + TYPING_SHOW_MS)) this.loaders.user(frame.userid);
             break;
@@ -137,9 +142,12 @@
         this.loaders.user(msg.userid);
         if (outcome.unseen) {
           var looking = this.activeKey === conv.key && document.visibilityState === 'visible';
+          var called = IM.relations.mentions(msg, this.me.id);
           if (looking) this.markRead(conv);
           else conv.unread += 1;
-          if (document.visibilityState !== 'visible') this.notify(conv, msg);
+          if (called && !looking) conv.mentions += 1;
+          // A muted conversation counts quietly; a mention still notifies.
+          if (document.visibilityState !== 'visible' && (!conv.muted || called)) this.notify(conv, msg);
         }
         if (this.activeKey === conv.key && this.$refs.pane) this.$refs.pane.afterNewMessage(outcome.mine);
       },
@@ -175,6 +183,7 @@
         if (!conv || conv.key !== this.activeKey || document.visibilityState !== 'visible') return;
         var last = this.store.newestId(conv);
         conv.unread = 0;
+        conv.mentions = 0;
         if (!last || last <= conv.sentReadId) return;
         if (this.socket && this.socket.sendRaw({ cmd: CMD.READ, tcmd: conv.cmd, dstid: conv.dstid, id: last })) {
           this.store.markedRead(conv, last);

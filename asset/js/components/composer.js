@@ -1,7 +1,8 @@
 /* imchat web client: the composer under the open conversation — the text box (Enter sends,
- * Shift+Enter breaks the line), the emoji and sticker pickers, choosing a picture or any file
- * to send, the microphone (components/voice-button.js), and the typing notices that tell the
- * peer(s) this user is writing. */
+ * Shift+Enter breaks the line), the message being replied to, the @ picker of group members
+ * (and @all for the group's owner), the emoji and sticker pickers, choosing a picture or any
+ * file to send, the microphone (components/voice-button.js), and the typing notices that tell
+ * the peer(s) this user is writing. */
 (function () {
   'use strict';
 
@@ -16,7 +17,10 @@
     mixins: [IM.ui.i18nMixin],
     inject: ['chat'],
     data: function () {
-      return { emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT, uploading: false };
+      return {
+        emojiGroup: IM.emoji.groups[0].id, stickerPack: null, accept: IM.upload.ACCEPT, uploading: false,
+        mention: null      // { query, start } while an @name is being typed in a group
+      };
     },
     computed: {
       conv: function () { return this.chat.active; },
@@ -30,7 +34,22 @@
         var packs = this.chat.stickerPacks;
         return packs.filter(function (p) { return p.id === id; })[0] || packs[0] || null;
       },
-      currentStickers: function () { return this.currentPack ? this.currentPack.assets : []; }
+      currentStickers: function () { return this.currentPack ? this.currentPack.assets : []; },
+      /** Members whose name starts with what follows the @ (and "all" for the owner). */
+      mentionChoices: function () {
+        var mention = this.mention;
+        var conv = this.conv;
+        if (!mention || conv.cmd !== CMD.GROUP) return [];
+        var me = this.chat.me.id;
+        var query = mention.query.toLowerCase();
+        var view = this.chat.view;
+        var choices = (this.chat.state.members[conv.dstid] || []).filter(function (u) {
+          return u.id !== me && view.userName(u.id).toLowerCase().indexOf(query) === 0;
+        }).slice(0, 8).map(function (u) { return { id: u.id, name: view.userName(u.id) }; });
+        var all = this.t('mentionAll');
+        if (this.chat.isGroupOwner(conv) && all.toLowerCase().indexOf(query) === 0) choices.push({ id: 0, name: all });
+        return choices;
+      }
     },
     watch: {
       'chat.activeKey': function () { this.typingRestart(); }
@@ -49,7 +68,12 @@
         var text = conv.draft.replace(/\s+$/, '');
         if (!text.trim()) return;
         conv.draft = '';
-        this.chat.send({ media: MEDIA.TEXT, content: text });
+        var fields = { media: MEDIA.TEXT, content: text };
+        if (conv.replyTo) fields.ref = conv.replyTo.id;
+        conv.replyTo = null;
+        Object.assign(fields, this.mentionsIn(conv, text));
+        this.mention = null;
+        this.chat.send(fields);
         // Keep the emoji picker open for the next message on wide screens; on a phone it
         // would cover the conversation.
         this.chat.panel = this.chat.panel === 'emoji' && !IM.ui.isPhone() ? 'emoji' : null;
@@ -73,6 +97,7 @@
 
       onInput: function (event) {
         var el = event.target;
+        this.findMention(el);
         el.style.height = 'auto';
         el.style.height = Math.min(el.scrollHeight, 160) + 'px';
         this.announceTyping();
@@ -102,6 +127,44 @@
         clearTimeout(this.typingTimer);
         this.typingTimer = null;
         this.nextTypingAt = this.lastTypingAt + TYPING_MIN_GAP_MS;
+      },
+
+      /** An "@name" being typed just before the cursor opens the member picker. */
+      findMention: function (el) {
+        var before = el.value.slice(0, el.selectionStart);
+        var match = this.conv.cmd === CMD.GROUP ? /(^|\s)@([^\s@]{0,20})$/.exec(before) : null;
+        this.mention = match ? { query: match[2], start: before.length - match[2].length - 1 } : null;
+      },
+
+      pickMention: function (choice) {
+        var conv = this.conv;
+        var mention = this.mention;
+        var input = this.$refs.input;
+        var text = '@' + choice.name + ' ';
+        var end = mention.start + 1 + mention.query.length;
+        conv.draft = conv.draft.slice(0, mention.start) + text + conv.draft.slice(end);
+        var picked = Object.assign({}, conv.picked || {});
+        picked[choice.name] = choice.id;
+        conv.picked = picked;
+        this.mention = null;
+        this.$nextTick(function () {
+          if (!input) return;
+          input.focus();
+          input.selectionStart = input.selectionEnd = mention.start + text.length;
+        });
+      },
+
+      /** `at` / `atall` for the names picked that are still in the text. */
+      mentionsIn: function (conv, text) {
+        var picked = conv.picked || {};
+        var fields = {};
+        var at = Object.keys(picked).filter(function (name) {
+          return picked[name] && text.indexOf('@' + name) !== -1;
+        }).map(function (name) { return picked[name]; });
+        if (at.length) fields.at = at;
+        if (Object.keys(picked).some(function (name) { return picked[name] === 0 && text.indexOf('@' + name) !== -1; })) fields.atall = 1;
+        conv.picked = {};
+        return fields;
       },
 
       togglePanel: function (name) {

@@ -1,7 +1,8 @@
-/* imchat web client: the open conversation — its title, presence or typing line, the message
- * list (time separators, bubbles, stickers, pictures, voice clips, send and read states),
- * loading older history as the user scrolls up, and keeping the newest message in view. The
- * composer below it is its own component. */
+/* imchat web client: the open conversation — its title, presence or typing line, the mute
+ * toggle, the message list (time separators, bubbles, stickers, pictures, voice clips, send and
+ * read states), loading older history as the user scrolls up, and keeping the newest message
+ * in view. The composer below it is its own component; a message's menu (reply, react, edit,
+ * recall), its quote, reactions, "edited" mark and recalled notice act through chat/actions.js. */
 (function () {
   'use strict';
 
@@ -18,7 +19,7 @@
     render: IM.templates['message-pane'],
     mixins: [IM.ui.i18nMixin],
     inject: ['chat'],
-    data: function () { return { newBelow: false, foundId: 0 }; },
+    data: function () { return { newBelow: false, foundId: 0, reactions: IM.protocol.REACTIONS }; },
     computed: {
       conv: function () { return this.chat.active; },
       view: function () { return this.chat.view; },

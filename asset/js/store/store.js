@@ -70,7 +70,7 @@
       if (!state.convs[key]) {
         state.convs[key] = {
           key: key, cmd: cmd, dstid: dstid, messages: [], last: null, lastTs: 0, lastId: 0,
-          unread: 0, readId: 0, sentReadId: 0, peerRead: {}, typing: {}, hasMore: true,
+          unread: 0, mentions: 0, muted: false, readId: 0, sentReadId: 0, peerRead: {}, typing: {}, hasMore: true,
           loaded: false, loading: false, draft: '', gapAfter: false
         };
         seen[key] = new Set();
@@ -147,6 +147,8 @@
       (rows || []).forEach(function (row) {
         var conv = ensureConv(row.cmd, row.dstid);
         conv.unread = row.unread || 0;
+        conv.mentions = row.mentions || 0;
+        conv.muted = !!row.muted;
         conv.readId = Math.max(conv.readId, row.read_id || 0);
         if (row.last) {
           setLast(conv, row.last);
@@ -164,6 +166,7 @@
      */
     function receive(msg) {
       if (typeof msg.id !== 'number' || typeof msg.userid !== 'number') return null;
+      if (IM.protocol.isChange(msg)) return receiveChange(msg);
       var mine = msg.userid === meId();
       var conv = addMessage(msg);
       if (!conv) return null;
@@ -177,6 +180,18 @@
       };
       if (mine) conv.readId = Math.max(conv.readId, msg.id);
       return outcome;
+    }
+
+    /** An entry changing an earlier message: applied to it, never a message of its own. */
+    function receiveChange(entry) {
+      var conv = convOfMessage(entry);
+      var ids = seen[conv.key];
+      if (ids.has(entry.id)) return null;
+      ids.add(entry.id);
+      conv.lastId = Math.max(conv.lastId, entry.id);
+      IM.relations.apply(conv, entry);
+      if (conv.last && conv.last.id === entry.ref) IM.relations.apply({ messages: [conv.last] }, entry);
+      return { conv: conv, mine: entry.userid === meId(), unseen: false, change: true };
     }
 
     /** The server stored our message `cid` as `id`. */
@@ -214,10 +229,13 @@
     /** The frame that sends a failed message again (same `cid`: stored at most once). */
     function retryFrame(msg) {
       msg.status = 'sending';
-      return {
+      var frame = {
         cmd: msg.cmd, dstid: msg.dstid, media: msg.media, content: msg.content || '', pic: msg.pic || '',
         url: msg.url || '', memo: msg.memo || '', amount: msg.amount || 0, cid: msg.cid
       };
+      // A reply and its mentions are part of the message.
+      ['ref', 'at', 'atall'].forEach(function (name) { if (msg[name]) frame[name] = msg[name]; });
+      return frame;
     }
 
     function countUnread(conv) {
@@ -300,8 +318,12 @@
       conv.readId = Math.max(conv.readId, id);
     }
 
+    /** Unread messages in all conversations; a muted one counts only its mentions. */
     function totalUnread() {
-      return Object.keys(state.convs).reduce(function (sum, key) { return sum + (state.convs[key].unread || 0); }, 0);
+      return Object.keys(state.convs).reduce(function (sum, key) {
+        var conv = state.convs[key];
+        return sum + (conv.muted ? (conv.mentions || 0) : (conv.unread || 0));
+      }, 0);
     }
 
     return {

@@ -61,6 +61,7 @@
     function previewOf(msg) {
       if (!msg) return '';
       if (msg.media === MEDIA.NOTICE) return noticeText(msg);
+      if (msg.recalled) return t('recalledPreview');
       if (msg.media === MEDIA.TEXT) return msg.content || '';
       if (msg.media === MEDIA.PICTURE) return util.isStickerUrl(msg.url) ? t('stickerPreview') : t('picturePreview');
       if (msg.media === MEDIA.VOICE) return t('voicePreview');
@@ -153,11 +154,23 @@
           thumb: info.thumb,
           file: info.kind === 'file' ? info : null,
           size: info.kind === 'picture' ? pictureSize(msg) : null,
-          readLabel: mine && msg.id ? readLabel(conv, msg) : null
+          readLabel: mine && msg.id ? readLabel(conv, msg) : null,
+          quote: IM.relations.quoteOf(conv, msg),
+          mentionsMe: !mine && IM.relations.mentions(msg, me)
         });
         previous = msg;
       });
       return out;
+    }
+
+    /** "You recalled a message" / "Ann recalled a message". */
+    function recalledText(msg) {
+      return msg.userid === state.me.id ? t('youRecalled') : t('recalled', { name: userName(msg.userid) });
+    }
+
+    /** Who reacted with one emoji, by name, for its tooltip. */
+    function reactionNames(reaction) {
+      return reaction.users.map(userName).join(', ');
     }
 
     function matches(text, needle) { return !needle || String(text).toLowerCase().indexOf(needle) !== -1; }
@@ -188,7 +201,8 @@
     return {
       previewOf: previewOf, noticeText: noticeText, userName: userName, userAvatar: userAvatar, convName: convName,
       convAvatar: convAvatar, preview: preview, typingText: typingText, readLabel: readLabel,
-      rows: rows, conversationList: conversationList, friends: friends, groups: groups
+      rows: rows, recalledText: recalledText, reactionNames: reactionNames,
+      conversationList: conversationList, friends: friends, groups: groups
     };
   }
 
