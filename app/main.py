@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from app import __version__
 from app.model.migrations import SCHEMA_VERSION, SchemaError
@@ -244,8 +245,6 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from app.model.tables import User
-    from app.service import users
     from app.service.broker import make_broker
     from app.service.context import ServiceContext
     from app.service.hub import Hub
@@ -259,30 +258,45 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     async def job() -> int:
         try:
-            if args.user_cmd == "list":
-                for user in await User.all().order_by("id"):
-                    state = "disabled" if user.disabled else "active"
-                    sys.stdout.write(f"{user.id}\t{user.mobile}\t{user.nickname}\t{state}\n")
-                return 0
-            if args.user_cmd == "add":
-                user = await users.create_user(ctx, args.mobile, password, nickname=args.nickname)
-                sys.stdout.write(f"created user {user.id} ({user.mobile})\n")
-                return 0
-            user = await User.get_or_none(mobile=args.mobile)
-            if user is None:
-                sys.stderr.write(f"no user with mobile {args.mobile}\n")
-                return 1
-            if args.user_cmd in ("disable", "enable"):
-                await users.set_disabled(ctx, user, args.user_cmd == "disable")
-            else:
-                await users.reset_password(ctx, user, password)
-            sys.stdout.write(f"{args.user_cmd}: {user.mobile} done\n")
-            return 0
+            return await _user_command(ctx, args, password)
         except AppError as error:
             sys.stderr.write(f"refused: {error.detail}\n")
             return 1
 
     return _with_database(settings, job)
+
+
+async def _user_command(ctx: Any, args: argparse.Namespace, password: str) -> int:
+    """One `imchat user ...` command; the changes are recorded in the audit log as made from
+    the command line."""
+    from app.model.tables import AdminRole, User
+    from app.service import admin
+
+    if args.user_cmd == "list":
+        admins = set(await AdminRole.all().values_list("user_id", flat=True))
+        for user in await User.all().order_by("id"):
+            state = "disabled" if user.disabled else "active"
+            role = "\tadmin" if user.id in admins else ""
+            sys.stdout.write(f"{user.id}\t{user.mobile}\t{user.nickname}\t{state}{role}\n")
+        return 0
+    if args.user_cmd == "add":
+        user = await admin.create_user(ctx, admin.COMMAND_LINE, args.mobile, password,
+                                       nickname=args.nickname, admin=args.admin)
+        role = " with the admin role" if args.admin else ""
+        sys.stdout.write(f"created user {user.id} ({user.mobile}){role}\n")
+        return 0
+    user = await User.get_or_none(mobile=args.mobile.lower())
+    if user is None:
+        sys.stderr.write(f"no user with mobile {args.mobile}\n")
+        return 1
+    if args.user_cmd in ("disable", "enable"):
+        await admin.set_disabled(ctx, admin.COMMAND_LINE, user.id, args.user_cmd == "disable")
+    elif args.user_cmd in ("grant-admin", "revoke-admin"):
+        await admin.set_admin(admin.COMMAND_LINE, user.id, args.user_cmd == "grant-admin")
+    else:
+        await admin.reset_password(ctx, admin.COMMAND_LINE, user.id, password)
+    sys.stdout.write(f"{args.user_cmd}: {user.mobile} done\n")
+    return 0
 
 
 def cmd_copy_db(args: argparse.Namespace) -> int:
@@ -361,8 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--nickname", default="")
     add_user.add_argument("--password-stdin", action="store_true",
                           help="read the password from standard input")
+    add_user.add_argument("--admin", action="store_true",
+                          help="give the account the admin role (the /admin/ console)")
     for name in ("disable", "enable"):
         user_cmds.add_parser(name, help=f"{name} an account").add_argument("mobile")
+    user_cmds.add_parser("grant-admin", help="give an account the admin role").add_argument(
+        "mobile")
+    user_cmds.add_parser("revoke-admin", help="take the admin role away").add_argument("mobile")
     reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
     reset.add_argument("mobile")
     reset.add_argument("--password-stdin", action="store_true")

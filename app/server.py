@@ -14,11 +14,13 @@ from sanic.exceptions import NotFound as NotFoundHttp
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 
+from app.controller.admin import admin_bp
 from app.controller.attach import attach_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
 from app.controller.health import health_bp
 from app.controller.message import message_bp
+from app.controller.metrics import metrics_bp
 from app.controller.pages import pages_bp
 from app.controller.search import search_bp
 from app.controller.session import origin_allowed
@@ -30,6 +32,7 @@ from app.service.chat import ChatRuntime
 from app.service.context import ServiceContext
 from app.service.hub import Hub
 from app.service.messages import MessageWriter
+from app.service.metrics import Metrics
 from app.service.search import Indexer
 from app.service.uploads import is_inline_safe
 from app.settings import Settings
@@ -41,7 +44,7 @@ from app.websocket import close_all, coalesced_writes
 log = logging.getLogger("imchat.server")
 
 BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, attach_bp, message_bp, chat_bp,
-                               health_bp, search_bp]
+                               health_bp, search_bp, admin_bp, metrics_bp]
 
 _app_numbers = itertools.count(1)
 
@@ -79,6 +82,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     )
     _serve_api_browser(app)
     app.ctx.settings = settings
+    app.ctx.metrics = Metrics()
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
     if settings.testing.websocket_echo:
@@ -94,6 +98,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.error_handler.add(Exception, _render_unexpected)
     app.on_request(_check_request)
     app.on_response(_security_headers)
+    app.on_response(_count_request)
     app.before_server_start(_open_resources)
     app.before_server_stop(_stop_chat)
     app.after_server_stop(_close_resources)
@@ -120,10 +125,12 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     writer = MessageWriter(publish_scope=coalescer,
                            timeout=settings.database.query_timeout_seconds)
     writer.start()
+    writer.on_batch = app.ctx.metrics.observe_batch
+    app.ctx.metrics.attach(hub, writer)
     app.ctx.hub = hub
     app.ctx.writer = writer
     app.ctx.chat = ChatRuntime(hub, writer, settings.chat, coalescer)
-    app.ctx.services = ServiceContext.build(settings, hub)
+    app.ctx.services = ServiceContext.build(settings, hub, app.ctx.metrics)
     app.ctx.search_limiter = SlidingWindowLimiter(settings.search.queries_per_minute, 60.0)
     app.ctx.indexer = Indexer(settings.search.index_interval_seconds)
     if settings.search.enabled:
@@ -180,6 +187,12 @@ def _check_request(request: Request) -> None:
     path = unquote(request.path)
     if "\x00" in path or (path.startswith(("/resource/", "/asset/")) and path.endswith("/")):
         raise NotFoundHttp("not found")
+
+
+def _count_request(request: Request, response: HTTPResponse) -> None:
+    # By the route's pattern ("admin/users/<user_id:int>/disable"), never by the raw path.
+    route = request.route.path if request.route is not None else None
+    request.app.ctx.metrics.count_request(route, request.method, response.status)
 
 
 def _security_headers(request: Request, response: HTTPResponse) -> None:

@@ -13,7 +13,7 @@ from app.controller.session import (
     services,
     set_session_cookie,
 )
-from app.service import users
+from app.service import signin, users
 from app.util.binding import id_field, request_fields, text_field
 from app.util.responses import ok
 
@@ -52,7 +52,7 @@ async def register(request: Request) -> HTTPResponse:
                      "Repeated failures for one mobile or address answer 429.")
 async def login(request: Request) -> HTTPResponse:
     fields = request_fields(request)
-    user, token = await users.login(
+    user, token = await signin.sign_in(
         services(request),
         mobile=text_field(fields, "mobile", required=True, max_length=20),
         password=text_field(fields, "passwd", required=True, max_length=128, label="password"),

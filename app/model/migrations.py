@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -87,11 +87,31 @@ async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> No
     await reindex(connection, progress)
 
 
+async def _admin_and_audit(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # New tables only (im_admin, im_audit, im_directory_account), made from their models
+    # exactly as a fresh database makes them: CREATE ... IF NOT EXISTS leaves the others
+    # alone. (The admin role is a table, not a column on im_user: SQLite adds a NOT NULL
+    # column only with a DEFAULT clause, which the fresh table would lack.)
+    from tortoise.utils import get_schema_sql
+
+    # The SQL comes from the client that began the transaction (MySQL's generator reads its
+    # charset, which a transaction wrapper lacks) and runs in the step's transaction.
+    sql = get_schema_sql(getattr(connection, "_parent", connection), safe=True)
+    # One statement at a time: aiomysql inside a transaction fails a script of several.
+    statements = [part.strip() for part in sql.split(";\n") if part.strip(" \n;")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*already exists")
+        for statement in statements:
+            await connection.execute_script(statement)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
     Step(3, "message search: the token tables, and the tokens of every stored message",
          _search_index),
+    Step(4, "administrators, the audit log and directory sign-in: new tables",
+         _admin_and_audit),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

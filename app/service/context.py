@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.service.metrics import Metrics
 from app.service.upload_limits import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
@@ -28,6 +29,8 @@ class ServiceContext:
     registration_limiter: SlidingWindowLimiter
     hub: Hub
     upload_limits: UploadLimits
+    # This process's figures for /metrics and the admin console (app/service/metrics.py).
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
     # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
     # guesser elsewhere cannot lock the owner out of their usual desk.
     known_addresses: dict[str, set[str]] = dataclasses.field(default_factory=dict)
@@ -41,8 +44,10 @@ class ServiceContext:
         addresses.add(address)
 
     @classmethod
-    def build(cls, settings: Settings, hub: Hub) -> ServiceContext:
+    def build(cls, settings: Settings, hub: Hub, metrics: Metrics | None = None
+              ) -> ServiceContext:
         return cls(
+            metrics=metrics or Metrics(),
             settings=settings,
             passwords=PasswordHashing(settings.auth),
             login_limiter=SlidingWindowLimiter(settings.auth.login_attempts_per_minute, 60.0),

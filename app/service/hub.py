@@ -64,6 +64,8 @@ class Hub:
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Message frames written to connections (read by the app's metrics at a scrape).
+        self.delivered = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class Hub:
         frame: bytes | None = None
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
+        pushed = 0
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -330,8 +333,11 @@ class Hub:
                     frame = encode_text_frame(envelope.payload)
                 if session.push(frame, message_id) and not session.v2:
                     written_v1 = True
+                pushed += 1
             if written_v1 and message_id:
                 self.advance_legacy_cursor(user_id, message_id)
+        if message_id:
+            self.delivered += pushed
 
     def _control(self, envelope: Envelope) -> None:
         if envelope.control == "joined":
