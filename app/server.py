@@ -33,6 +33,7 @@ from app.service.context import ServiceContext
 from app.service.hub import Hub
 from app.service.messages import MessageWriter
 from app.service.metrics import Metrics
+from app.service.retention import RetentionJob
 from app.service.search import Indexer
 from app.service.uploads import is_inline_safe
 from app.settings import Settings
@@ -135,6 +136,8 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     app.ctx.indexer = Indexer(settings.search.index_interval_seconds)
     if settings.search.enabled:
         app.ctx.indexer.start()
+    app.ctx.retention = RetentionJob(settings)
+    app.ctx.retention.start()
 
 
 async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
@@ -145,6 +148,7 @@ async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
 
 async def _close_resources(app: Sanic, _loop: Any = None) -> None:
     await app.ctx.indexer.stop()
+    await app.ctx.retention.stop()
     await app.ctx.writer.stop()
     await app.ctx.hub.stop()
     await close_database()
