@@ -299,6 +299,34 @@ async def _user_command(ctx: Any, args: argparse.Namespace, password: str) -> in
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.service import audit, export
+    from app.util.errors import AppError
+
+    settings = _load(args)
+    setup_logging("WARNING")
+    scope = (export.Scope("user", (args.user,)) if args.user is not None
+             else export.Scope("group", (args.group,)) if args.group is not None
+             else export.Scope("all"))
+    target = Path(args.output or scope.file_name()).absolute()
+    if target.exists():
+        raise CommandError(f"{target} exists already; name another file with --output")
+
+    async def job() -> int:
+        try:
+            await export.check_scope(scope)  # before the file is made
+        except AppError as error:
+            raise CommandError(f"export refused: {error.detail}") from None
+        counts = await export.write_archive(scope, target, settings.upload_path, _print_line)
+        await audit.record(audit.EXPORT, actor_name="command line", target=scope.describe(),
+                           address="command line", detail=str(target))
+        _print_line(f"export written: {target} ({counts.messages} messages, {counts.users} "
+                    f"users, {counts.groups} groups, {counts.files} files)")
+        return 0
+
+    return _with_database(settings, job)
+
+
 def cmd_copy_db(args: argparse.Namespace) -> int:
     from app.dbcopy import CopyError, copy_database, describe
 
@@ -389,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in user_cmds.choices.values():
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
+    exporting = add("export", cmd_export, "write chat history to a portable archive (a zip "
+                    "of JSON lines and the files; see docs/admin.md)")
+    which = exporting.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", type=int, metavar="ID", help="one user's one-to-one "
+                       "conversations and what they wrote in groups")
+    which.add_argument("--group", type=int, metavar="ID", help="everything said in one group")
+    which.add_argument("--all", action="store_true", help="every message, user and group")
+    exporting.add_argument("--output", metavar="FILE",
+                           help="the archive to write (default imchat-export-<scope>.zip here)")
     backup = add("backup", cmd_backup, "copy the SQLite database to a file while it is in use")
     backup.add_argument("file", help="the new backup file (must not exist)")
     copy = commands.add_parser(

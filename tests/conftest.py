@@ -22,7 +22,8 @@ from tests.harness import (
 
 Sanic.test_mode = True
 
-_MYSQL_TABLES = ["im_admin", "im_audit", "im_directory_account", "im_search_token", "im_search_word", "im_search_state",
+_MYSQL_TABLES = ["im_admin", "im_audit", "im_directory_account",
+                 "im_search_token", "im_search_word", "im_search_state",
                  "im_readmark", "im_message", "im_attachment", "im_membership", "im_friendship",
                  "im_community", "im_token", "im_user"]
 

@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from app.model.tables import AdminRole, AuditEntry, User
 from app.service import admin, audit
+from tests.admin_helpers import make_admin, run_cli
 from tests.factories import PASSWORD, close_all, register
 from tests.harness import start_server
-
-REPO = Path(__file__).resolve().parent.parent
 
 # Every route of the console, with a sample path for its parameters. The test below also
 # checks this list against the app's router: a new /admin/ route must be added here.
@@ -32,6 +27,7 @@ ADMIN_ROUTES = [
     ("POST", "/admin/users/1/admin"),
     ("GET", "/admin/audit"),
     ("GET", "/admin/audit.csv"),
+    ("GET", "/admin/export"),
 ]
 
 
@@ -42,12 +38,6 @@ def _declared_admin_routes(server) -> set[tuple[str, str]]:
             sample = "/" + re.sub(r"<[^>]+>", "1", route.path)
             declared.update((method, sample) for method in route.methods if method not in ("HEAD", "OPTIONS"))
     return declared
-
-
-async def make_admin(server, nickname: str = "boss"):
-    user = await register(server, nickname)
-    assert await admin.grant_admin(admin.COMMAND_LINE, await User.get(id=user.id)) is True
-    return user
 
 
 async def test_every_admin_route_refuses_anonymous_with_401_and_non_admins_with_403(server):
@@ -254,19 +244,6 @@ async def test_the_admin_flag_must_be_one_or_zero(server):
         await close_all(boss)
 
 
-
-def run_cli(settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`imchat ...` as a separate process on the test's database."""
-    db = settings.database
-    environment = {"IMCHAT_DATABASE_ENGINE": db.engine, "IMCHAT_DATABASE_PATH": db.path,
-                   "IMCHAT_DATABASE_HOST": db.host, "IMCHAT_DATABASE_PORT": str(db.port),
-                   "IMCHAT_DATABASE_USER": db.user, "IMCHAT_DATABASE_PASSWORD": db.password,
-                   "IMCHAT_DATABASE_NAME": db.name, "IMCHAT_STORAGE_UPLOAD_DIR":
-                   str(settings.upload_path), "IMCHAT_AUTH_ARGON2_MEMORY_KIB": "8192",
-                   "IMCHAT_AUTH_ARGON2_TIME_COST": "1"}
-    return subprocess.run([sys.executable, "-m", "app.main", *args], input=stdin, cwd=REPO,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **environment})
 
 
 async def test_the_command_line_grants_and_revokes_the_admin_role(settings):

@@ -11,7 +11,7 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
 from app.controller.session import require_user, services
-from app.service import admin, audit
+from app.service import admin, audit, export
 from app.service.admin import Acting
 from app.util.binding import id_field, request_fields, text_field
 from app.util.errors import BadRequest
@@ -144,6 +144,30 @@ async def audit_csv(request: Request) -> HTTPResponse | None:
     response = await request.respond(content_type=CSV_TYPE, headers={
         "Content-Disposition": 'attachment; filename="imchat-audit.csv"'})
     async for chunk in audit.csv_chunks(**filters):
+        await response.send(chunk)
+    await response.eof()
+    return None
+
+
+@admin_bp.get("/export")
+@openapi.summary("Admin: download a conversation as an export archive (zip)")
+@openapi.description("Query: `cmd=11&dstid=<group>` for a group, `cmd=10&user=<id>&dstid=<id>` "
+                     "for the one-to-one conversation of two users. A zip of JSON lines and "
+                     "the files (format in docs/admin.md); recorded in the audit log.")
+async def export_conversation(request: Request) -> HTTPResponse | None:
+    fields = request_fields(request)
+    cmd = id_field(fields, "cmd")
+    if cmd not in (10, 11):
+        raise BadRequest("cmd must be 10 (two users) or 11 (a group)")
+    dstid = id_field(fields, "dstid") or 0
+    scope = (export.Scope("group", (dstid,)) if cmd == 11
+             else export.Scope("pair", (id_field(fields, "user") or 0, dstid)))
+    acting = _acting(request)
+    chunks = await export.download(scope, services(request).settings.upload_path, acting.user,
+                                   acting.address)
+    response = await request.respond(content_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{scope.file_name()}"'})
+    async for chunk in chunks:
         await response.send(chunk)
     await response.eof()
     return None
