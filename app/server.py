@@ -31,6 +31,7 @@ from app.service.broker import make_broker
 from app.service.chat import ChatRuntime
 from app.service.context import ServiceContext
 from app.service.hub import Hub
+from app.service.ldap_auth import DirectorySync
 from app.service.messages import MessageWriter
 from app.service.metrics import Metrics
 from app.service.retention import RetentionJob
@@ -138,6 +139,8 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
         app.ctx.indexer.start()
     app.ctx.retention = RetentionJob(settings)
     app.ctx.retention.start()
+    app.ctx.directory_sync = DirectorySync(app.ctx.services)
+    app.ctx.directory_sync.start()
 
 
 async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
@@ -149,6 +152,7 @@ async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
 async def _close_resources(app: Sanic, _loop: Any = None) -> None:
     await app.ctx.indexer.stop()
     await app.ctx.retention.stop()
+    await app.ctx.directory_sync.stop()
     await app.ctx.writer.stop()
     await app.ctx.hub.stop()
     await close_database()

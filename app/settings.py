@@ -375,6 +375,9 @@ def _validate(settings: Settings) -> None:
             (s.auth.argon2_memory_kib >= 19 * 1024,
              "auth.argon2_memory_kib: below OWASP's 19 MiB minimum is refused in production"),
             (s.log.level != "DEBUG", "log.level: DEBUG is refused in production (it logs request data)"),
+            (not s.ldap.enabled or not s.ldap.url.startswith("ldap://") or s.ldap.start_tls,
+             "ldap.start_tls: an ldap:// URL without StartTLS sends passwords in clear; refused "
+             "in production (use start_tls = true or an ldaps:// URL)"),
         ]
     for ok, message in checks:
         if not ok:

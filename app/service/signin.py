@@ -8,7 +8,7 @@ write a row each."""
 from __future__ import annotations
 
 from app.model.tables import User
-from app.service import audit, users
+from app.service import audit, ldap_auth, users
 from app.service.context import ServiceContext
 from app.util.errors import AppError, Throttled
 
@@ -30,4 +30,7 @@ async def sign_in(ctx: ServiceContext, mobile: str, password: str, client_ip: st
 
 async def _check(ctx: ServiceContext, mobile: str, password: str, client_ip: str
                  ) -> tuple[User, str]:
+    if ctx.settings.ldap.enabled:
+        directory = ldap_auth.Directory(ctx.settings.ldap)
+        return await ldap_auth.sign_in(ctx, directory, mobile, password, client_ip)
     return await users.login(ctx, mobile=mobile, password=password, client_ip=client_ip)
