@@ -11,7 +11,7 @@ import re
 from app.model.tables import AdminRole, AuditEntry, User
 from app.service import admin, audit
 from tests.admin_helpers import make_admin, run_cli
-from tests.factories import PASSWORD, close_all, register
+from tests.factories import PASSWORD, close_all, make_group, register
 from tests.harness import start_server
 
 # Every route of the console, with a sample path for its parameters. The test below also
@@ -28,6 +28,11 @@ ADMIN_ROUTES = [
     ("GET", "/admin/audit"),
     ("GET", "/admin/audit.csv"),
     ("GET", "/admin/export"),
+    ("GET", "/admin/groups"),
+    ("GET", "/admin/groups/1/members"),
+    ("POST", "/admin/groups/1/transfer"),
+    ("GET", "/admin/settings"),
+    ("POST", "/admin/settings"),
 ]
 
 
@@ -47,7 +52,8 @@ async def test_every_admin_route_refuses_anonymous_with_401_and_non_admins_with_
     anonymous = server.client()
     try:
         for method, path in ADMIN_ROUTES:
-            body = {"passwd": "another-pass-1", "admin": "1", "mobile": "13999999999"}
+            body = {"passwd": "another-pass-1", "admin": "1", "mobile": "13999999999",
+                    "owner": member.id, "registration_open": "0"}
             refused = await anonymous.request(method, path, data=body)
             assert (refused.status_code, refused.json()["code"]) == (401, -1), (method, path)
             forbidden = await member.client.request(method, path, data=body)
@@ -58,6 +64,7 @@ async def test_every_admin_route_refuses_anonymous_with_401_and_non_admins_with_
         assert not await User.filter(mobile="13999999999").exists()
         assert await AdminRole.filter(user_id=member.id).count() == 0
         assert (await User.get(id=1)).disabled is False
+        assert server.settings.auth.registration_open is True
         # The same routes answer an administrator (one read to show the gate lets them in).
         allowed = await boss.client.get("/admin/dashboard")
         assert allowed.status_code == 200 and allowed.json()["code"] == 0
@@ -276,3 +283,53 @@ async def test_the_command_line_grants_and_revokes_the_admin_role(settings):
         ]
     finally:
         await server.stop()
+
+
+async def test_an_admin_lists_groups_and_transfers_one(server):
+    boss = await make_admin(server)
+    ann, bob = await register(server, "Ann"), await register(server, "Bob")
+    try:
+        group = await make_group(ann, "ops team", bob)
+        await make_group(bob, "other")
+        listed = (await boss.client.get("/admin/groups", params={"q": "ops"})).json()
+        assert (listed["total"], [(g["id"], g["ownerid"], g["members"]) for g in listed["rows"]]
+                ) == (1, [(group, ann.id, 2)])
+        members = (await boss.client.get(f"/admin/groups/{group}/members")).json()["rows"]
+        assert [(m["id"], m["admin"]) for m in members] == [(ann.id, False), (bob.id, False)]
+        outsider = await boss.post(f"/admin/groups/{group}/transfer", owner=boss.id)
+        assert outsider == {"code": -1, "msg": "the new owner must be a member of the group",
+                            "reason": "refused"}
+        moved = await boss.post(f"/admin/groups/{group}/transfer", owner=bob.id)
+        assert moved["code"] == 0, moved
+        owners = (await bob.post("/contact/loadcommunity"))["rows"]
+        assert {g["id"]: g["ownerid"] for g in owners}[group] == bob.id
+        entry = await AuditEntry.get(action="group.transfer")
+        assert (entry.actor_id, entry.target, entry.detail) == (
+            boss.id, f"group {group} ops team", f"owner {ann.id} -> {bob.id}")
+        missing = await boss.client.get("/admin/groups/99999/members")
+        assert missing.json() == {"code": -1, "msg": "no such group", "reason": "not_found"}
+    finally:
+        await close_all(boss, ann, bob)
+
+
+async def test_an_admin_closes_and_opens_registration_live(server):
+    boss = await make_admin(server)
+    try:
+        shown = (await boss.client.get("/admin/settings")).json()["data"]
+        assert shown["registration_open"] is True and shown["workers"] == 1
+        closed = await boss.post("/admin/settings", registration_open="0")
+        assert (closed["msg"], closed["data"]["registration_open"]) == ("registration closed",
+                                                                         False)
+        async with server.client() as client:
+            refused = await client.post("/user/register", data={
+                "mobile": "13755550000", "passwd": "some-pass-1"})
+            assert refused.status_code == 403
+        assert (await boss.post("/admin/settings", registration_open="1"))["code"] == 0
+        await register(server, "late")
+        changes = [e.detail for e in await AuditEntry.filter(action="settings.change")]
+        assert changes == ["false", "true"]
+        server.settings.server.workers = 2
+        refused = await boss.post("/admin/settings", registration_open="0")
+        assert refused["code"] == -1 and "several workers" in refused["msg"]
+    finally:
+        await close_all(boss)

@@ -110,6 +110,50 @@ async def set_admin(request: Request, user_id: int) -> HTTPResponse:
     return ok(None, "admin role granted" if granted else "admin role revoked")
 
 
+@admin_bp.get("/groups")
+@openapi.summary("Admin: list groups")
+@openapi.description("Query: `q` (part of the name), `offset`, `limit` (<= 200). Rows: the group "
+                     "JSON plus `members` (how many); `total` counts every match.")
+async def list_groups(request: Request) -> HTTPResponse:
+    fields = request_fields(request)
+    found, total = await admin.list_groups(
+        text_field(fields, "q", max_length=40), offset=_number(fields, "offset", 0),
+        limit=_number(fields, "limit", 50, minimum=1))
+    return rows(found, total)
+
+
+@admin_bp.get("/groups/<group_id:int>/members")
+@openapi.summary("Admin: a group's members (as the accounts list shows users)")
+async def group_members(request: Request, group_id: int) -> HTTPResponse:
+    return rows(await admin.group_members(services(request), group_id))
+
+
+@admin_bp.post("/groups/<group_id:int>/transfer")
+@openapi.summary("Admin: make a member the group's owner")
+@openapi.description("Form or JSON: owner (the member's user id).")
+async def transfer_group(request: Request, group_id: int) -> HTTPResponse:
+    owner = id_field(request_fields(request), "owner") or 0
+    await admin.transfer_group(_acting(request), group_id, owner)
+    return ok(None, "owner changed")
+
+
+@admin_bp.get("/settings")
+@openapi.summary("Admin: the settings the console shows and may change live")
+async def live_settings(request: Request) -> HTTPResponse:
+    return ok(admin.live_settings(services(request).settings))
+
+
+@admin_bp.post("/settings")
+@openapi.summary("Admin: open or close sign-up (registration_open = 1 / 0) until the next "
+                 "reload or restart")
+async def change_settings(request: Request) -> HTTPResponse:
+    is_open = _flag(request_fields(request), "registration_open", required=True)
+    settings = services(request).settings
+    await admin.set_registration(_acting(request), settings, is_open)
+    return ok(admin.live_settings(settings), "registration opened" if is_open
+              else "registration closed")
+
+
 def _audit_filters(fields: dict[str, Any]) -> dict[str, Any]:
     action = text_field(fields, "action", max_length=40)
     if action and action not in audit.ACTIONS:

@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 from tortoise.expressions import Q
 
 from app.model.database import fetch_all
-from app.model.tables import AdminRole, AuthToken, DirectoryAccount, User
-from app.service import audit, users
+from app.model.tables import AdminRole, AuthToken, Community, DirectoryAccount, Membership, User
+from app.service import audit, groups, users
 from app.service.context import ServiceContext
+from app.settings import Settings
 from app.util.errors import Forbidden, NotFound, Refused
 
 MAX_PAGE = 200
@@ -167,3 +168,76 @@ async def dashboard(ctx: ServiceContext) -> dict[str, Any]:
         "users": await User.all().count(),
         "admins": await AdminRole.all().count(),
     }
+
+
+async def list_groups(query: str = "", offset: int = 0, limit: int = 50
+                      ) -> tuple[list[dict[str, Any]], int]:
+    """Groups by id, matching `query` in the name; each with its member count."""
+    selected = Community.all()
+    if query:
+        selected = selected.filter(name__icontains=query)
+    total = await selected.count()
+    page = await selected.order_by("id").offset(max(0, offset)).limit(max(1, min(limit, MAX_PAGE)))
+    rows = []
+    for group in page:
+        members = await Membership.filter(community_id=group.id).count()
+        rows.append({**groups.public_group(group), "members": members})
+    return rows, total
+
+
+async def _group(group_id: int) -> Community:
+    group = await Community.get_or_none(id=group_id)
+    if group is None:
+        raise NotFound("no such group")
+    return group
+
+
+async def group_members(ctx: ServiceContext, group_id: int) -> list[dict[str, Any]]:
+    await _group(group_id)
+    ids = await Membership.filter(community_id=group_id).order_by("user_id").values_list(
+        "user_id", flat=True)
+    return await _cards(ctx, list(await User.filter(id__in=list(ids)).order_by("id")))
+
+
+async def _cards(ctx: ServiceContext, page: list[User]) -> list[dict[str, Any]]:
+    """The console's cards of `page`: with their role, directory link and presence."""
+    ids = [user.id for user in page]
+    admins = set(await AdminRole.filter(user_id__in=ids).values_list("user_id", flat=True))
+    linked = set(await DirectoryAccount.filter(user_id__in=ids).values_list("user_id", flat=True))
+    online = await ctx.hub.online_among(ids)
+    return [admin_user(user, admin=user.id in admins, online=user.id in online,
+                       directory=user.id in linked) for user in page]
+
+
+async def transfer_group(acting: Acting, group_id: int, new_owner_id: int) -> Community:
+    """Make a member the group's owner."""
+    group = await _group(group_id)
+    if not await Membership.filter(community_id=group_id, user_id=new_owner_id).exists():
+        raise Refused("the new owner must be a member of the group")
+    previous = group.owner_id  # type: ignore[attr-defined]
+    group.owner_id = new_owner_id  # type: ignore[attr-defined]
+    await group.save(update_fields=["owner_id"])
+    await audit.record(audit.GROUP_TRANSFER, actor=acting.user, actor_name="command line",
+                       target=f"group {group.id} {group.name}", address=acting.address,
+                       detail=f"owner {previous} -> {new_owner_id}")
+    return group
+
+
+def live_settings(settings: Settings) -> dict[str, Any]:
+    """What the console shows of the settings a reload applies without a restart."""
+    return {"registration_open": settings.auth.registration_open,
+            "log_level": settings.log.level, "workers": settings.server.workers,
+            "ldap": settings.ldap.enabled, "retention_message_days":
+            settings.retention.message_days}
+
+
+async def set_registration(acting: Acting, settings: Settings, registration_open: bool) -> None:
+    """Open or close sign-up in this server process until the next reload or restart (which
+    read config.toml again). Several workers would each hold their own value: refused then."""
+    if settings.server.workers > 1:
+        raise Refused("with several workers, change auth.registration_open in config.toml and "
+                      "reload (systemctl reload imchat)")
+    settings.auth.registration_open = registration_open
+    await audit.record(audit.SETTINGS_CHANGE, actor=acting.user, actor_name="command line",
+                       target="auth.registration_open", address=acting.address,
+                       detail=str(registration_open).lower())
