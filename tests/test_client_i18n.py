@@ -14,17 +14,28 @@ I18N = CLIENT / "i18n.js"
 BUILT = {"sexM", "sexW", "sexU"}
 
 
+# Words of parts loaded separately (i18n-admin.js), added to i18n.js's tables by IM.i18n.add.
+PARTS = sorted(CLIENT.glob("i18n-*.js"))
+
+
 def _tables() -> dict[str, set[str]]:
-    text = I18N.read_text(encoding="utf-8")
-    english = text[text.index("    en: {"):text.index("    'zh-CN': {")]
-    chinese = text[text.index("    'zh-CN': {"):text.index("  var LANGS")]
     key = re.compile(r"^      (\w+):", re.M)
-    return {"en": set(key.findall(english)), "zh-CN": set(key.findall(chinese))}
+    tables: dict[str, set[str]] = {"en": set(), "zh-CN": set()}
+    for path in (I18N, *PARTS):
+        text = path.read_text(encoding="utf-8")
+        end = "  var LANGS" if path == I18N else "  });"
+        english = text[text.index("    en: {"):text.index("    'zh-CN': {")]
+        chinese = text[text.index("    'zh-CN': {"):text.index(end)]
+        for lang, part in (("en", english), ("zh-CN", chinese)):
+            found = set(key.findall(part))
+            assert not found & tables[lang], f"{path.name} repeats {found & tables[lang]}"
+            tables[lang] |= found
+    return tables
 
 
 def _client_source() -> str:
     return "".join(p.read_text(encoding="utf-8") for p in sorted(CLIENT.rglob("*"))
-                   if p.suffix in (".js", ".html") and p != I18N)
+                   if p.suffix in (".js", ".html") and p != I18N and p not in PARTS)
 
 
 def test_both_languages_have_the_same_keys() -> None:

@@ -41,6 +41,11 @@ async def require_admin(user: User) -> User:
     return user
 
 
+async def own_card(user: User) -> dict[str, Any]:
+    """A signed-in user's own card (/user/me): with `admin`, so a client offers the console."""
+    return {**users.public_user(user, online=True), "admin": await is_admin(user.id)}
+
+
 async def _user(user_id: int) -> User:
     user = await User.get_or_none(id=user_id)
     if user is None:

@@ -286,6 +286,11 @@
 
   document.documentElement.lang = state.lang;
 
+  /** Add the words of a part of the client loaded separately (i18n-admin.js), per language. */
+  function add(tables) {
+    Object.keys(tables).forEach(function (lang) { Object.assign(MESSAGES[lang], tables[lang]); });
+  }
+
   window.IM = window.IM || {};
-  window.IM.i18n = { state: state, t: t, setLang: setLang, langs: LANGS };
+  window.IM.i18n = { state: state, t: t, setLang: setLang, langs: LANGS, add: add };
 })();

@@ -17,5 +17,9 @@
   app.component('member-drawer', parts.MemberDrawer);
   app.component('chat-dialogs', parts.Dialogs);
   app.component('profile-dialog', parts.Profile);
+  app.component('admin-console', parts.AdminConsole);
+  app.component('admin-users', parts.AdminUsers);
+  app.component('admin-groups', parts.AdminGroups);
+  app.component('admin-audit', parts.AdminAudit);
   app.mount('#app');
 })();
