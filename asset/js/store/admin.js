@@ -51,7 +51,9 @@
     transfer: function (groupId, owner) {
       return util.api('/admin/groups/' + encodeURIComponent(groupId) + '/transfer', { owner: owner });
     },
-    groupExportUrl: function (groupId) { return util.withQuery('/admin/export', { cmd: 11, dstid: groupId }); },
+    groupExportUrl: function (groupId) {
+      return util.withQuery('/admin/export', { cmd: IM.protocol.CMD.GROUP, dstid: groupId });
+    },
     settings: function () { return util.apiGet('/admin/settings').then(function (e) { return e.data; }); },
     setRegistration: function (open) {
       return util.api('/admin/settings', { registration_open: open ? 1 : 0 }).then(function (e) { return e.data; });
