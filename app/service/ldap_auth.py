@@ -25,6 +25,8 @@ import dataclasses
 import logging
 import math
 import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -39,6 +41,7 @@ from app.util.errors import Forbidden, Refused, Throttled, Unavailable
 log = logging.getLogger("imchat.ldap")
 
 WRONG = "wrong mobile or password"
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +132,9 @@ def _first(value: object) -> str:
     return str(value or "").strip()
 
 
-async def ask(call, *args):  # noqa: ANN001, ANN202 - a Directory method and its arguments
+async def ask(call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking Directory call in a thread; an unreachable or failing directory is
+    Unavailable (503), logged once here."""
     try:
         return await asyncio.to_thread(call, *args)
     except LDAPException as error:
