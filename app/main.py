@@ -245,9 +245,9 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from app.service.broker import make_broker
+    from app.chat.broker import make_broker
+    from app.chat.hub import Hub
     from app.service.context import ServiceContext
-    from app.service.hub import Hub
     from app.util.errors import AppError
 
     settings = _load(args)
@@ -363,6 +363,54 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_user_commands(user: argparse.ArgumentParser) -> None:
+    user_cmds = user.add_subparsers(dest="user_cmd", required=True)
+    user_cmds.add_parser("list", help="list accounts")
+    add_user = user_cmds.add_parser("add", help="create an account")
+    add_user.add_argument("mobile")
+    add_user.add_argument("--nickname", default="")
+    add_user.add_argument("--password-stdin", action="store_true",
+                          help="read the password from standard input")
+    add_user.add_argument("--admin", action="store_true",
+                          help="give the account the admin role (the /admin/ console)")
+    for name in ("disable", "enable"):
+        user_cmds.add_parser(name, help=f"{name} an account").add_argument("mobile")
+    user_cmds.add_parser("grant-admin", help="give an account the admin role").add_argument(
+        "mobile")
+    user_cmds.add_parser("revoke-admin", help="take the admin role away").add_argument("mobile")
+    reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
+    reset.add_argument("mobile")
+    reset.add_argument("--password-stdin", action="store_true")
+    # `imchat user add X --config F` as well as `imchat user --config F add X`.
+    for sub in user_cmds.choices.values():
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _add_export(exporting: argparse.ArgumentParser) -> None:
+    which = exporting.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", type=int, metavar="ID", help="one user's one-to-one "
+                       "conversations and what they wrote in groups")
+    which.add_argument("--group", type=int, metavar="ID", help="everything said in one group")
+    which.add_argument("--all", action="store_true", help="every message, user and group")
+    exporting.add_argument("--output", metavar="FILE",
+                           help="the archive to write (default imchat-export-<scope>.zip here)")
+
+
+def _add_copy_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    copy = commands.add_parser(
+        "copy-db", help="copy every row to another database (e.g. SQLite to MySQL)",
+        description="Copy every row of every imchat table, keeping ids, from the database of "
+        "--from-config to the database of --to-config (tables are created there). A target "
+        "that already holds rows is refused unless --force.")
+    copy.add_argument("--from-config", required=True, help="config.toml of the source")
+    copy.add_argument("--to-config", required=True, help="config.toml of the target")
+    copy.add_argument("--batch-size", type=int, default=1000, help="rows per insert (1000)")
+    copy.add_argument("--force", action="store_true",
+                      help="empty the target's imchat tables first (their rows are deleted)")
+    copy.add_argument("--verbose", action="store_true", help="log progress per table")
+    copy.set_defaults(handler=cmd_copy_db)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imchat", description="imchat chat server",
                                      epilog=SEARCH_ORDER_HELP,
@@ -396,50 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="then keep indexing new messages until stopped (the indexer in its "
                          "own process: set [search] enabled = false for the servers)")
     user = add("user", cmd_user, "manage accounts")
-    user_cmds = user.add_subparsers(dest="user_cmd", required=True)
-    user_cmds.add_parser("list", help="list accounts")
-    add_user = user_cmds.add_parser("add", help="create an account")
-    add_user.add_argument("mobile")
-    add_user.add_argument("--nickname", default="")
-    add_user.add_argument("--password-stdin", action="store_true",
-                          help="read the password from standard input")
-    add_user.add_argument("--admin", action="store_true",
-                          help="give the account the admin role (the /admin/ console)")
-    for name in ("disable", "enable"):
-        user_cmds.add_parser(name, help=f"{name} an account").add_argument("mobile")
-    user_cmds.add_parser("grant-admin", help="give an account the admin role").add_argument(
-        "mobile")
-    user_cmds.add_parser("revoke-admin", help="take the admin role away").add_argument("mobile")
-    reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
-    reset.add_argument("mobile")
-    reset.add_argument("--password-stdin", action="store_true")
-    # `imchat user add X --config F` as well as `imchat user --config F add X`.
-    for sub in user_cmds.choices.values():
-        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-    exporting = add("export", cmd_export, "write chat history to a portable archive (a zip "
-                    "of JSON lines and the files; see docs/admin.md)")
-    which = exporting.add_mutually_exclusive_group(required=True)
-    which.add_argument("--user", type=int, metavar="ID", help="one user's one-to-one "
-                       "conversations and what they wrote in groups")
-    which.add_argument("--group", type=int, metavar="ID", help="everything said in one group")
-    which.add_argument("--all", action="store_true", help="every message, user and group")
-    exporting.add_argument("--output", metavar="FILE",
-                           help="the archive to write (default imchat-export-<scope>.zip here)")
+    _add_user_commands(user)
+    _add_export(add("export", cmd_export, "write chat history to a portable archive (a zip "
+                    "of JSON lines and the files; see docs/admin.md)"))
     backup = add("backup", cmd_backup, "copy the SQLite database to a file while it is in use")
     backup.add_argument("file", help="the new backup file (must not exist)")
-    copy = commands.add_parser(
-        "copy-db", help="copy every row to another database (e.g. SQLite to MySQL)",
-        description="Copy every row of every imchat table, keeping ids, from the database of "
-        "--from-config to the database of --to-config (tables are created there). A target "
-        "that already holds rows is refused unless --force.")
-    copy.add_argument("--from-config", required=True, help="config.toml of the source")
-    copy.add_argument("--to-config", required=True, help="config.toml of the target")
-    copy.add_argument("--batch-size", type=int, default=1000, help="rows per insert (1000)")
-    copy.add_argument("--force", action="store_true",
-                      help="empty the target's imchat tables first (their rows are deleted)")
-    copy.add_argument("--verbose", action="store_true", help="log progress per table")
-    copy.set_defaults(handler=cmd_copy_db)
+    _add_copy_db(commands)
     return parser
 
 

@@ -294,9 +294,8 @@ def _apply(section_obj: Any, section: str, values: Mapping[str, Any], from_env: 
         setattr(section_obj, key, _coerce(variable or name, hints[key], value, from_env))
 
 
-def _validate(settings: Settings) -> None:
-    s = settings
-    checks: list[tuple[bool, str]] = [
+def _server_checks(s: Settings) -> list[tuple[bool, str]]:
+    return [
         (0 <= s.server.port <= 65535, "server.port: must be between 0 and 65535"),
         (s.server.workers >= 1, "server.workers: must be at least 1"),
         (s.server.backlog >= 1, "server.backlog: must be at least 1"),
@@ -307,6 +306,18 @@ def _validate(settings: Settings) -> None:
          "database.query_timeout_seconds: must be between 0 and 600"),
         (s.broker.stream_length >= 100, "broker.stream_length: must be at least 100"),
         (bool(s.broker.stream_key), "broker.stream_key: must not be empty"),
+        (s.server.header_timeout_seconds > 0, "server.header_timeout_seconds: must be positive"),
+        (s.server.max_unfinished_requests_per_address >= 1,
+         "server.max_unfinished_requests_per_address: must be at least 1"),
+        (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
+         "broker.url: must be a redis:// URL when broker.kind is redis"),
+        (s.server.workers == 1 or s.broker.kind == "redis",
+         "broker.kind: several workers must share messages through redis (set kind = \"redis\")"),
+    ]
+
+
+def _storage_checks(s: Settings) -> list[tuple[bool, str]]:
+    return [
         (1 <= s.storage.max_upload_mb <= 1024, "storage.max_upload_mb: must be 1..1024"),
         (s.storage.max_image_pixels >= 1, "storage.max_image_pixels: must be positive"),
         (s.storage.max_decode_pixels_in_flight >= s.storage.max_image_pixels,
@@ -314,9 +325,11 @@ def _validate(settings: Settings) -> None:
         (s.storage.uploads_per_minute >= 1, "storage.uploads_per_minute: must be at least 1"),
         (s.storage.upload_mb_per_day >= s.storage.max_upload_mb,
          "storage.upload_mb_per_day: must be at least storage.max_upload_mb"),
-        (s.server.header_timeout_seconds > 0, "server.header_timeout_seconds: must be positive"),
-        (s.server.max_unfinished_requests_per_address >= 1,
-         "server.max_unfinished_requests_per_address: must be at least 1"),
+    ]
+
+
+def _auth_checks(s: Settings) -> list[tuple[bool, str]]:
+    return [
         (s.auth.token_ttl_hours >= 1, "auth.token_ttl_hours: must be at least 1"),
         (s.auth.login_attempts_per_minute >= 1, "auth.login_attempts_per_minute: must be >= 1"),
         (s.auth.account_login_attempts_per_hour >= 1,
@@ -325,6 +338,11 @@ def _validate(settings: Settings) -> None:
         (s.auth.argon2_memory_kib >= 8 * 1024, "auth.argon2_memory_kib: must be at least 8192"),
         (s.auth.argon2_time_cost >= 1, "auth.argon2_time_cost: must be at least 1"),
         (s.auth.argon2_parallelism >= 1, "auth.argon2_parallelism: must be at least 1"),
+    ]
+
+
+def _chat_checks(s: Settings) -> list[tuple[bool, str]]:
+    return [
         (1024 <= s.chat.max_message_bytes <= 1024 * 1024,
          "chat.max_message_bytes: must be between 1024 and 1048576"),
         (s.chat.messages_per_second >= 1, "chat.messages_per_second: must be at least 1"),
@@ -337,6 +355,11 @@ def _validate(settings: Settings) -> None:
         (s.chat.offline_push_limit >= 0, "chat.offline_push_limit: must be >= 0"),
         (s.chat.max_connections_per_user >= 1, "chat.max_connections_per_user: must be >= 1"),
         (s.chat.history_pages_per_minute >= 1, "chat.history_pages_per_minute: must be >= 1"),
+    ]
+
+
+def _search_checks(s: Settings) -> list[tuple[bool, str]]:
+    return [
         (0.05 <= s.search.index_interval_seconds <= 1.5,
          "search.index_interval_seconds: must be 0.05..1.5 (a message is searchable in 2 s)"),
         (1 <= s.search.max_query_length <= 256, "search.max_query_length: must be 1..256"),
@@ -344,6 +367,12 @@ def _validate(settings: Settings) -> None:
         (1 <= s.search.page_size <= 100, "search.page_size: must be 1..100"),
         (100 <= s.search.max_candidates <= 100_000, "search.max_candidates: must be 100..100000"),
         (10 <= s.search.max_query_ms <= 10_000, "search.max_query_ms: must be 10..10000"),
+    ]
+
+
+def _admin_checks(s: Settings) -> list[tuple[bool, str]]:
+    """Retention, directory sign-in and who may read /metrics."""
+    checks = [
         (s.retention.message_days >= 0, "retention.message_days: must be 0 (keep) or more"),
         (s.retention.upload_grace_hours >= 1, "retention.upload_grace_hours: must be at least 1"),
         (s.retention.interval_hours >= 0.01, "retention.interval_hours: must be positive"),
@@ -354,14 +383,17 @@ def _validate(settings: Settings) -> None:
         ("{login}" in s.ldap.user_filter, "ldap.user_filter: must contain {login}"),
         (s.ldap.sync_interval_minutes >= 0, "ldap.sync_interval_minutes: must be 0 or more"),
         (0 < s.ldap.timeout_seconds <= 60, "ldap.timeout_seconds: must be between 0 and 60"),
-        (s.broker.kind != "redis" or s.broker.url.startswith(("redis://", "rediss://", "unix://")),
-         "broker.url: must be a redis:// URL when broker.kind is redis"),
-        (s.server.workers == 1 or s.broker.kind == "redis",
-         "broker.kind: several workers must share messages through redis (set kind = \"redis\")"),
     ]
     for allowed in s.server.metrics_allow:
         checks.append((_is_network(allowed), f"server.metrics_allow: {allowed!r} is not an "
                        "address or a network such as 10.0.0.0/8"))
+    return checks
+
+
+def _validate(settings: Settings) -> None:
+    s = settings
+    checks = [*_server_checks(s), *_storage_checks(s), *_auth_checks(s), *_chat_checks(s),
+              *_search_checks(s), *_admin_checks(s)]
     for origin in s.server.public_origins:
         checks.append((origin == "*" or origin.startswith(("http://", "https://")),
                        f"server.public_origins: {origin!r} must start with http:// or https://"))

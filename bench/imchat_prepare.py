@@ -53,13 +53,13 @@ def check_chat_route() -> int:
 async def prepare(config: Path, users: int, pairs: int, group_members: int) -> dict[str, Any]:
     from tortoise.transactions import in_transaction
 
+    from app.chat.broker import make_broker
+    from app.chat.hub import Hub
     from app.model.database import close_database, open_database
     from app.model.tables import User
-    from app.service.broker import make_broker
     from app.service.contacts import add_friend
     from app.service.context import ServiceContext
     from app.service.groups import create_group, join_group
-    from app.service.hub import Hub
     from app.service.users import issue_token
     from app.settings import load_settings
 

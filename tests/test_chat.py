@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from app.model.message_writer import Draft
 from app.model.tables import AuthToken, Message, now_ms
-from app.service.messages import Draft
 from app.websocket import coalesced_writes
 from tests.factories import (
     assert_silent,
@@ -727,7 +727,7 @@ async def test_devices_connecting_at_once_all_get_group_messages(server):
 
 async def test_writer_survives_a_message_the_database_refuses(server):
     """Whatever slips past validation, one unstorable message costs only itself."""
-    from app.service.messages import Draft
+    from app.model.message_writer import Draft
 
     a = await register(server)
     b = await register(server)

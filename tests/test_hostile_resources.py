@@ -319,7 +319,7 @@ async def test_history_pages_are_cut_by_size_and_throttled(server):
 @sqlite_only
 @pytest.mark.parametrize("settings_overrides", [{"chat": {"messages_per_second": 5000}}])
 async def test_live_messages_held_behind_a_stalled_catch_up_are_capped(server):
-    from app.service.chat import PENDING_LIMIT
+    from app.chat.session import PENDING_LIMIT
 
     a = await register(server)
     b = await register(server)

@@ -1,5 +1,5 @@
 """The hub without a server: a real SQLite database, the memory broker, and recipients that
-record what the hub asks of them (the hub's whole view of a session is app.service.hub's
+record what the hub asks of them (the hub's whole view of a session is app.chat.hub's
 `Recipient`). Fan-out by group index, multi-device delivery, v2-only frames, the sender's own
 session skipped, joins and friendships in step, presence to friends, v1 cursors, ends."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from app.chat.broker import Envelope, MemoryBroker
+from app.chat.hub import Hub
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE
 from app.model.database import close_database, open_database
 from app.model.tables import Community, Friendship, Membership, User
-from app.service.broker import Envelope, MemoryBroker
-from app.service.hub import Hub
 from tests.harness import make_settings
 
 _sids = itertools.count(1)
@@ -115,3 +115,21 @@ async def test_presence_goes_to_friends_and_sessions_end_by_token(hub: Hub) -> N
     went = [f for f in bob_phone.frames if f.get("cmd") == CMD_PRESENCE][-1]
     assert went == {"cmd": CMD_PRESENCE, "userid": alice.id, "online": 0}
     assert not hub.is_online(alice.id) and alice.id not in hub.user_friends
+
+
+async def test_v1_cursors_of_users_gone_are_stored_then_forgotten(hub: Hub) -> None:
+    alice, bob = await _user("alice"), await _user("bob")
+    alice_desk, bob_desk = Device(alice.id, v2=False), Device(bob.id, v2=False)
+    for device in (alice_desk, bob_desk):
+        await hub.attach(device)
+    hub.advance_legacy_cursor(alice.id, 11)
+    hub.advance_legacy_cursor(bob.id, 12)
+    hub.detach(alice_desk)
+    await hub.persist_cursors()
+    hub.prune_cursors()  # a first round only notes that alice's cursor is quiet
+    assert hub.legacy_cursor == {alice.id: 11, bob.id: 12}
+    hub.prune_cursors()
+    assert hub.legacy_cursor == {bob.id: 12}  # bob is still connected
+    assert (await User.get(id=alice.id)).legacy_delivered_id == 11
+    # Alice's next v1 connection starts from the stored cursor.
+    assert await hub.load_legacy_cursor(alice.id) == 11

@@ -1,5 +1,6 @@
 """The chat protocol's vocabulary, the one source: every frame `cmd`, message `media` kind and
-application close code, and how a stored message looks on the wire. The web client's
+application close code, how a stored message looks on the wire, and how a client frame's fields
+are read (as hostile input: exact types, bounded sizes, clean text). The web client's
 asset/js/protocol.js is checked against this module (tests/test_client_protocol.py); the
 whole protocol is written out in docs/protocol.md.
 """
@@ -9,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import ujson
+
+from app.util.errors import BadRequest
+from app.util.security import check_local_link
+from app.util.validate import check_text, whole_number
 
 # Frames of the article's protocol (v1 and v2).
 CMD_HEART = 0  # keep-alive, both ways
@@ -62,3 +67,38 @@ def wire_size(row: dict[str, Any]) -> int:
 
 def encode(message: dict[str, Any]) -> bytes:
     return ujson.dumps(message, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
+def frame_int(frame: dict[str, Any], name: str, *, default: int | None = None, low: int = 0,
+              high: int = 2**63 - 1) -> int:
+    """A whole-number field within [low, high] (a float, a bool or text is refused)."""
+    return whole_number(frame.get(name, default), name, low, high)
+
+
+def frame_text(frame: dict[str, Any], name: str, limit: int) -> str:
+    """A text field of at most `limit` characters, "" when absent."""
+    value = frame.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be text")
+    if len(value) > limit:
+        raise BadRequest(f"{name} is longer than {limit} characters")
+    return check_text(value, name)
+
+
+def frame_link(frame: dict[str, Any], name: str) -> str:
+    """A link field: pictures and voice come from this server only (no tracking pixels, no
+    javascript: URLs)."""
+    return check_local_link(frame_text(frame, name, 255), name)
+
+
+def frame_cid(frame: dict[str, Any]) -> str | None:
+    """The client's own message id, or None when the frame has none."""
+    cid = frame.get("cid")
+    if cid is None:
+        return None
+    if (not isinstance(cid, str) or not 1 <= len(cid) <= 64 or not cid.isprintable()
+            or cid.startswith(SERVER_CID_PREFIX)):
+        raise BadRequest("cid must be 1-64 printable characters and not start with ~")
+    return check_text(cid, "cid")

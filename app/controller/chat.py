@@ -6,9 +6,10 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic_ext import openapi
 
-from app.controller.session import origin_allowed, request_token
+from app.chat.handler import ChatHandler
+from app.chat.runtime import ChatRuntime
+from app.controller.session import origin_allowed, request_token, services
 from app.service import users
-from app.service.chat import ChatRuntime, ChatSession
 from app.util.binding import id_field
 from app.util.errors import Forbidden
 from app.websocket import accept_websocket
@@ -21,7 +22,8 @@ chat_bp = Blueprint("chat")
 async def chat(request: Request) -> None:
     if not origin_allowed(request):
         raise Forbidden("this page's origin may not open the chat")
-    record = await users.authenticate_token(request_token(request))
+    record = await users.authenticate_token(request_token(request),
+                                            services(request).session_lookup)
     query = {key: values[0] for key, values in request.args.items() if values}
     claimed = id_field(query, "id", required=False)
     if claimed is not None and claimed != record.user.id:
@@ -31,9 +33,9 @@ async def chat(request: Request) -> None:
     settings = runtime.settings
     # Checked here, before any 101; nothing is awaited from here to the socket's on_open.
     runtime.check_socket_room(record.user.id)
-    session = ChatSession(runtime, record.user.id, v2=request.args.get("v") == "2",
+    session = ChatHandler(runtime, record.user.id, v2=request.args.get("v") == "2",
                           token_hash=record.token_hash, expires_ms=record.expires_ms,
-                          since=since)
+                          since=since, stored_cursor=record.user.legacy_delivered_id)
     await accept_websocket(
         request,
         session,

@@ -34,16 +34,8 @@ async def history(request: Request) -> HTTPResponse:
     around = id_field(fields, "around", required=False)
     # Charged once the request is known to be well-formed: it is the query that costs.
     request.app.ctx.chat.take_history_page(user.id)
-    if around is not None:
-        # Half the page up to and including the message, half after it (each half bounded
-        # in size as a page is; the client then pages on from either end).
-        older, _ = await messages.history(user.id, cmd, dstid, around + 1, limit - limit // 2)
-        newer = await messages.history_after(user.id, cmd, dstid, around, limit // 2)
-        return rows([messages.wire_message(r) for r in older + newer])
-    found, cut_short = await messages.history(user.id, cmd, dstid, before, limit)
-    answer = [messages.wire_message(r) for r in found]
-    # A page cut short by its size says so: fewer rows than asked for is not the beginning.
-    return rows(answer, more=True) if cut_short else rows(answer)
+    found, cut_short = await messages.history_page(user.id, cmd, dstid, before, around, limit)
+    return rows(found, more=True) if cut_short else rows(found)
 
 
 @message_bp.post("/conversations")
@@ -59,5 +51,4 @@ async def receipts(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user = await require_user(request, fields)
     cmd, dstid = _conversation(fields)
-    await access.check_read(user.id, cmd, dstid)
-    return rows(await messages.read_marks_of(cmd, dstid, user.id))
+    return rows(await messages.receipts(user.id, cmd, dstid))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from app.model.sign_ins import SessionLookup, session_lookup
 from app.service.metrics import Metrics
 from app.service.upload_limits import UploadLimits
 from app.settings import Settings
@@ -13,7 +14,7 @@ from app.util.ratelimit import SlidingWindowLimiter
 from app.util.security import PasswordHashing
 
 if TYPE_CHECKING:
-    from app.service.hub import Hub
+    from app.chat.hub import Hub
 
 MAX_REMEMBERED_ACCOUNTS = 100_000
 MAX_ADDRESSES_PER_ACCOUNT = 16
@@ -31,6 +32,8 @@ class ServiceContext:
     upload_limits: UploadLimits
     # This process's figures for /metrics and the admin console (app/service/metrics.py).
     metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    # Chat handshakes' sign-ins, looked up many at once in a reconnect storm.
+    session_lookup: SessionLookup = dataclasses.field(default_factory=session_lookup)
     # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
     # guesser elsewhere cannot lock the owner out of their usual desk.
     known_addresses: dict[str, set[str]] = dataclasses.field(default_factory=dict)

@@ -619,7 +619,7 @@ async def search(user_id: int, query: Query, cmd: int | None, dstid: int | None,
                  before: int | None, limit: int, budget: Budget) -> dict[str, Any]:
     """Messages the user may read that match the query: exact phrase matches first, then the
     others, newest first within each. `more` says whether to ask again with `before`."""
-    from app.service.messages import wire_message
+    from app.chat.wire import wire_message
 
     scope = await _scope(user_id, cmd, dstid)
     expanded = [await _expand(term) for term in query.terms]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tortoise.exceptions import IntegrityError
 
-from app.model.database import fetch_all
+from app.model import sign_ins
 from app.model.tables import AuthToken, Friendship, User, now_ms
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
@@ -161,22 +161,16 @@ class AuthenticatedSession(NamedTuple):
     expires_ms: int
 
 
-# One indexed lookup per request and per chat handshake: written out rather than built by the
-# ORM, whose query construction cost more than the query itself (profiled).
-_SESSION_SQL = ("SELECT t.id AS token_id, t.expires_ms, u.* FROM im_token t "
-                "JOIN im_user u ON u.id = t.user_id WHERE t.token_hash = ?")
-
-
-async def authenticate_token(token: str | None) -> AuthenticatedSession:
+async def authenticate_token(token: str | None, lookup: sign_ins.SessionLookup | None = None
+                             ) -> AuthenticatedSession:
     """The live session a bearer token names; Unauthorized if missing, unknown, expired or the
-    account is disabled."""
+    account is disabled. With `lookup`, concurrent calls share their queries."""
     if not token or len(token) > 200:
         raise Unauthorized()
     digest = token_digest(token)
-    rows = await fetch_all(_SESSION_SQL, (digest,))
-    if not rows:
+    row = await (sign_ins.session_of(digest) if lookup is None else lookup.load(digest))
+    if row is None:
         raise Unauthorized("your session is not valid, please log in")
-    row = rows[0]
     if row["expires_ms"] <= now_ms():
         await AuthToken.filter(id=row["token_id"]).delete()
         raise Unauthorized("your session has expired, please log in again")

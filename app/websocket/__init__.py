@@ -19,7 +19,6 @@ from app.websocket.connection import (
     WriteCoalescer,
     WsConnection,
     WsHandler,
-    encode_binary_frame,
     encode_text_frame,
 )
 from app.websocket.protocol import (
@@ -43,7 +42,6 @@ __all__ = [
     "accept_websocket",
     "close_all",
     "coalesced_writes",
-    "encode_binary_frame",
     "encode_text_frame",
     "open_connections",
 ]

@@ -34,7 +34,6 @@ import codecs
 import contextvars
 import logging
 import struct
-import types
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -48,7 +47,6 @@ __all__ = [
     "WriteCoalescer",
     "WsConnection",
     "WsHandler",
-    "encode_binary_frame",
     "encode_text_frame",
 ]
 
@@ -101,17 +99,13 @@ def encode_text_frame(payload: str | bytes) -> bytes:
     return _encode_frame(0x81, payload)
 
 
-def encode_binary_frame(payload: bytes) -> bytes:
-    """A complete, unmasked server binary frame (used by the test echo endpoint only)."""
-    return _encode_frame(0x82, payload)
-
-
 @runtime_checkable
 class WsHandler(Protocol):
     """What the application supplies to :func:`app.websocket.accept_websocket`.
 
-    One handler object may serve many connections; per-connection state belongs in
-    ``conn.ctx``. Callbacks run on the event loop and must not block.
+    A handler may serve many connections (the test echo) or be made per connection and keep
+    that connection's state (a chat session). Callbacks run on the event loop and must not
+    block.
     """
 
     def on_open(self, conn: WsConnection) -> None:
@@ -179,15 +173,13 @@ class WsConnection:
 
     Public attributes: ``closed`` (no more frames can be sent), ``close_code`` (the code
     sent or received, 1006 for a connection lost without a close frame, ``None`` while
-    open), ``peer`` (``"ip:port"`` of the client as Sanic resolved it), ``ctx`` (a
-    ``SimpleNamespace`` for the handler's own per-connection state).
+    open), ``peer`` (``"ip:port"`` of the client as Sanic resolved it).
     """
 
     __slots__ = (
         "closed",
         "close_code",
         "peer",
-        "ctx",
         "_transport",
         "_proto",
         "_handler",
@@ -224,7 +216,6 @@ class WsConnection:
         self.closed = False
         self.close_code: int | None = None
         self.peer = peer
-        self.ctx = types.SimpleNamespace()
         self._transport = transport
         self._proto = proto
         self._handler = handler
@@ -333,67 +324,17 @@ class WsConnection:
         # and messages that the handler writes directly (Autobahn 5.6, 5.19, 5.20).
         replies = proto.data_to_send()
         sent = 0
-        handler = self._handler
         for frame in proto.events_received():
             opcode = frame.opcode
             if opcode is _TEXT:
-                if self.closed:
-                    continue
-                if frame.fin:
-                    try:
-                        text = frame.data.decode()
-                    except UnicodeDecodeError as exc:
-                        self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
-                        break
-                    try:
-                        handler.on_text(self, text)
-                    except Exception:
-                        log.exception("websocket on_text failed for %s", self.peer)
-                        self._fail(CloseCode.INTERNAL_ERROR, "")
-                        break
-                else:
-                    # Decode per fragment so invalid UTF-8 fails fast, before the rest
-                    # of the message arrives (Autobahn 6.4.x).
-                    decoder = _Utf8Decoder()
-                    try:
-                        part = decoder.decode(frame.data)
-                    except UnicodeDecodeError as exc:
-                        self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
-                        break
-                    self._frag = [decoder, [part] if part else []]
-            elif opcode is _CONT:
-                frag = self._frag
-                if frag is None or self.closed:
-                    continue
-                decoder, parts = frag
-                if decoder is not None:
-                    try:
-                        part = decoder.decode(frame.data, frame.fin)
-                    except UnicodeDecodeError as exc:
-                        self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
-                        break
-                    if part:
-                        parts.append(part)
-                elif frame.data:
-                    parts.append(frame.data)
-                if frame.fin:
-                    self._frag = None
-                    if decoder is not None:
-                        if not self._deliver(handler.on_text, "".join(parts)):
-                            break
-                    elif not self._deliver(_on_binary(handler), b"".join(parts)):
-                        break
-            elif opcode is _BINARY:
-                if self.closed:
-                    continue
-                if not isinstance(handler, BinaryWsHandler):
-                    self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted")
+                if not self.closed and not self._text_frame(frame):
                     break
-                if frame.fin:
-                    if not self._deliver(handler.on_binary, frame.data):
-                        break
-                else:
-                    self._frag = [None, [frame.data] if frame.data else []]
+            elif opcode is _CONT:
+                if self._frag is not None and not self.closed and not self._continuation(frame):
+                    break
+            elif opcode is _BINARY:
+                if not self.closed and not self._binary_frame(frame):
+                    break
             elif opcode is _PING:
                 # Once closing, a peer that floods pings and reads nothing would pile pongs up
                 # in our buffer until the close timeout: closing peers get no pongs.
@@ -411,6 +352,63 @@ class WsConnection:
             # frame, or pongs that precede our own failure close queued next.
             self._write(replies[sent:])
         self._after_events()
+
+    # Each of these answers False when the connection failed and the rest of the chunk is
+    # to be dropped.
+
+    def _text_frame(self, frame: Frame) -> bool:
+        if frame.fin:
+            try:
+                text = frame.data.decode()
+            except UnicodeDecodeError as exc:
+                self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
+                return False
+            try:
+                self._handler.on_text(self, text)
+            except Exception:
+                log.exception("websocket on_text failed for %s", self.peer)
+                self._fail(CloseCode.INTERNAL_ERROR, "")
+                return False
+            return True
+        # Decode per fragment so invalid UTF-8 fails fast, before the rest of the message
+        # arrives (Autobahn 6.4.x).
+        decoder = _Utf8Decoder()
+        try:
+            part = decoder.decode(frame.data)
+        except UnicodeDecodeError as exc:
+            self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
+            return False
+        self._frag = [decoder, [part] if part else []]
+        return True
+
+    def _continuation(self, frame: Frame) -> bool:
+        decoder, parts = self._frag
+        if decoder is not None:
+            try:
+                part = decoder.decode(frame.data, frame.fin)
+            except UnicodeDecodeError as exc:
+                self._fail(CloseCode.INVALID_DATA, _utf8_reason(exc))
+                return False
+            if part:
+                parts.append(part)
+        elif frame.data:
+            parts.append(frame.data)
+        if not frame.fin:
+            return True
+        self._frag = None
+        if decoder is not None:
+            return self._deliver(self._handler.on_text, "".join(parts))
+        return self._deliver(_on_binary(self._handler), b"".join(parts))
+
+    def _binary_frame(self, frame: Frame) -> bool:
+        handler = self._handler
+        if not isinstance(handler, BinaryWsHandler):
+            self._fail(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted")
+            return False
+        if frame.fin:
+            return self._deliver(handler.on_binary, frame.data)
+        self._frag = [None, [frame.data] if frame.data else []]
+        return True
 
     def _feed_eof(self) -> None:
         # The transport closes itself after eof_received returns; nothing more to send.

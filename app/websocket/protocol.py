@@ -365,6 +365,40 @@ def close_all(app: Sanic, code: int = 1001, reason: str = "server shutdown") -> 
     return len(conns)
 
 
+def _upgradable(request: Request) -> tuple[Any, ImchatHttpProtocol, Any]:
+    """The request's transport, protocol and stream, if this connection can become a socket."""
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    if not isinstance(protocol, ImchatHttpProtocol):
+        raise ServerError(
+            "WebSocket routes need the server to run with protocol=ImchatHttpProtocol"
+        )
+    if protocol.ws is not None:
+        raise ServerError("accept_websocket called twice for one connection")
+    stream = request.stream
+    if stream is None or request.responded:
+        raise ServerError("accept_websocket called after the request was answered")
+    return transport, protocol, stream
+
+
+def _handshake(request: Request, max_message_bytes: int) -> tuple[ImchatServerProtocol, Any]:
+    """The sans-io core for the socket and its 101 response; HandshakeRejected (4xx) when the
+    request is not a valid WebSocket handshake."""
+    # state=OPEN: the HTTP request was already parsed by Sanic, so the core's parser must
+    # start at frames (in CONNECTING it would wait for a request line); accept() only
+    # validates the handshake and builds the response, which we write ourselves.
+    proto = ImchatServerProtocol(max_size=max_message_bytes, state=OPEN, logger=SANSIO_LOG)
+    response = proto.accept(WsRequest(request.path, Headers(request.headers.items())))
+    if response.status_code != 101:
+        headers = {k: v for k, v in response.headers.raw_items() if k.lower() == "upgrade"}
+        raise HandshakeRejected(
+            response.body.decode(errors="replace").strip() or response.reason_phrase,
+            status_code=response.status_code,
+            headers=headers,
+        )
+    return proto, response
+
+
 async def accept_websocket(
     request: Request,
     handler: WsHandler,
@@ -386,31 +420,8 @@ async def accept_websocket(
     keepalive (None disables). ``max_buffered_bytes``: a client whose unsent backlog exceeds
     this is closed with 1013.
     """
-    transport = request.transport
-    protocol = transport.get_protocol() if transport is not None else None
-    if not isinstance(protocol, ImchatHttpProtocol):
-        raise ServerError(
-            "WebSocket routes need the server to run with protocol=ImchatHttpProtocol"
-        )
-    if protocol.ws is not None:
-        raise ServerError("accept_websocket called twice for one connection")
-    stream = request.stream
-    if stream is None or request.responded:
-        raise ServerError("accept_websocket called after the request was answered")
-
-    # state=OPEN: the HTTP request was already parsed by Sanic, so the core's parser must
-    # start at frames (in CONNECTING it would wait for a request line); accept() only
-    # validates the handshake and builds the response, which we write ourselves.
-    proto = ImchatServerProtocol(max_size=max_message_bytes, state=OPEN, logger=SANSIO_LOG)
-    response = proto.accept(WsRequest(request.path, Headers(request.headers.items())))
-    if response.status_code != 101:
-        headers = {k: v for k, v in response.headers.raw_items() if k.lower() == "upgrade"}
-        raise HandshakeRejected(
-            response.body.decode(errors="replace").strip() or response.reason_phrase,
-            status_code=response.status_code,
-            headers=headers,
-        )
-
+    transport, protocol, stream = _upgradable(request)
+    proto, response = _handshake(request, max_message_bytes)
     # From here on the request counts as answered, whatever happens to the socket.
     stream.response = _SwitchedProtocols()
     stream.stage = Stage.RESPONSE

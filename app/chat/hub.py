@@ -13,19 +13,21 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
+from app.chat.broker import Broker, Envelope, MemoryBroker
 from app.chat.wire import CLOSE_SESSION_ENDED, CMD_PRESENCE, CMD_RESYNC, encode
-from app.model.database import fetch_all
-from app.model.tables import User, now_ms
-from app.service.broker import Broker, Envelope, MemoryBroker
+from app.model import message_store, relations, sign_ins
+from app.model.tables import now_ms
+from app.util.batching import BatchedLoader
 from app.websocket import encode_text_frame
 
 log = logging.getLogger("imchat.hub")
 
 
 class Recipient(Protocol):
-    """What the hub knows of a connected session (app/service/chat.py makes them): who it is,
+    """What the hub knows of a connected session (app/chat/handler.py makes them): who it is,
     and the three things the hub asks of it. The hub parses no frames."""
 
     user_id: int
@@ -43,12 +45,6 @@ class Recipient(Protocol):
         """Messages above `since` may have been missed: catch up (v2: send `frame`)."""
 
 
-# A user's groups (kind 1) and friends (kind 2) in one round trip at connect.
-_GROUPS_AND_FRIENDS_SQL = (
-    "SELECT 1 AS kind, community_id AS peer FROM im_membership WHERE user_id = ? "
-    "UNION ALL SELECT 2 AS kind, friend_id AS peer FROM im_friendship WHERE owner_id = ?")
-
-
 class Hub:
     def __init__(self, broker: Broker, check_every: float = 30.0) -> None:
         self.broker = broker
@@ -60,7 +56,12 @@ class Hub:
         # Highest message id written to a user's v1 connections; persisted in the background.
         self.legacy_cursor: dict[int, int] = {}
         self._dirty_cursors: set[int] = set()
+        # Users with no session here whose cursor did not move since the last maintenance round.
+        self._quiet_cursors: set[int] = set()
         self._session_ids = itertools.count(1)
+        # Groups and friends of users connecting: one query for all who connect meanwhile.
+        self._relations: BatchedLoader[int, tuple[AbstractSet[int], AbstractSet[int]]] = (
+            BatchedLoader(relations.groups_and_friends_by_user, (frozenset(), frozenset())))
         self._loading: dict[int, asyncio.Future[None]] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -70,9 +71,8 @@ class Hub:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        rows = await fetch_all("SELECT MAX(id) AS top FROM im_message")
         await self.broker.start(self.deliver, self.resync,
-                                max_message_id=(rows[0]["top"] or 0) if rows else 0)
+                                max_message_id=await message_store.newest_message_id())
         self._maintenance = asyncio.get_running_loop().create_task(
             self._maintain(self.check_every), name="hub-maintenance")
 
@@ -86,11 +86,6 @@ class Hub:
         await self.persist_cursors()
         await self.broker.stop()
 
-    def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        for sessions in list(self.sessions.values()):
-            for session in list(sessions):
-                session.close(code, reason)
-
     async def _maintain(self, every: float = 30.0) -> None:
         while True:
             await asyncio.sleep(every)
@@ -98,6 +93,7 @@ class Hub:
                 self.expire_sessions()
                 await self.close_revoked_sessions()
                 await self.persist_cursors()
+                self.prune_cursors()
             except Exception:
                 log.exception("hub maintenance failed; retrying next round")
 
@@ -120,10 +116,7 @@ class Hub:
         closed = 0
         for start in range(0, len(hashes), chunk):
             part = hashes[start:start + chunk]
-            rows = await fetch_all(
-                f"SELECT token_hash FROM im_token WHERE token_hash IN ({', '.join('?' * len(part))})",
-                part)
-            alive = {row["token_hash"] for row in rows}
+            alive = await sign_ins.valid_token_hashes(part)
             for token_hash in part:
                 if token_hash not in alive:
                     for session in by_token[token_hash]:
@@ -136,11 +129,32 @@ class Hub:
         for user_id in dirty:
             await self._persist_cursor(user_id)
 
-    async def _persist_cursor(self, user_id: int) -> None:
-        cursor = self.legacy_cursor.get(user_id)
+    async def _persist_cursor(self, user_id: int, cursor: int | None = None) -> None:
+        cursor = cursor or self.legacy_cursor.get(user_id)
         if cursor:
-            await User.filter(id=user_id, legacy_delivered_id__lt=cursor).update(
-                legacy_delivered_id=cursor)
+            await message_store.store_legacy_cursor(user_id, cursor)
+
+    def prune_cursors(self) -> None:
+        """Forget the v1 cursors of users with no session here that did not move for a whole
+        maintenance round: stored by then (this process's by persist_cursors, another process's
+        by its own), so the memory held is that of the users connected lately, not of all."""
+        for user_id in self._quiet_cursors:
+            if user_id not in self.sessions and user_id not in self._dirty_cursors:
+                self.legacy_cursor.pop(user_id, None)
+        self._quiet_cursors = set(self.legacy_cursor).difference(self.sessions)
+
+    async def load_legacy_cursor(self, user_id: int, stored: int | None = None) -> int:
+        """Where a new v1 connection of the user starts: the stored cursor (`stored`, as read
+        with the connection's sign-in, else read now) or the one other processes published,
+        whichever is further (another process may have delivered more to this user's v1
+        connections)."""
+        await self.broker.read_up_to_now()
+        if stored is None:
+            stored = await message_store.legacy_cursor(user_id)
+        cursor = max(stored, self.legacy_cursor.get(user_id, 0))
+        self.legacy_cursor[user_id] = cursor
+        self._quiet_cursors.discard(user_id)
+        return cursor
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -162,9 +176,9 @@ class Hub:
             groups = self.user_groups.setdefault(user_id, set())
             friends = self.user_friends.setdefault(user_id, set())
             try:
-                rows = await fetch_all(_GROUPS_AND_FRIENDS_SQL, (user_id, user_id))
-                groups |= {r["peer"] for r in rows if r["kind"] == 1}
-                friends |= {r["peer"] for r in rows if r["kind"] == 2}
+                loaded_groups, loaded_friends = await self._relations.load(user_id)
+                groups |= loaded_groups
+                friends |= loaded_friends
                 for group_id in groups:
                     self.group_members.setdefault(group_id, set()).add(user_id)
             except BaseException:
@@ -191,7 +205,7 @@ class Hub:
             # processes: the client may reconnect to one of them at once, which must know what
             # this one wrote to it.
             self._dirty_cursors.discard(user_id)
-            self._spawn(self._persist_cursor(user_id))
+            self._spawn(self._persist_cursor(user_id, self.legacy_cursor.get(user_id)))
             if not isinstance(self.broker, MemoryBroker):
                 self.publish(Envelope(b"", user_ids=(user_id,), control="cursor",
                                       message_id=self.legacy_cursor.get(user_id, 0)))
@@ -250,6 +264,7 @@ class Hub:
         if message_id > self.legacy_cursor.get(user_id, 0):
             self.legacy_cursor[user_id] = message_id
             self._dirty_cursors.add(user_id)
+            self._quiet_cursors.discard(user_id)
             if not isinstance(self.broker, MemoryBroker):
                 # Told to the other processes as it moves, not only when the connection
                 # closes: an article client that reconnects at once may land on another process
@@ -289,16 +304,10 @@ class Hub:
         try:
             for start in range(0, len(users), chunk):
                 part = users[start:start + chunk]
-                marks = ", ".join("?" * len(part))
-                for row in await fetch_all(
-                        "SELECT user_id AS owner, community_id AS peer, 1 AS kind FROM "
-                        f"im_membership WHERE user_id IN ({marks}) UNION ALL SELECT owner_id, "
-                        f"friend_id, 2 FROM im_friendship WHERE owner_id IN ({marks})",
-                        part + part):
-                    user_id, peer = row["owner"], row["peer"]
+                for user_id, peer, is_group in await relations.groups_and_friends_of(part):
                     if user_id not in self.sessions:
                         continue
-                    if row["kind"] == 1:
+                    if is_group:
                         self.user_groups.setdefault(user_id, set()).add(peer)
                         self.group_members.setdefault(peer, set()).add(user_id)
                     else:
@@ -359,6 +368,7 @@ class Hub:
             user_id = envelope.user_ids[0]
             if envelope.message_id > self.legacy_cursor.get(user_id, 0):
                 self.legacy_cursor[user_id] = envelope.message_id
+                self._quiet_cursors.discard(user_id)
         elif envelope.control == "ended":
             token_hash = envelope.payload.decode()
             for session in list(self.sessions.get(envelope.user_ids[0], ())):
