@@ -110,6 +110,7 @@ class Metrics:
             "password; forbidden: disabled account; throttled: too many attempts)",
             ["reason"], registry=self.registry)
         self.delivery_latency = PlainHistogram(LATENCY_BUCKETS)
+        self._latency_bounds_ms = tuple(bound * 1000.0 for bound in LATENCY_BUCKETS)
         self.batch_sizes = PlainHistogram(BATCH_BUCKETS)
         self.stored_recently = RecentRate()
         self.hub: _Hub | None = None
@@ -123,14 +124,19 @@ class Metrics:
 
     def observe_batch(self, batch: Sequence[_Draft]) -> None:
         """The writer's hook, once per committed batch: its size, and each message's time from
-        being accepted to being handed to its recipients."""
+        being accepted to being handed to its recipients (the loop below runs per message:
+        milliseconds against bounds in milliseconds, no call but the bisect)."""
         now = time.time()
         now_ms = now * 1000.0
         self.batch_sizes.observe(len(batch))
         self.stored_recently.add(len(batch), now)
-        observe = self.delivery_latency.observe
+        latency = self.delivery_latency
+        counts, bounds_ms, total_ms = latency.counts, self._latency_bounds_ms, 0.0
         for draft in batch:
-            observe(max(0.0, now_ms - draft.created_ms) / 1000.0)
+            age_ms = now_ms - draft.created_ms
+            counts[bisect_left(bounds_ms, age_ms)] += 1
+            total_ms += age_ms
+        latency.total += max(0.0, total_ms) / 1000.0
 
     def count_request(self, route: str | None, method: str, status: int) -> None:
         self.http_requests.labels(route or UNMATCHED_ROUTE, method, str(status)).inc()
