@@ -83,7 +83,8 @@ def _identity(settings: Settings) -> tuple[Any, ...]:
 
 
 def _ordered_models(models: Sequence[type[Model]]) -> list[type[Model]]:
-    """Models sorted so that every model comes after the models its foreign keys point to."""
+    """Models sorted so that every model comes after the models its foreign keys (and
+    one-to-one keys) point to."""
     remaining = {model.__name__: model for model in models}
     done: list[type[Model]] = []
     while remaining:
@@ -92,7 +93,7 @@ def _ordered_models(models: Sequence[type[Model]]) -> list[type[Model]]:
             if all(
                 model._meta.fields_map[fk].related_model is model
                 or model._meta.fields_map[fk].related_model not in remaining.values()
-                for fk in model._meta.fk_fields
+                for fk in (*model._meta.fk_fields, *model._meta.o2o_fields)
             )
         ]
         if not ready:  # a foreign-key cycle: keep the rest in name order

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from app import __version__
 from app.model.migrations import SCHEMA_VERSION, SchemaError
@@ -246,8 +247,6 @@ def _read_password(args: argparse.Namespace) -> str:
 def cmd_user(args: argparse.Namespace) -> int:
     from app.chat.broker import make_broker
     from app.chat.hub import Hub
-    from app.model.tables import User
-    from app.service import users
     from app.service.context import ServiceContext
     from app.util.errors import AppError
 
@@ -259,28 +258,71 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     async def job() -> int:
         try:
-            if args.user_cmd == "list":
-                for user in await User.all().order_by("id"):
-                    state = "disabled" if user.disabled else "active"
-                    sys.stdout.write(f"{user.id}\t{user.mobile}\t{user.nickname}\t{state}\n")
-                return 0
-            if args.user_cmd == "add":
-                user = await users.create_user(ctx, args.mobile, password, nickname=args.nickname)
-                sys.stdout.write(f"created user {user.id} ({user.mobile})\n")
-                return 0
-            user = await User.get_or_none(mobile=args.mobile)
-            if user is None:
-                sys.stderr.write(f"no user with mobile {args.mobile}\n")
-                return 1
-            if args.user_cmd in ("disable", "enable"):
-                await users.set_disabled(ctx, user, args.user_cmd == "disable")
-            else:
-                await users.reset_password(ctx, user, password)
-            sys.stdout.write(f"{args.user_cmd}: {user.mobile} done\n")
-            return 0
+            return await _user_command(ctx, args, password)
         except AppError as error:
             sys.stderr.write(f"refused: {error.detail}\n")
             return 1
+
+    return _with_database(settings, job)
+
+
+async def _user_command(ctx: Any, args: argparse.Namespace, password: str) -> int:
+    """One `imchat user ...` command; the changes are recorded in the audit log as made from
+    the command line."""
+    from app.model.tables import AdminRole, User
+    from app.service import admin
+
+    if args.user_cmd == "list":
+        admins = set(await AdminRole.all().values_list("user_id", flat=True))
+        for user in await User.all().order_by("id"):
+            state = "disabled" if user.disabled else "active"
+            role = "\tadmin" if user.id in admins else ""
+            sys.stdout.write(f"{user.id}\t{user.mobile}\t{user.nickname}\t{state}{role}\n")
+        return 0
+    if args.user_cmd == "add":
+        user = await admin.create_user(ctx, admin.COMMAND_LINE, args.mobile, password,
+                                       nickname=args.nickname, admin=args.admin)
+        role = " with the admin role" if args.admin else ""
+        sys.stdout.write(f"created user {user.id} ({user.mobile}){role}\n")
+        return 0
+    user = await User.get_or_none(mobile=args.mobile.lower())
+    if user is None:
+        sys.stderr.write(f"no user with mobile {args.mobile}\n")
+        return 1
+    if args.user_cmd in ("disable", "enable"):
+        await admin.set_disabled(ctx, admin.COMMAND_LINE, user.id, args.user_cmd == "disable")
+    elif args.user_cmd in ("grant-admin", "revoke-admin"):
+        await admin.set_admin(admin.COMMAND_LINE, user.id, args.user_cmd == "grant-admin")
+    else:
+        await admin.reset_password(ctx, admin.COMMAND_LINE, user.id, password)
+    sys.stdout.write(f"{args.user_cmd}: {user.mobile} done\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.service import audit, export
+    from app.util.errors import AppError
+
+    settings = _load(args)
+    setup_logging("WARNING")
+    scope = (export.Scope("user", (args.user,)) if args.user is not None
+             else export.Scope("group", (args.group,)) if args.group is not None
+             else export.Scope("all"))
+    target = Path(args.output or scope.file_name()).absolute()
+    if target.exists():
+        raise CommandError(f"{target} exists already; name another file with --output")
+
+    async def job() -> int:
+        try:
+            await export.check_scope(scope)  # before the file is made
+        except AppError as error:
+            raise CommandError(f"export refused: {error.detail}") from None
+        counts = await export.write_archive(scope, target, settings.upload_path, _print_line)
+        await audit.record(audit.EXPORT, actor_name="command line", target=scope.describe(),
+                           address="command line", detail=str(target))
+        _print_line(f"export written: {target} ({counts.messages} messages, {counts.users} "
+                    f"users, {counts.groups} groups, {counts.files} files)")
+        return 0
 
     return _with_database(settings, job)
 
@@ -329,14 +371,29 @@ def _add_user_commands(user: argparse.ArgumentParser) -> None:
     add_user.add_argument("--nickname", default="")
     add_user.add_argument("--password-stdin", action="store_true",
                           help="read the password from standard input")
+    add_user.add_argument("--admin", action="store_true",
+                          help="give the account the admin role (the /admin/ console)")
     for name in ("disable", "enable"):
         user_cmds.add_parser(name, help=f"{name} an account").add_argument("mobile")
+    user_cmds.add_parser("grant-admin", help="give an account the admin role").add_argument(
+        "mobile")
+    user_cmds.add_parser("revoke-admin", help="take the admin role away").add_argument("mobile")
     reset = user_cmds.add_parser("reset-password", help="set a new password; ends all sessions")
     reset.add_argument("mobile")
     reset.add_argument("--password-stdin", action="store_true")
     # `imchat user add X --config F` as well as `imchat user --config F add X`.
     for sub in user_cmds.choices.values():
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _add_export(exporting: argparse.ArgumentParser) -> None:
+    which = exporting.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", type=int, metavar="ID", help="one user's one-to-one "
+                       "conversations and what they wrote in groups")
+    which.add_argument("--group", type=int, metavar="ID", help="everything said in one group")
+    which.add_argument("--all", action="store_true", help="every message, user and group")
+    exporting.add_argument("--output", metavar="FILE",
+                           help="the archive to write (default imchat-export-<scope>.zip here)")
 
 
 def _add_copy_db(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -388,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "own process: set [search] enabled = false for the servers)")
     user = add("user", cmd_user, "manage accounts")
     _add_user_commands(user)
+    _add_export(add("export", cmd_export, "write chat history to a portable archive (a zip "
+                    "of JSON lines and the files; see docs/admin.md)"))
     backup = add("backup", cmd_backup, "copy the SQLite database to a file while it is in use")
     backup.add_argument("file", help="the new backup file (must not exist)")
     _add_copy_db(commands)

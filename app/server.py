@@ -20,12 +20,14 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from app.chat.broker import make_broker
 from app.chat.hub import Hub
 from app.chat.runtime import ChatRuntime
+from app.controller.admin import admin_bp
 from app.controller.attach import attach_bp, resource_bp
 from app.controller.chat import chat_bp
 from app.controller.contact import contact_bp
 from app.controller.group import group_bp
 from app.controller.health import health_bp
 from app.controller.message import message_bp
+from app.controller.metrics import metrics_bp
 from app.controller.pages import pages_bp
 from app.controller.people import people_bp
 from app.controller.search import search_bp
@@ -36,6 +38,9 @@ from app.model.message_writer import MessageWriter
 from app.paths import ASSET_DIR
 from app.service.context import ServiceContext
 from app.service.file_types import DOWNLOAD_POLICY
+from app.service.ldap_auth import DirectorySync
+from app.service.metrics import Metrics
+from app.service.retention import RetentionJob
 from app.service.search import Indexer
 from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
@@ -46,7 +51,8 @@ from app.websocket import close_all, coalesced_writes
 log = logging.getLogger("imchat.server")
 
 BLUEPRINTS: list[Blueprint] = [pages_bp, user_bp, contact_bp, people_bp, attach_bp, resource_bp,
-                               message_bp, chat_bp, health_bp, search_bp, group_bp]
+                               message_bp, chat_bp, health_bp, search_bp, group_bp, admin_bp,
+                               metrics_bp]
 
 _app_numbers = itertools.count(1)
 
@@ -57,6 +63,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     _configure(app, settings)
     _serve_api_browser(app)
     app.ctx.settings = settings
+    app.ctx.metrics = Metrics()
     for blueprint in BLUEPRINTS:
         app.blueprint(blueprint)
     if settings.testing.websocket_echo:
@@ -72,6 +79,7 @@ def create_app(settings: Settings, name: str | None = None) -> Sanic:
     app.error_handler.add(Exception, _render_unexpected)
     app.on_request(_check_request)
     app.on_response(_security_headers)
+    app.on_response(_count_request)
     app.before_server_start(_open_resources)
     app.before_server_stop(_stop_chat)
     app.after_server_stop(_close_resources)
@@ -133,14 +141,20 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     writer = MessageWriter(publish_scope=coalescer,
                            timeout=settings.database.query_timeout_seconds)
     writer.start()
+    writer.on_batch = app.ctx.metrics.observe_batch
+    app.ctx.metrics.attach(hub, writer)
     app.ctx.hub = hub
     app.ctx.writer = writer
     app.ctx.chat = ChatRuntime(hub, writer, settings.chat, coalescer)
-    app.ctx.services = ServiceContext.build(settings, hub)
+    app.ctx.services = ServiceContext.build(settings, hub, app.ctx.metrics)
     app.ctx.search_limiter = SlidingWindowLimiter(settings.search.queries_per_minute, 60.0)
     app.ctx.indexer = Indexer(settings.search.index_interval_seconds)
     if settings.search.enabled:
         app.ctx.indexer.start()
+    app.ctx.retention = RetentionJob(settings)
+    app.ctx.retention.start()
+    app.ctx.directory_sync = DirectorySync(app.ctx.services)
+    app.ctx.directory_sync.start()
 
 
 async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
@@ -151,6 +165,8 @@ async def _stop_chat(app: Sanic, _loop: Any = None) -> None:
 
 async def _close_resources(app: Sanic, _loop: Any = None) -> None:
     await app.ctx.indexer.stop()
+    await app.ctx.retention.stop()
+    await app.ctx.directory_sync.stop()
     await app.ctx.writer.stop()
     await app.ctx.hub.stop()
     await close_database()
@@ -193,6 +209,12 @@ def _check_request(request: Request) -> None:
     path = unquote(request.path)
     if "\x00" in path or (path.startswith(("/resource/", "/asset/")) and path.endswith("/")):
         raise NotFoundHttp("not found")
+
+
+def _count_request(request: Request, response: HTTPResponse) -> None:
+    # By the route's pattern ("admin/users/<user_id:int>/disable"), never by the raw path.
+    route = request.route.path if request.route is not None else None
+    request.app.ctx.metrics.count_request(route, request.method, response.status)
 
 
 def _security_headers(request: Request, response: HTTPResponse) -> None:

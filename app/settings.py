@@ -7,6 +7,7 @@ values in production mode, naming the key, so a typo never silently falls back t
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -48,6 +49,8 @@ class ServerSettings:
     # Connections from one address whose request head is still incomplete a quarter second
     # in; further slow ones are closed (a slowloris holds many such connections open).
     max_unfinished_requests_per_address: int = 50
+    # Addresses (or networks, "10.0.0.0/8") allowed to read /metrics; everyone else gets 403.
+    metrics_allow: list[str] = dataclasses.field(default_factory=lambda: ["127.0.0.1"])
 
 
 @dataclasses.dataclass
@@ -147,6 +150,50 @@ class SearchSettings:
 
 
 @dataclasses.dataclass
+class RetentionSettings:
+    # Messages older than this many days are deleted (0: kept forever, the default).
+    message_days: int = 0
+    # Uploaded files no message, avatar or group icon refers to any more are deleted.
+    delete_unreferenced_uploads: bool = False
+    # Uploads younger than this are kept even if unreferenced (a picture being sent).
+    upload_grace_hours: int = 24
+    # How often the background job runs (when either of the above is on).
+    interval_hours: float = 24.0
+
+
+@dataclasses.dataclass
+class LdapSettings:
+    # On: the login form checks the password against the directory (LDAP / Active Directory).
+    enabled: bool = False
+    # ldap://host[:port] (then StartTLS, unless start_tls = false) or ldaps://host[:port].
+    url: str = ""
+    start_tls: bool = True
+    # A PEM file of the CA that signed the directory's certificate ("": the system's CAs).
+    ca_file: str = ""
+    # The account imchat searches with ("": anonymous search).
+    bind_dn: str = ""
+    bind_password: str = ""
+    user_base: str = ""
+    # {login} is replaced by what the user typed, escaped.
+    user_filter: str = "(uid={login})"
+    # The attribute whose value is the imchat account name (what people type to sign in).
+    login_attribute: str = "uid"
+    nickname_attribute: str = "cn"
+    # Users matching this (within user_filter) are disabled in imchat, e.g. Active Directory's
+    # "(userAccountControl:1.2.840.113556.1.4.803:=2)"; "" for none.
+    disabled_filter: str = ""
+    # Only members of this group may sign in ("": everyone user_filter finds); its attribute
+    # member_attribute lists the members' DNs ("member", or "uniqueMember").
+    required_group: str = ""
+    member_attribute: str = "member"
+    # Accounts without a directory entry (made with `imchat user add`) keep their local password.
+    allow_local_accounts: bool = True
+    # How often directory accounts are checked (gone or disabled ones are disabled here); 0: never.
+    sync_interval_minutes: float = 60.0
+    timeout_seconds: float = 5.0
+
+
+@dataclasses.dataclass
 class LogSettings:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
@@ -168,6 +215,8 @@ class Settings:
     chat: ChatSettings = dataclasses.field(default_factory=ChatSettings)
     contacts: ContactsSettings = dataclasses.field(default_factory=ContactsSettings)
     search: SearchSettings = dataclasses.field(default_factory=SearchSettings)
+    retention: RetentionSettings = dataclasses.field(default_factory=RetentionSettings)
+    ldap: LdapSettings = dataclasses.field(default_factory=LdapSettings)
     log: LogSettings = dataclasses.field(default_factory=LogSettings)
     testing: TestingSettings = dataclasses.field(default_factory=TestingSettings)
     # Where relative paths in the file are anchored: the config file's own directory.
@@ -338,10 +387,31 @@ def _search_checks(s: Settings) -> list[tuple[bool, str]]:
         (10 <= s.search.max_query_ms <= 10_000, "search.max_query_ms: must be 10..10000"),
     ]
 
+
+def _admin_checks(s: Settings) -> list[tuple[bool, str]]:
+    """Retention, directory sign-in and who may read /metrics."""
+    checks = [
+        (s.retention.message_days >= 0, "retention.message_days: must be 0 (keep) or more"),
+        (s.retention.upload_grace_hours >= 1, "retention.upload_grace_hours: must be at least 1"),
+        (s.retention.interval_hours >= 0.01, "retention.interval_hours: must be positive"),
+        (not s.ldap.enabled or s.ldap.url.startswith(("ldap://", "ldaps://")),
+         "ldap.url: must be an ldap:// or ldaps:// URL when ldap.enabled is true"),
+        (not s.ldap.enabled or bool(s.ldap.user_base),
+         "ldap.user_base: must name where the users are when ldap.enabled is true"),
+        ("{login}" in s.ldap.user_filter, "ldap.user_filter: must contain {login}"),
+        (s.ldap.sync_interval_minutes >= 0, "ldap.sync_interval_minutes: must be 0 or more"),
+        (0 < s.ldap.timeout_seconds <= 60, "ldap.timeout_seconds: must be between 0 and 60"),
+    ]
+    for allowed in s.server.metrics_allow:
+        checks.append((_is_network(allowed), f"server.metrics_allow: {allowed!r} is not an "
+                       "address or a network such as 10.0.0.0/8"))
+    return checks
+
+
 def _validate(settings: Settings) -> None:
     s = settings
     checks = [*_server_checks(s), *_storage_checks(s), *_auth_checks(s), *_chat_checks(s),
-              *_search_checks(s)]
+              *_search_checks(s), *_admin_checks(s)]
     for origin in s.server.public_origins:
         checks.append((origin == "*" or origin.startswith(("http://", "https://")),
                        f"server.public_origins: {origin!r} must start with http:// or https://"))
@@ -355,10 +425,21 @@ def _validate(settings: Settings) -> None:
             (s.auth.argon2_memory_kib >= 19 * 1024,
              "auth.argon2_memory_kib: below OWASP's 19 MiB minimum is refused in production"),
             (s.log.level != "DEBUG", "log.level: DEBUG is refused in production (it logs request data)"),
+            (not s.ldap.enabled or not s.ldap.url.startswith("ldap://") or s.ldap.start_tls,
+             "ldap.start_tls: an ldap:// URL without StartTLS sends passwords in clear; refused "
+             "in production (use start_tls = true or an ldaps:// URL)"),
         ]
     for ok, message in checks:
         if not ok:
             raise SettingsError(message)
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def load_settings(

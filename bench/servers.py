@@ -126,6 +126,11 @@ class ServerAdapter(ABC):
     def env(self) -> dict[str, str]:
         return dict(os.environ)
 
+    @property
+    def repo_dir(self) -> Path:
+        """The source tree the server runs from (ImchatBaseline: another checkout)."""
+        return REPO_DIR
+
     # ---- process handling (common) ---------------------------------------------------------
 
     def start(self) -> None:
@@ -138,7 +143,7 @@ class ServerAdapter(ABC):
         log.debug("starting %s: %s", self.name, " ".join(cmd))
         self.proc = subprocess.Popen(
             cmd,
-            cwd=str(REPO_DIR),
+            cwd=str(self.repo_dir),
             env=self.env(),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -298,11 +303,11 @@ class Imchat(ServerAdapter):
         return self.workdir / "run"
 
     def unavailable_reason(self) -> str | None:
-        if not (REPO_DIR / "app" / "main.py").is_file():
-            return "app/main.py does not exist yet"
+        if not (self.repo_dir / "app" / "main.py").is_file():
+            return f"{self.repo_dir}/app/main.py does not exist"
         probe = subprocess.run(
             [self.python, "-c", "import app.main, app.server"],
-            cwd=str(REPO_DIR),
+            cwd=str(self.repo_dir),
             capture_output=True,
             text=True,
             timeout=60,
@@ -310,8 +315,8 @@ class Imchat(ServerAdapter):
         if probe.returncode != 0:
             return "app does not import: " + (probe.stderr.strip().splitlines() or ["?"])[-1]
         chat = subprocess.run(
-            [self.python, str(BENCH_DIR / "imchat_prepare.py"), "--check"],
-            cwd=str(REPO_DIR),
+            [self.python, str(self.repo_dir / "bench" / "imchat_prepare.py"), "--check"],
+            cwd=str(self.repo_dir),
             capture_output=True,
             text=True,
             timeout=120,
@@ -376,7 +381,7 @@ class Imchat(ServerAdapter):
         subprocess.run(
             [
                 self.python,
-                str(BENCH_DIR / "imchat_prepare.py"),
+                str(self.repo_dir / "bench" / "imchat_prepare.py"),
                 "--config",
                 str(config),
                 "--users",
@@ -388,7 +393,7 @@ class Imchat(ServerAdapter):
                 "--out",
                 str(out),
             ],
-            cwd=str(REPO_DIR),
+            cwd=str(self.repo_dir),
             check=True,
             timeout=600,
         )
@@ -585,10 +590,23 @@ class ImchatNoSearch(Imchat):
             config.write("[search]\nenabled = false\n")
 
 
+class ImchatBaseline(Imchat):
+    """imchat from another checkout (`IMCHAT_BENCH_BASELINE=/path/to/tree`, e.g. a worktree of
+    main), run by the same Python beside `imchat` in one invocation: what a change costs."""
+
+    name = "imchat-base"
+    title = "imchat from $IMCHAT_BENCH_BASELINE"
+
+    @property
+    def repo_dir(self) -> Path:
+        return Path(os.environ.get("IMCHAT_BENCH_BASELINE", "/nonexistent")).resolve()
+
+
 ADAPTERS: dict[str, type[ServerAdapter]] = {
     "lean": LeanRelay,
     "sanic": SanicRelay,
     "imchat": Imchat,
     "imchat2": ImchatCluster,
     "imchat-nosearch": ImchatNoSearch,
+    "imchat-base": ImchatBaseline,
 }

@@ -21,6 +21,10 @@ BUILT = {"sexM", "sexW", "sexU"} | {f"notice_{event}" for event in wire.GROUP_EV
 PARTS = sorted(CLIENT.glob("i18n-*.js"))
 
 
+# Words of parts loaded separately (i18n-admin.js), added to i18n.js's tables by IM.i18n.add.
+PARTS = sorted(CLIENT.glob("i18n-*.js"))
+
+
 def _tables() -> dict[str, set[str]]:
     key = re.compile(r"^      (\w+):", re.M)
     tables: dict[str, set[str]] = {"en": set(), "zh-CN": set()}

@@ -141,7 +141,7 @@ async def test_a_0_1_0_database_upgrades_keeping_every_row_and_behaviour(old_dat
                 "information_schema.columns WHERE table_schema = DATABASE() AND column_name "
                 "IN ('cid', 'mobile')"))
             assert set(collations.values()) == {"utf8mb4_nopad_bin"}, collations
-        await _behaviours_on_old_data(server, facts)
+        await _behaviours_on_old_data(server, facts, old.cli)
     finally:
         await server.stop()
     # A second start finds the schema current and changes nothing.
@@ -150,7 +150,7 @@ async def test_a_0_1_0_database_upgrades_keeping_every_row_and_behaviour(old_dat
     assert old.query("SELECT version FROM im_schema") == [(SCHEMA_VERSION,)]
 
 
-async def _behaviours_on_old_data(server: Any, facts: dict[str, Any]) -> None:
+async def _behaviours_on_old_data(server: Any, facts: dict[str, Any], old_cli: Any) -> None:
     alice, bob, carol, dave = facts["users"]
     sent = facts["messages"]
     clients = {}
@@ -208,8 +208,22 @@ async def _behaviours_on_old_data(server: Any, facts: dict[str, Any]) -> None:
     fresh = await recv_until(ws, lambda f: f.get("cmd") == 100)
     assert "duplicate" not in fresh and fresh["id"] > max(m["id"] for m in sent), fresh
     await ws.close()
+    await _admin_on_old_data(old_cli, clients[alice["id"]], alice, dave)
     for client in clients.values():
         await client.aclose()
+
+
+async def _admin_on_old_data(old_cli: Any, client: httpx.AsyncClient, alice: dict[str, Any],
+                             dave: dict[str, Any]) -> None:
+    """The admin role and the audit log on an upgraded database: an old account made admin from
+    the command line lists the old accounts, and the sign-ins above were audited."""
+    granted = old_cli("user", "grant-admin", alice["mobile"])
+    assert granted.returncode == 0, granted.stderr
+    users = (await client.get("/admin/users", params={"q": dave["mobile"]})).json()
+    assert [(row["id"], row["disabled"]) for row in users["rows"]] == [(dave["id"], True)]
+    entries = (await client.get("/admin/audit", params={"action": "sign_in"})).json()["rows"]
+    assert {(row["actor"], row["success"]) for row in entries} >= {(alice["mobile"], True),
+                                                                     (dave["mobile"], False)}
 
 
 async def test_an_upgraded_schema_equals_a_fresh_one(old_database, db_backend, tmp_path):

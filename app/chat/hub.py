@@ -66,6 +66,8 @@ class Hub:
         self._maintenance: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._joins_while_reloading: set[tuple[int, int]] | None = None
+        # Message frames written to connections (read by the app's metrics at a scrape).
+        self.delivered = 0
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -370,6 +372,7 @@ class Hub:
         sessions_by_user = self.sessions
         skip, v2_only, message_id = envelope.skip_session, envelope.v2_only, envelope.message_id
         legacy, legacy_frame = envelope.legacy_payload, b""
+        pushed = 0
         for user_id in targets:
             sessions = sessions_by_user.get(user_id)
             if not sessions:
@@ -386,8 +389,11 @@ class Hub:
                     frame = encode_text_frame(envelope.payload)
                 if session.push(frame, message_id) and not session.v2:
                     written_v1 = True
+                pushed += 1
             if written_v1 and message_id:
                 self.advance_legacy_cursor(user_id, message_id)
+        if message_id:
+            self.delivered += pushed
 
     def _control(self, envelope: Envelope) -> None:
         if envelope.control == "joined":

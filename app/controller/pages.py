@@ -1,6 +1,7 @@
-"""The web client's pages: `/` (log in), `/register` and `/app` (the chat), all one HTML shell
-from `app/view/index.html` that the Vue client in `asset/js/` turns into the page the path
-names. Owns only the HTML responses and their headers; the API lives in the other blueprints.
+"""The web client's pages: `/` (log in), `/register`, `/app` (the chat) and `/admin` (the
+admin console), all one HTML shell from `app/view/index.html` that the Vue client in
+`asset/js/` turns into the page the path names. Owns only the HTML responses and their
+headers; the API lives in the other blueprints.
 
 The shell names its scripts and styles with `?v=<digest of asset/js and asset/css>`, so a
 browser never runs a new page against old cached scripts after an upgrade. Everything the page
@@ -101,6 +102,14 @@ async def register_page(request: Request) -> HTTPResponse:
 @openapi.exclude()
 async def chat_page(request: Request) -> HTTPResponse:
     return shell_response(request, "app")
+
+
+@pages_bp.get("/admin")
+@openapi.exclude()
+async def admin_page(request: Request) -> HTTPResponse:
+    # The admin console (asset/js/components/admin-*.js); its data comes from /admin/...,
+    # which refuses everyone but administrators.
+    return shell_response(request, "admin")
 
 
 @pages_bp.get("/login")

@@ -13,7 +13,7 @@ from app.controller.session import (
     services,
     set_session_cookie,
 )
-from app.service import users
+from app.service import admin, signin, users
 from app.util.binding import id_field, request_fields, text_field
 from app.util.responses import ok
 
@@ -52,7 +52,7 @@ async def register(request: Request) -> HTTPResponse:
                      "Repeated failures for one mobile or address answer 429.")
 async def login(request: Request) -> HTTPResponse:
     fields = request_fields(request)
-    user, token = await users.login(
+    user, token = await signin.sign_in(
         services(request),
         mobile=text_field(fields, "mobile", required=True, max_length=20),
         password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
@@ -113,6 +113,8 @@ async def find(request: Request) -> HTTPResponse:
 
 @user_bp.route("/me", methods=["GET", "POST"])
 @openapi.summary("The logged-in user (checks the session cookie)")
+@openapi.description("The user JSON plus `admin` (true for an administrator: the web client "
+                     "then offers the admin console).")
 async def me(request: Request) -> HTTPResponse:
     user = await require_user(request, request_fields(request))
-    return ok(users.public_user(user, online=True))
+    return ok(await admin.own_card(user))

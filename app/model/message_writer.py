@@ -136,6 +136,8 @@ class MessageWriter:
         self._in_flight: asyncio.Future[None] | None = None
         self.batches = 0
         self.written = 0
+        # Told each committed batch after its hand-over (the app's metrics).
+        self.on_batch: Callable[[Sequence[Draft]], None] | None = None
         # Server-made cids: a random prefix per writer and a counter, unique across processes
         # and restarts without a system call per message.
         self._cid_prefix = SERVER_CID_PREFIX + secrets.token_urlsafe(9) + "."
@@ -238,6 +240,8 @@ class MessageWriter:
                         uncertain.discard(key)
                         duplicate = False
                 _finish(draft, row, duplicate)
+        if self.on_batch is not None:
+            self.on_batch(batch)
 
     def _unsure(self, batch: Sequence[Draft]) -> None:
         """A write failed or was abandoned in a way that may still have committed."""

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0", 6: "0.2.0", 7: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, 9)}}
 
 Progress = Callable[[str], None]
 
@@ -108,18 +108,40 @@ async def _relations_and_mutes(_connection: BaseDBAsyncClient, progress: Progres
     # DDL a fresh database gets. Stored messages need nothing: none is a reply or a change,
     # and each can be recalled, edited or reacted to as it is.
     progress("  new tables im_message_relation and im_mute (made from the models)")
+
+
 async def _people_and_files(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # Attachments' names and kinds and the quota index (app/model/people_schema.py); the
     # friend request and block tables are made from the models when the upgrade ends.
     from app.model.people_schema import attachment_names_and_kinds
 
     await attachment_names_and_kinds(connection, progress)
+
+
 async def _group_roles(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # Private groups and member roles (app/model/groups_schema.py): every group so far stays
     # public, its owner's membership becomes the owner's.
     from app.model.groups_schema import roles_and_private_groups
 
     await roles_and_private_groups(connection, progress)
+
+
+async def _admin_and_audit(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # New tables only (im_admin, im_audit, im_directory_account), made from their models
+    # exactly as a fresh database makes them: CREATE ... IF NOT EXISTS leaves the others
+    # alone. (The admin role is a table, not a column on im_user: SQLite adds a NOT NULL
+    # column only with a DEFAULT clause, which the fresh table would lack.)
+    from tortoise.utils import get_schema_sql
+
+    # The SQL comes from the client that began the transaction (MySQL's generator reads its
+    # charset, which a transaction wrapper lacks) and runs in the step's transaction.
+    sql = get_schema_sql(getattr(connection, "_parent", connection), safe=True)
+    # One statement at a time: aiomysql inside a transaction fails a script of several.
+    statements = [part.strip() for part in sql.split(";\n") if part.strip(" \n;")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*already exists")
+        for statement in statements:
+            await connection.execute_script(statement)
 
 
 STEPS: tuple[Step, ...] = (
@@ -133,6 +155,8 @@ STEPS: tuple[Step, ...] = (
     Step(6, "groups: private groups, and the roles owner, admin and member", _group_roles),
     Step(7, "replies, edits, recalls, reactions, mentions and mutes: their tables",
          _relations_and_mutes),
+    Step(8, "administrators, the audit log and directory sign-in: new tables",
+         _admin_and_audit),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

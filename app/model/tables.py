@@ -226,3 +226,59 @@ class Block(Model):
     class Meta:
         table = "im_block"
         unique_together = (("owner", "blocked"),)
+
+
+class AdminRole(Model):
+    """Users with the admin role (the /admin/ console).
+
+    A row per admin rather than a column on im_user: granting needs no change to the users
+    table, and the row says who granted it and when."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.OneToOneRelation[User] = fields.OneToOneField(
+        "models.User", related_name="admin_role", on_delete=fields.CASCADE
+    )
+    granted_by_id = fields.BigIntField(null=True)  # None: granted from the command line
+    granted_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_admin"
+
+
+class AuditEntry(Model):
+    """The audit log: who did what, from where (app/service/audit.py).
+
+    Sign-ins, admin actions, password changes, group ownership and membership changes, recalls
+    of others' messages, background clean-ups."""
+
+    id = fields.BigIntField(primary_key=True)
+    created_ms = fields.BigIntField(default=now_ms)
+    action = fields.CharField(max_length=40)
+    # The acting user (None: the system or the command line) and their mobile at the time, so
+    # the entry still reads right after the account is renamed or deleted.
+    actor_id = fields.BigIntField(null=True)
+    actor = fields.CharField(max_length=40, default="")
+    target = fields.CharField(max_length=100, default="")
+    address = fields.CharField(max_length=64, default="")
+    success = fields.BooleanField(default=True)
+    detail = fields.CharField(max_length=500, default="")
+
+    class Meta:
+        table = "im_audit"
+        indexes = (("action", "id"), ("actor_id", "id"), ("created_ms",))
+
+
+class DirectoryAccount(Model):
+    """Users whose sign-in the LDAP / Active Directory server checks.
+
+    The entry each came from, and when it was last found there (app/service/ldap_auth.py)."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.OneToOneRelation[User] = fields.OneToOneField(
+        "models.User", related_name="directory_account", on_delete=fields.CASCADE
+    )
+    dn = fields.CharField(max_length=255)
+    synced_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_directory_account"

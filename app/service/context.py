@@ -7,6 +7,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from app.model.sign_ins import SessionLookup, session_lookup
+from app.service.metrics import Metrics
 from app.service.upload_limits import UploadLimits
 from app.settings import Settings
 from app.util.ratelimit import SlidingWindowLimiter
@@ -29,6 +30,8 @@ class ServiceContext:
     registration_limiter: SlidingWindowLimiter
     hub: Hub
     upload_limits: UploadLimits
+    # This process's figures for /metrics and the admin console (app/service/metrics.py).
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
     # Chat handshakes' sign-ins, looked up many at once in a reconnect storm.
     session_lookup: SessionLookup = dataclasses.field(default_factory=session_lookup)
     # Addresses each account (by mobile) signed in from: spared by the per-account limit, so a
@@ -44,8 +47,10 @@ class ServiceContext:
         addresses.add(address)
 
     @classmethod
-    def build(cls, settings: Settings, hub: Hub) -> ServiceContext:
+    def build(cls, settings: Settings, hub: Hub, metrics: Metrics | None = None
+              ) -> ServiceContext:
         return cls(
+            metrics=metrics or Metrics(),
             settings=settings,
             passwords=PasswordHashing(settings.auth),
             login_limiter=SlidingWindowLimiter(settings.auth.login_attempts_per_minute, 60.0),

@@ -23,5 +23,9 @@
   app.component('account-forms', parts.AccountForms);
   app.component('people-dialog', parts.People);
   app.component('peer-menu', parts.PeerMenu);
+  app.component('admin-console', parts.AdminConsole);
+  app.component('admin-users', parts.AdminUsers);
+  app.component('admin-groups', parts.AdminGroups);
+  app.component('admin-audit', parts.AdminAudit);
   app.mount('#app');
 })();

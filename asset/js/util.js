@@ -25,6 +25,26 @@
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body || {});
     }
+    return send(path, init);
+  }
+
+  /** GET `path` with `params` as its query (empty values left out); the envelope as for api(). */
+  function apiGet(path, params) {
+    var init = { method: 'GET', credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    return send(withQuery(path, params), init);
+  }
+
+  function withQuery(path, params) {
+    var parts = [];
+    Object.keys(params || {}).forEach(function (name) {
+      var value = params[name];
+      if (value === '' || value === null || value === undefined) return;
+      parts.push(encodeURIComponent(name) + '=' + encodeURIComponent(String(value)));
+    });
+    return parts.length ? path + '?' + parts.join('&') : path;
+  }
+
+  function send(path, init) {
     return fetch(path, init).then(function (response) {
       return response.text().then(function (text) {
         var envelope = null;
@@ -169,6 +189,8 @@
   IM.util = {
     ApiError: ApiError,
     api: api,
+    apiGet: apiGet,
+    withQuery: withQuery,
     safeMediaUrl: safeMediaUrl,
     isStickerUrl: isStickerUrl,
     linkify: linkify,

@@ -85,6 +85,11 @@ def test_copy_sqlite_to_mysql_keeps_every_row(installed: Installed, tmp_path: Pa
         db.execute("INSERT INTO im_message_relation (message_id, ref_id, mentions) "
                    "VALUES (2, 1, ',1,')")
         db.execute("INSERT INTO im_mute (user_id, cmd, peer_id, created_ms) VALUES (2, 10, 1, 1)")
+        # An administrator and a directory account (the smoke flow makes neither; its
+        # sign-ins fill im_audit).
+        db.execute("INSERT INTO im_admin (user_id, granted_by_id, granted_ms) VALUES (1, NULL, 1)")
+        db.execute("INSERT INTO im_directory_account (user_id, dn, synced_ms) "
+                   "VALUES (2, 'uid=bob,dc=example,dc=com', 1)")
     source = _sqlite_tables(source_db)
     empty = [name for name, rows in source.items() if not rows]
     assert not empty, f"the smoke flow left tables empty: {empty}"

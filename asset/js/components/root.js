@@ -1,4 +1,4 @@
-/* imchat web client: the root — which page the path names (/, /register, /app), whether the
+/* imchat web client: the root — which page the path names (/, /register, /app, /admin), whether the
  * session cookie is still good, moving between pages without reloading, and the toasts.
  *
  * The session probe (POST /user/me) runs only when the page says the browser holds a session
@@ -7,11 +7,12 @@
 (function () {
   'use strict';
 
-  var PATHS = { login: '/', register: '/register', app: '/app' };
+  var PATHS = { login: '/', register: '/register', app: '/app', admin: '/admin' };
 
   function pageOfPath(path) {
     if (path === '/register') return 'register';
     if (path === '/app') return 'app';
+    if (path === '/admin') return 'admin';
     return 'login';
   }
 
@@ -42,8 +43,11 @@
     methods: {
       /** Show a page; logged-in users go to the app, others to the login page. */
       show: function (page, push) {
-        if (page === 'app' && !this.me) page = 'login';
-        if (page !== 'app' && this.me) page = 'app';
+        // The admin console is for administrators (`admin` from /user/me); others go on to
+        // the chat, or to the login page without a session.
+        if ((page === 'app' || page === 'admin') && !this.me) page = 'login';
+        if (page === 'admin' && !this.me.admin) page = 'app';
+        if (page !== 'app' && page !== 'admin' && this.me) page = 'app';
         this.page = page;
         var path = PATHS[page];
         if (location.pathname !== path) {
@@ -53,8 +57,13 @@
       },
       go: function (page) { this.show(page, true); },
       onLoggedIn: function (user) {
-        this.me = user;
-        this.show('app', true);
+        var self = this;
+        self.me = user;
+        self.show('app', true);
+        // The login answer does not say whether this is an administrator; /user/me does.
+        IM.util.api('/user/me', {}).then(function (answer) {
+          if (self.me && self.me.id === answer.data.id) self.me = Object.assign({}, self.me, { admin: answer.data.admin });
+        }, function () { /* the chat shows its own errors */ });
       },
       onLoggedOut: function () {
         this.me = null;
