@@ -85,7 +85,9 @@ async def test_a_group_export_holds_its_messages_and_members(server):
         response = await boss.client.get("/admin/export", params={"cmd": 11,
                                                                   "dstid": world["group"]})
         got = read_archive(response.content)
-        assert [m["content"] for m in got["messages.jsonl"]] == ["team news"]
+        # The group's notices (Bob joined) are messages of its log too.
+        assert [m["content"] for m in got["messages.jsonl"]] == ["Bob joined the group",
+                                                                 "team news"]
         assert [(g["id"], g["name"], g["members"]) for g in got["groups.jsonl"]] == [
             (world["group"], "team", sorted([world["ann"].id, world["bob"].id]))]
         assert {u["id"] for u in got["users.jsonl"]} == {world["ann"].id, world["bob"].id}

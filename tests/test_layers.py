@@ -57,3 +57,15 @@ def test_the_core_knows_no_web_framework_and_no_transport_internals():
             if internals:
                 offenders.append((name, internals))
     assert offenders == [], offenders
+
+
+def test_no_function_under_app_is_longer_than_fifty_lines():
+    """Functions small enough to read at once: a longer one is split by what its parts do."""
+    long = []
+    for path in APP.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 50:
+                    long.append((str(path.relative_to(APP.parent)), node.name, lines))
+    assert long == [], long

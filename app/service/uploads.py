@@ -85,33 +85,8 @@ def _reencode_picture(data: bytes, max_pixels: int) -> tuple[bytes, bytes, str, 
             if frames > MAX_FRAMES or frames * width * height > max_pixels * 4:
                 raise BadRequest(f"animated picture has too many frames (at most {MAX_FRAMES})")
             image.load()
-            # Comments (JPEG COM, GIF comment blocks) would be copied by save(): drop them
-            # with the rest of the metadata.
-            image.info.pop("comment", None)
-            out = io.BytesIO()
-            if fmt == "GIF" and frames > 1:
-                image.save(out, format="GIF", save_all=True, optimize=False, comment=b"",
-                           loop=image.info.get("loop", 0), duration=image.info.get("duration", 100))
-            elif fmt == "JPEG":
-                upright = ImageOps.exif_transpose(image)
-                upright = upright.convert("RGB") if upright.mode not in ("RGB", "L") else upright
-                upright.info.pop("comment", None)
-                upright.save(out, format="JPEG", quality=88, optimize=True)
-                width, height = upright.size
-            elif fmt == "WEBP" and frames > 1:
-                image.save(out, format="WEBP", save_all=True, quality=85)
-            elif fmt == "GIF":
-                image.save(out, format="GIF", comment=b"")
-            else:
-                image.save(out, format=fmt)
-            thumb = image.copy() if frames == 1 else image.convert("RGBA")
-            if fmt == "JPEG":
-                thumb = ImageOps.exif_transpose(thumb)
-            thumb.thumbnail((THUMB_EDGE, THUMB_EDGE))
-            thumb_out = io.BytesIO()
-            thumb.convert("RGBA" if thumb.mode in ("RGBA", "LA", "P") else "RGB").save(
-                thumb_out, format="WEBP", quality=80
-            )
+            picture, width, height = _clean_copy(image, fmt, frames, width, height)
+            thumbnail = _thumbnail(image, fmt, frames)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise BadRequest("picture refused: too many pixels (decompression bomb)") from None
         except UnidentifiedImageError:
@@ -122,7 +97,43 @@ def _reencode_picture(data: bytes, max_pixels: int) -> tuple[bytes, bytes, str, 
             # Damaged files make Pillow's decoders raise all sorts (OSError, IndexError,
             # struct.error, AssertionError...): whatever it is, the upload is refused.
             raise BadRequest("the picture is damaged and cannot be read") from None
-    return out.getvalue(), thumb_out.getvalue(), extension, mime, width, height
+    return picture, thumbnail, extension, mime, width, height
+
+
+def _clean_copy(image: Image.Image, fmt: str, frames: int, width: int, height: int
+                ) -> tuple[bytes, int, int]:
+    """The picture saved anew without its metadata (a JPEG turned upright), and its size."""
+    # Comments (JPEG COM, GIF comment blocks) would be copied by save(): drop them with the
+    # rest of the metadata.
+    image.info.pop("comment", None)
+    out = io.BytesIO()
+    if fmt == "GIF" and frames > 1:
+        image.save(out, format="GIF", save_all=True, optimize=False, comment=b"",
+                   loop=image.info.get("loop", 0), duration=image.info.get("duration", 100))
+    elif fmt == "JPEG":
+        upright = ImageOps.exif_transpose(image)
+        upright = upright.convert("RGB") if upright.mode not in ("RGB", "L") else upright
+        upright.info.pop("comment", None)
+        upright.save(out, format="JPEG", quality=88, optimize=True)
+        width, height = upright.size
+    elif fmt == "WEBP" and frames > 1:
+        image.save(out, format="WEBP", save_all=True, quality=85)
+    elif fmt == "GIF":
+        image.save(out, format="GIF", comment=b"")
+    else:
+        image.save(out, format=fmt)
+    return out.getvalue(), width, height
+
+
+def _thumbnail(image: Image.Image, fmt: str, frames: int) -> bytes:
+    thumb = image.copy() if frames == 1 else image.convert("RGBA")
+    if fmt == "JPEG":
+        thumb = ImageOps.exif_transpose(thumb)
+    thumb.thumbnail((THUMB_EDGE, THUMB_EDGE))
+    out = io.BytesIO()
+    thumb.convert("RGBA" if thumb.mode in ("RGBA", "LA", "P") else "RGB").save(
+        out, format="WEBP", quality=80)
+    return out.getvalue()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
