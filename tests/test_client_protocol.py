@@ -39,6 +39,7 @@ SERVER_CMD = {
     "SYNC_END": wire.CMD_SYNC_END,
     "RESYNC": wire.CMD_RESYNC,
     "CONTACTS": wire.CMD_CONTACTS,
+    "GROUP_ACTION": wire.CMD_GROUP_ACTION,
 }
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from app.chat import catchup
 from app.chat.broker import Envelope
+from app.chat.group_commands import do_group_action
 from app.chat.session import ChatSession
 from app.chat.wire import (
     CMD_ACK,
     CMD_GROUP,
+    CMD_GROUP_ACTION,
     CMD_HEART,
     CMD_READ,
     CMD_SINGLE,
@@ -207,4 +209,5 @@ COMMANDS: dict[int, Callable[[ChatSession, dict[str, Any]], None]] = {
     CMD_READ: do_read,
     CMD_TYPING: do_typing,
     CMD_SYNC: do_sync,
+    CMD_GROUP_ACTION: do_group_action,
 }

@@ -29,6 +29,7 @@ CMD_SYNC = 106  # client -> server: what I missed after `since`
 CMD_SYNC_END = 107  # server -> client: caught up to `upto`, `more` to follow
 CMD_RESYNC = 108  # server -> client: messages above `since` may have been missed: sync again
 CMD_CONTACTS = 109  # server -> client: your friends, friend requests or blocks changed (`what`)
+CMD_GROUP_ACTION = 114  # both ways: govern a group (`action`, `id`, ...); answered `ok`
 
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3

@@ -19,7 +19,8 @@
     SYNC: 106,          // client -> server: send what I missed after message `since`
     SYNC_END: 107,      // server -> client: catch-up page sent up to `upto`; `more` to follow
     RESYNC: 108,        // server -> client: messages above `since` may have been missed: sync
-    CONTACTS: 109       // server -> client: friends, friend requests or blocks changed (`what`)
+    CONTACTS: 109,      // server -> client: friends, friend requests or blocks changed (`what`)
+    GROUP_ACTION: 114   // both ways: govern a group (`action`, `id`, ...); answered `ok`
   });
 
   var MEDIA = Object.freeze({
