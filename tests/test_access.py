@@ -235,3 +235,59 @@ async def test_a_block_refuses_posting_and_inviting_whatever_else_allows_it(serv
         ("blocker invites", True): "allowed", ("bystander posts", False): "allowed",
         ("bystander invites", True): "allowed"}
     await close_all(blocker, blocked, bystander)
+
+
+async def test_the_readable_conversations_of_each_role(server):
+    """access.readable, the rule for all of a user's conversations at once (search): which
+    groups, since when, and the one conversation asked for."""
+    people, group_id, owner = await _people(server)
+    joined = {row.user_id: row.created_ms
+              for row in await Membership.filter(community_id=group_id)}
+    groups = {role: dict((await access.readable(person.id)).groups)
+              for role, person in people.items()}
+    # A disabled member stays a member; no session of theirs ever gets this far.
+    assert groups == {
+        "member": {group_id: joined[people["member"].id]}, "non-member": {},
+        "former member": {}, "stranger": {},
+        "disabled": {group_id: joined[people["disabled"].id]}}
+    one = await access.readable(people["member"].id, CMD_GROUP, group_id)
+    assert (one.one_to_one, one.peer, dict(one.groups)) == (
+        False, None, {group_id: joined[people["member"].id]})
+    for role in ("non-member", "former member", "stranger"):
+        with pytest.raises(Forbidden):
+            await access.readable(people[role].id, CMD_GROUP, group_id)
+    direct = await access.readable(people["stranger"].id, CMD_SINGLE, owner.id)
+    assert (direct.one_to_one, direct.peer, dict(direct.groups)) == (True, owner.id, {})
+    with pytest.raises(BadRequest):
+        await access.readable(owner.id, CMD_SINGLE)
+    await close_all(owner, *people.values())
+
+
+def _message(cmd: int, sender: int, to: int, created_ms: int = 100) -> dict[str, Any]:
+    return {"cmd": cmd, "sender_id": sender, "created_ms": created_ms,
+            "dst_user_id": to if cmd == CMD_SINGLE else None,
+            "community_id": to if cmd == CMD_GROUP else None}
+
+
+@pytest.mark.parametrize(("readable", "row", "allowed"), [
+    # user 1: all one-to-one conversations, group 7 since 100
+    ("all", _message(CMD_GROUP, 2, 7, 100), True),
+    ("all", _message(CMD_GROUP, 2, 7, 99), False),  # before joining
+    ("all", _message(CMD_GROUP, 2, 8), False),  # not a member
+    ("all", _message(CMD_SINGLE, 1, 2), True),
+    ("all", _message(CMD_SINGLE, 3, 1), True),
+    ("all", _message(CMD_SINGLE, 1, 1), True),  # to oneself
+    ("all", _message(CMD_SINGLE, 2, 3), False),  # someone else's
+    # user 1: the conversation with user 2 only
+    ("peer 2", _message(CMD_SINGLE, 2, 1), True),
+    ("peer 2", _message(CMD_SINGLE, 1, 3), False),
+    ("peer 2", _message(CMD_GROUP, 2, 7), False),
+    # user 1: group 7 only
+    ("group 7", _message(CMD_GROUP, 2, 7), True),
+    ("group 7", _message(CMD_SINGLE, 1, 2), False),
+])
+def test_the_read_rule_on_a_stored_message(readable, row, allowed):
+    scopes = {"all": access.Readable(1, True, None, {7: 100}),
+              "peer 2": access.Readable(1, True, 2, {}),
+              "group 7": access.Readable(1, False, None, {7: 100})}
+    assert scopes[readable].allows(row) is allowed

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.service.search import fold, match_of, normalise, parse_query, tokens_of
+from app.service.search.text import fold, match_of, normalise, parse_query, spaced, tokens_of
 from tests.factories import TestUser, befriend, close_all, make_group, register, send_texts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,24 +160,24 @@ async def test_bad_queries_get_clear_errors_and_searching_is_rate_limited(server
 
 @pytest.mark.parametrize("settings_overrides", [{**FAST, "search": {"max_candidates": 100}}])
 async def test_a_broad_query_stops_at_its_budget_and_pages_on(server):
-    """A character in every message: each answer checks at most max_candidates messages and
-    says where to go on; paging with next_before reaches the oldest."""
+    """A word in every message: each answer checks at most max_candidates messages and says
+    where to go on; paging with next_before reaches the oldest."""
     alice = await register(server)
     bob = await register(server)
     await befriend(alice, bob)
-    # The oldest holds the phrase; the 150 newer hold both of its pairs but not the phrase:
-    # each is a candidate the text check turns down.
-    [oldest] = await send_texts(server, alice, 10, bob.id, ["会议室 at last"])
-    ids = await send_texts(server, alice, 10, bob.id, [f"会议 议室 {n}" for n in range(150)])
-    await wait_indexed(bob, "议室", ids[-1], time.monotonic())
-    first = await search(bob, "会议室")
+    # The oldest holds "v1.2"; the 150 newer hold its words "v1" and "2" but not as "v1.2":
+    # the index offers each as a candidate, and the text check turns it down.
+    [oldest] = await send_texts(server, alice, 10, bob.id, ["release v1.2 at last"])
+    ids = await send_texts(server, alice, 10, bob.id, [f"v1 and 2 (#{n})" for n in range(150)])
+    await wait_indexed(bob, "v1", ids[-1], time.monotonic())
+    first = await search(bob, "v1.2")
     assert first["rows"] == [] and first["more"] is True, first
     assert ids[0] < first["next_before"] <= ids[-1 - 99], first
-    second = await search(bob, "会议室", before=first["next_before"])
+    second = await search(bob, "v1.2", before=first["next_before"])
     assert [m["id"] for m in second["rows"]] == [oldest] and second["more"] is False, second
     paged, before = [], None
     while True:
-        answer = await search(bob, "议室", limit=50, **({"before": before} if before else {}))
+        answer = await search(bob, "v1", limit=50, **({"before": before} if before else {}))
         paged += [m["id"] for m in answer["rows"]]
         if not answer["more"]:
             break
@@ -220,9 +220,17 @@ def imchat_command(settings: Any, *args: str) -> subprocess.CompletedProcess[str
                           env=imchat_env(settings), capture_output=True, text=True, timeout=120)
 
 
-async def token_rows(server: Any) -> list[tuple[str, int, int]]:
+async def token_rows(server: Any) -> list[tuple[Any, ...]]:
+    """The whole index: every (token, column, position) of every message on SQLite (FTS5's
+    own view of it), every (token, conv, message) row on MySQL."""
     from app.model.database import fetch_all
 
+    if server.settings.database.engine == "sqlite":
+        await fetch_all("CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_terms USING "
+                        "fts5vocab(main, im_search_fts, 'instance')")
+        return [tuple(r.values()) for r in await fetch_all(
+            "SELECT term, doc, col, \"offset\" FROM temp.search_terms "
+            "ORDER BY term, doc, col, \"offset\"")]
     return [(r["token"], int(r["conv"]), int(r["message_id"])) for r in await fetch_all(
         "SELECT token, conv, message_id FROM im_search_token ORDER BY token, conv, message_id")]
 
@@ -300,16 +308,21 @@ async def test_a_stale_index_never_shows_another_conversations_message(server):
     """Index rows that point at a message of someone else's conversation (as a database copied
     over without a reindex would have) find nothing: the rule is checked on the message too."""
     from app.model.database import fetch_all
-    from app.service.search import pair_key
+    from app.service.search.mysql_index import pair_key
 
     alice, bob, carol = [await register(server, name) for name in ("alice", "bob", "carol")]
     await befriend(alice, bob)
     group = await make_group(carol, "carols")
     [secret] = await send_texts(server, alice, 10, bob.id, ["机密 secret plan"])
     await wait_indexed(bob, "机密", secret, time.monotonic())
-    for conv in (pair_key(carol.id, alice.id), group):
-        await fetch_all("INSERT INTO im_search_token (token, conv, message_id) VALUES (?, ?, ?)",
-                        ("机密", conv, secret))
+    if server.settings.database.engine == "sqlite":
+        # A second document under the message's id, filed as carol's (FTS5 takes it).
+        await fetch_all("INSERT INTO im_search_fts (rowid, body, scope) VALUES (?, ?, ?)",
+                        (secret, spaced("机密"), f"u{carol.id} u{alice.id} g{group}"))
+    else:
+        for conv in (pair_key(carol.id, alice.id), group):
+            await fetch_all("INSERT INTO im_search_token (token, conv, message_id) "
+                            "VALUES (?, ?, ?)", ("机密", conv, secret))
     assert await found_ids(carol, "机密") == []
     assert await found_ids(carol, "机密", cmd=11, dstid=group) == []
     assert await found_ids(bob, "机密") == [secret]
@@ -319,10 +332,10 @@ async def test_a_stale_index_never_shows_another_conversations_message(server):
 def test_the_indexer_waits_for_a_young_hole_in_the_ids():
     """A missing id may be a MySQL transaction still to commit: the stored mark stops before
     it for GAP_GRACE_MS, then moves past (ids an INSERT IGNORE used up never come)."""
-    from app.service.search import GAP_GRACE_MS, _safe_point
+    from app.service.search.mysql_index import GAP_GRACE_MS, safe_point
 
     now = 10_000_000
     rows = [{"id": 11, "created_ms": now}, {"id": 13, "created_ms": now}]
-    assert _safe_point(10, rows, now) == 11
-    assert _safe_point(10, rows, now + GAP_GRACE_MS) == 13
-    assert _safe_point(10, [{"id": 12, "created_ms": now}], now) == 10
+    assert safe_point(10, rows, now) == 11
+    assert safe_point(10, rows, now + GAP_GRACE_MS) == 13
+    assert safe_point(10, [{"id": 12, "created_ms": now}], now) == 10

@@ -274,7 +274,7 @@ def test_a_newer_database_is_refused_untouched(old_database):
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
     """The fixture's upload files are served byte for byte after the upgrade (to a signed-in
-    user: downloads need one since schema 4)."""
+    user: downloads need one since schema 5)."""
     old = old_database
     server = await start_server(old.settings)
     try:
@@ -290,7 +290,7 @@ async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
 
 
 async def test_upgraded_data_works_with_files_and_people(old_database):
-    """Schema 4 on 0.1.0's data: the old picture is a picture (served inline to a signed-in
+    """Schema 5 on 0.1.0's data: the old picture is a picture (served inline to a signed-in
     user), the old users are in the directory, request, block and unfriend each other, and
     upload files by the same daily quota."""
     old = old_database
@@ -368,5 +368,51 @@ async def test_an_upgraded_group_keeps_its_owner_stays_public_and_can_be_governe
             ("removed", bob["id"])]
         for client in clients.values():
             await client.aclose()
+    finally:
+        await server.stop()
+
+
+_SCHEMA_3_SQLITE_SEARCH = (
+    "DROP TABLE im_search_fts", "DROP TABLE im_search_state",
+    "CREATE TABLE im_search_token (token VARCHAR(32) NOT NULL, conv BIGINT NOT NULL, "
+    "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) WITHOUT ROWID",
+    "CREATE TABLE im_search_word (token VARCHAR(32) NOT NULL PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TABLE im_search_state (id INT NOT NULL PRIMARY KEY, last_id BIGINT NOT NULL)",
+    "INSERT INTO im_search_state VALUES (1, 1000000)",
+    "INSERT INTO im_search_token VALUES ('会议', 1, 1)")
+
+
+async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(old_database):
+    """Schema 3 kept search tokens in a table on both engines; step 4 replaces it on SQLite
+    (FTS5, every message indexed again) and completes it on MySQL (here: from an empty one)."""
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    if old.engine == "sqlite":
+        for sql in _SCHEMA_3_SQLITE_SEARCH:
+            old.query(sql)
+    else:
+        old.query("DELETE FROM im_search_token")
+        old.query("UPDATE im_search_state SET last_id = 0")
+    old.query("UPDATE im_schema SET version = 3")
+    upgraded = old.cli("migrate")
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = upgraded.stdout.splitlines()
+    messages = len(old.rows()["im_message"])
+    assert any(line.startswith("step 3 -> 4:") for line in lines), lines
+    assert f"  indexed {messages}/{messages} messages" in " ".join(lines), lines
+    if old.engine == "sqlite":
+        names = {name for (name,) in old.query("SELECT name FROM sqlite_master")}
+        assert "im_search_fts" in names and not names & {"im_search_token", "im_search_word"}
+    alice, _bob, carol, _dave = old.facts["users"]
+    meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
+    server = await start_server(old.settings)
+    try:
+        for user, expected in ((alice, [meeting["id"]]), (carol, [])):
+            async with server.client() as client:
+                login = await client.post("/user/login", data={
+                    "mobile": user["mobile"], "passwd": old.facts["password"]})
+                assert login.json()["code"] == 0
+                found = (await client.post("/message/search", data={"q": "会议"})).json()
+                assert [m["id"] for m in found["rows"]] == expected, found
     finally:
         await server.stop()

@@ -1,5 +1,5 @@
 """/message/search: find messages the caller may read (the query, the access rule and the index
-are app/service/search.py's)."""
+are app/service/search/'s)."""
 
 from __future__ import annotations
 

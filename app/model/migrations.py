@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0"}
+RELEASE_OF_SCHEMA = {1: "0.1.0", 2: "0.2.0", 3: "0.2.0", 4: "0.2.0", 5: "0.2.0", 6: "0.2.0"}
 
 Progress = Callable[[str], None]
 
@@ -79,11 +79,26 @@ async def _exact_identifiers(connection: BaseDBAsyncClient, progress: Progress) 
             f"CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL")
 
 
+async def _search_tokens(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Schema 3 made a table of tokens on both engines. Step 4 makes the index this imchat
+    # uses (and on SQLite replaces that table): indexing every message here too would be
+    # done twice on the way from 0.1.0.
+    return None
+
+
+# Schema 3's token tables on SQLite, replaced by an FTS5 table in schema 4.
+_SQLITE_TOKEN_TABLES = ("im_search_token", "im_search_word", "im_search_state")
+
+
 async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> None:
-    # The search tables and the tokens of every message stored so far (app/service/search.py);
-    # the indexer of the running server keeps them up to date from here on.
+    # The search index of every message stored so far (app/service/search/); the indexer of
+    # the running server keeps it up to date from here on. SQLite: FTS5 instead of schema 3's
+    # token table, built from scratch. MySQL: the same token table, completed from its mark.
     from app.service.search import reindex
 
+    if connection.capabilities.dialect == "sqlite":
+        for table in _SQLITE_TOKEN_TABLES:
+            await connection.execute_query(f"DROP TABLE IF EXISTS {table}")
     await reindex(connection, progress)
 
 
@@ -104,11 +119,12 @@ async def _group_roles(connection: BaseDBAsyncClient, progress: Progress) -> Non
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
-    Step(3, "message search: the token tables, and the tokens of every stored message",
+    Step(3, "message search: the token tables (made by step 4 since)", _search_tokens),
+    Step(4, "message search: the index (SQLite: FTS5), with every stored message",
          _search_index),
-    Step(4, "files and people: attachment names and kinds, the upload quota index, friend "
+    Step(5, "files and people: attachment names and kinds, the upload quota index, friend "
             "requests and blocks", _people_and_files),
-    Step(5, "groups: private groups, and the roles owner, admin and member", _group_roles),
+    Step(6, "groups: private groups, and the roles owner, admin and member", _group_roles),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -1,4 +1,4 @@
-"""Schema step 4: attachments keep the name they were uploaded under and their kind (picture,
+"""Schema step 5: attachments keep the name they were uploaded under and their kind (picture,
 voice or file), and get the (uploader, time) index the daily upload quota reads; the friend
 request and block tables come from the models when the upgrade ends.
 

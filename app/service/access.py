@@ -22,6 +22,11 @@ Blocking also ends the friendship (app/service/contacts.py), so the socket's cac
 user's friends) already refuses a blocked user; with strangers allowed the socket asks
 `check_stranger`, which reads the blocks.
 
+`readable` says the same read rule for many conversations at once (search over all of a user's
+conversations): the user's one-to-one conversations (all, or the one with a peer) and the
+groups they belong to with the time each part starts; its `allows(row)` is the rule on one
+stored message.
+
 A disabled account has no valid session and never gets this far.
 
 The chat socket asks with the hub's in-memory sets of the user's friends and groups (its cache,
@@ -30,7 +35,9 @@ kept in step by the hub's "joined" and "friends" events); HTTP routes ask the da
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE
 from app.model.tables import (
@@ -164,3 +171,39 @@ def check_remove(actor_role: int, target_role: int) -> None:
         raise Forbidden("the owner cannot be removed")
     if target_role >= actor_role:
         raise Forbidden(NOT_THE_OWNER if target_role == ROLE_ADMIN else NOT_AN_ADMIN)
+@dataclasses.dataclass(frozen=True)
+class Readable:
+    """What a user may read: their one-to-one conversations (all of them when `one_to_one` and
+    `peer` is None, only the one with `peer` otherwise) and the groups in `groups` (group id ->
+    joined at, ms: what was said from then on)."""
+
+    user_id: int
+    one_to_one: bool
+    peer: int | None
+    groups: Mapping[int, int]
+
+    def allows(self, row: Mapping[str, Any]) -> bool:
+        """May the user read this stored message (cmd, sender_id, dst_user_id, community_id,
+        created_ms)?"""
+        if row["cmd"] == CMD_GROUP:
+            joined = self.groups.get(int(row["community_id"]))
+            return joined is not None and int(row["created_ms"]) >= joined
+        sender, receiver = int(row["sender_id"]), int(row["dst_user_id"])
+        if not self.one_to_one or self.user_id not in (sender, receiver):
+            return False
+        return self.peer is None or self.peer == (receiver if sender == self.user_id else sender)
+
+
+async def readable(user_id: int, cmd: int | None = None, dstid: int | None = None) -> Readable:
+    """The conversations the user may read: all of them, or the one (cmd, dstid) (Forbidden
+    for a group the user is not a member of, as `check_read`)."""
+    if cmd is None:
+        memberships = await Membership.filter(user_id=user_id).values_list(
+            "community_id", "created_ms")
+        return Readable(user_id, True, None, {int(g): int(ms) for g, ms in memberships})
+    if dstid is None:
+        raise BadRequest("give cmd and dstid together, or neither")
+    joined = await check_read(user_id, cmd, dstid)
+    if cmd == CMD_GROUP:
+        return Readable(user_id, False, None, {dstid: joined})
+    return Readable(user_id, True, dstid, {})

@@ -31,15 +31,16 @@ def mysql_target() -> Iterator[str]:
         yield name
 
 
-# The search index is derived from the messages and not copied (the target indexes its copy).
-DERIVED = ("im_search_token", "im_search_word", "im_search_state")
+# The search index is derived from the messages and not copied (the target indexes its copy):
+# im_search_token/_word/_state on MySQL, im_search_fts (and FTS5's own tables) on SQLite.
+DERIVED_PREFIX = "im_search_"
 
 
 def _sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(path) as db:
         names = [row[0] for row in db.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'im\\_%' "
-            "ESCAPE '\\' ORDER BY name") if row[0] not in DERIVED]
+            "ESCAPE '\\' ORDER BY name") if not row[0].startswith(DERIVED_PREFIX)]
         return {name: db.execute(f'SELECT * FROM "{name}" ORDER BY id').fetchall()
                 for name in names}
 
@@ -49,7 +50,8 @@ def _mysql_tables(database: str) -> dict[str, list[tuple[Any, ...]]]:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SHOW TABLES")
-            names = sorted(row[0] for row in cursor.fetchall() if row[0] not in DERIVED)
+            names = sorted(row[0] for row in cursor.fetchall()
+                           if not row[0].startswith(DERIVED_PREFIX))
             tables = {}
             for name in names:
                 cursor.execute(f"SELECT * FROM `{name}` ORDER BY id")

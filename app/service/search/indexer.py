@@ -1,0 +1,113 @@
+"""Keeping the search index up to date: the background indexer that tails im_message by id,
+and the reindex that the schema upgrade and `imchat reindex` run. What is stored, and how, is
+the engine's module's (sqlite_index, mysql_index); this module picks one and drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from types import ModuleType
+
+from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from app.model.database import connection_name, database_unavailable
+from app.service.search import mysql_index, sqlite_index
+
+log = logging.getLogger("imchat.search")
+
+# Messages read per batch by a reindex (the server's indexer: the engine's LIVE_BATCH).
+REINDEX_BATCH = 20_000
+# Derived from im_message, never copied: `imchat copy-db` empties them on the target.
+SEARCH_TABLES = tuple(dict.fromkeys((*sqlite_index.TABLES, *mysql_index.TABLES)))
+
+
+def engine(connection: BaseDBAsyncClient) -> ModuleType:
+    """The index module of the connection's database."""
+    return sqlite_index if connection.capabilities.dialect == "sqlite" else mysql_index
+
+
+async def create_tables(connection: BaseDBAsyncClient) -> None:
+    await engine(connection).create_tables(connection)
+
+
+async def forget_index(connection: BaseDBAsyncClient) -> None:
+    """Empty the search index: the indexer then starts again from the first message."""
+    await engine(connection).forget(connection)
+
+
+async def index_pending(connection: BaseDBAsyncClient, batch: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> int:
+    """Index every message after the stored mark; answer how many were read."""
+    index = engine(connection)
+    return int(await index.index_pending(connection, batch or index.LIVE_BATCH, progress))
+
+
+async def reindex(connection: BaseDBAsyncClient, progress: Callable[[str], None],
+                  from_scratch: bool = False) -> int:
+    """Index every message not yet indexed (all of them with `from_scratch`), with a progress
+    line every 5 batches; answer how many messages were read. On MySQL, holes in the ids younger
+    than GAP_GRACE_MS stop it as they stop the server's indexer, which goes on from there."""
+    await create_tables(connection)
+    if from_scratch:
+        await forget_index(connection)
+    mark = await engine(connection).indexed_up_to(connection)
+    total_rows = await connection.execute_query_dict(
+        f"SELECT COUNT(*) AS n FROM im_message WHERE id > {int(mark)}")
+    total = int(total_rows[0]["n"])
+    progress(f"  indexing {total} messages for search")
+    batches = 0
+
+    def each_batch(done: int, last_id: int) -> None:
+        nonlocal batches
+        batches += 1
+        if batches % 5 == 0 or done >= total:
+            progress(f"  indexed {done}/{total} messages (up to id {last_id})")
+
+    return await index_pending(connection, REINDEX_BATCH, each_batch)
+
+
+class Indexer:
+    """The background task that indexes what is new every `interval` seconds; one per process,
+    harmless when several run (see the engines' modules)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.indexed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="search-indexer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> int:
+        done = await index_pending(Tortoise.get_connection(connection_name()))
+        self.indexed += done
+        return done
+
+    async def run_forever(self) -> None:
+        await self._run()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if database_unavailable(error):
+                    # Out of disk, stalled or away: one line (the log filter folds repeats);
+                    # the messages wait in the table and are indexed once it answers.
+                    log.warning("indexing messages for search waits: the database is "
+                                "unavailable (%s)", error)
+                else:
+                    log.exception("indexing messages for search failed; trying again")
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,159 @@
+"""The search index on SQLite: one FTS5 document per text message, fed with imchat's own tokens.
+
+Why FTS5 and not a table of (token, conversation, message) rows: such a B-tree grows at ~40
+random places per message, and every commit writes a page back per row (≈200 µs a message
+here); FTS5 keeps new documents in memory until the commit and writes them as one small sorted
+segment, merged with others later in big sequential passes (≈3.5 µs a message).
+
+The table is contentless (`content=''`: the text stays in im_message only) with no per-document
+sizes (`columnsize=0`: no ranking by relevance), and the unicode61 tokenizer without accent
+removal. `body` is `text.spaced(content)`: folded, a space either side of every CJK character,
+so every character is a token and a Chinese word is a phrase of them, with positions
+(detail=full) for phrases. `scope` says whose the message is, for the access rule inside the
+index: `g<group>` for a group message, `u<a> u<b>` (the two participants) for a one-to-one one.
+The rowid is the message id, so "newest first below `before`" is FTS5's own rowid order.
+
+A reader asks `{body}: (<terms>) AND {scope}: (u<me> OR g1 OR g2 ...)` newest first.
+
+The index says where to look; the rule of app/service/access.py is checked again on every
+message found (query.py), so a stale index (a database restored without a reindex) shows nothing
+it should not.
+
+Each batch is indexed in one transaction that first takes SQLite's write lock, reads the
+stored mark (the last message id indexed) and indexes only what is above it: two indexers (the
+server's, `imchat reindex`) never add a message twice. A hole in the ids seen inside that
+transaction is never filled later (SQLite has one writer), so the mark moves to the last row.
+The batch is one `INSERT ... SELECT` from im_message: SQLite computes the scope, and calls
+`spaced` (registered on the connection as `imchat_spaced`) for the body, in the database
+connection's own thread: the event loop does not tokenise, and no row becomes Python objects
+but its text (≈7 µs a message in all for the benchmark's sentence, bench/NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from app.chat.wire import CMD_GROUP
+from app.model.database import fetch_all
+from app.service.access import Readable
+from app.service.search.text import Query, spaced
+
+FTS_TABLE = "im_search_fts"
+TABLES = (FTS_TABLE, "im_search_state")
+# How many messages follow the mark (up to a batch), and the last one's id.
+_RANGE_SQL = ("SELECT COUNT(*), MAX(id) FROM (SELECT id FROM im_message WHERE id > ? "
+              "ORDER BY id LIMIT ?)")
+# A batch's documents, made by SQLite from the rows (the scope in SQL, the body by spaced(),
+# registered as imchat_spaced on the connection): no row goes through Python but its text,
+# and printable ASCII text not even that (unicode61 folds its case as spaced() would).
+_INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT id, "
+               "CASE WHEN content GLOB '*[^ -~]*' THEN imchat_spaced(content) ELSE content END, "
+               "CASE "
+               f"WHEN cmd = {CMD_GROUP} THEN 'g' || community_id "
+               "WHEN sender_id = dst_user_id THEN 'u' || sender_id "
+               "ELSE 'u' || sender_id || ' u' || dst_user_id END "
+               "FROM im_message WHERE id > ? AND id <= ? AND media = 1 AND content <> ''")
+# Messages per batch of the server's indexer, one transaction each: bigger batches make fewer,
+# bigger FTS5 segments (less merging later).
+LIVE_BATCH = 2000
+
+
+async def create_tables(connection: BaseDBAsyncClient) -> None:
+    # One statement at a time: execute_script would first commit the transaction an upgrade
+    # step runs in.
+    for statement in (
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(body, scope, "
+            "content='', columnsize=0, tokenize='unicode61 remove_diacritics 0')",
+            "CREATE TABLE IF NOT EXISTS im_search_state (id INT NOT NULL PRIMARY KEY, "
+            "last_id BIGINT NOT NULL)",
+            "INSERT OR IGNORE INTO im_search_state (id, last_id) VALUES (1, 0)"):
+        await connection.execute_query(statement)
+
+
+async def forget(connection: BaseDBAsyncClient) -> None:
+    """Empty the index: the indexer then starts again from the first message. One
+    transaction: an indexer running meanwhile sees the index and its mark both old or both
+    emptied, never an empty index with the old mark or the other way round."""
+    async with connection._in_transaction() as transaction:  # noqa: SLF001 (see _index_batch)
+        await transaction.execute_query("UPDATE im_search_state SET last_id = 0 WHERE id = 1")
+        await transaction.execute_query(
+            f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('delete-all')")
+
+
+async def _index_batch(connection: BaseDBAsyncClient, batch: int) -> tuple[int, int]:
+    """Index up to `batch` messages after the stored mark and move the mark past them, in one
+    transaction that takes the write lock with its first statement. Answers how many messages
+    it read and the mark."""
+    # Tortoise's transaction (a savepoint inside an upgrade step's transaction).
+    async with connection._in_transaction() as transaction:  # noqa: SLF001
+        await transaction.execute_query(
+            "UPDATE im_search_state SET last_id = last_id WHERE id = 1")
+        [[mark]] = (await transaction.execute_query(
+            "SELECT last_id FROM im_search_state WHERE id = 1"))[1]
+        [[count, last]] = (await transaction.execute_query(_RANGE_SQL, [mark, batch]))[1]
+        if not count:
+            return 0, int(mark)
+        # The aiosqlite connection runs the statement (and spaced()) in its own thread.
+        await transaction._connection.create_function(  # noqa: SLF001
+            "imchat_spaced", 1, spaced, deterministic=True)
+        await transaction.execute_query(_INSERT_SQL, [mark, last])
+        await transaction.execute_query(
+            "UPDATE im_search_state SET last_id = ? WHERE id = 1", [last])
+    return int(count), int(last)
+
+
+async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
+    rows = (await connection.execute_query(
+        "SELECT last_id FROM im_search_state WHERE id = 1"))[1]
+    return int(rows[0][0]) if rows else 0
+
+
+async def index_pending(connection: BaseDBAsyncClient, batch: int,
+                        progress: Callable[[int, int], None] | None = None) -> int:
+    """Index every message after the stored mark, `batch` messages a transaction; answer how
+    many were read. `progress(done, last_id)` is called after each batch."""
+    done = 0
+    while True:
+        count, last = await _index_batch(connection, batch)
+        done += count
+        if count and progress is not None:
+            progress(done, last)
+        if count < batch:
+            return done
+
+
+def _terms(query: Query) -> str:
+    """The query's runs for FTS5: a CJK run as a phrase of its characters, a word as a prefix
+    (one letter or digit as itself: a prefix of one would be most of the vocabulary)."""
+    terms = []
+    for cjk, run in query.runs:
+        if cjk:
+            terms.append(f'"{spaced(run).strip()}"')
+        else:
+            terms.append(f'"{run}"*' if len(run) > 1 else f'"{run}"')
+    return " AND ".join(terms)
+
+
+def _scope(readable: Readable) -> str | None:
+    me = f"u{readable.user_id}"
+    if readable.peer is not None:
+        return f"({me} AND u{readable.peer})" if readable.peer != readable.user_id else me
+    keys = ([me] if readable.one_to_one else []) + [f"g{g}" for g in readable.groups]
+    return f"({' OR '.join(keys)})" if keys else None
+
+
+async def candidates(readable: Readable, query: Query, before: int, limit: int,
+                     milliseconds: int) -> list[int]:
+    """Ids of the newest `limit` messages below `before` that the index says hold the query in
+    the user's conversations, newest first. (No statement timeout: FTS5 reads doclists in
+    rowid order and stops at the limit.)"""
+    scope = _scope(readable)
+    if scope is None:
+        return []
+    rows = await fetch_all(
+        f"SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? AND rowid < ? "
+        f"ORDER BY rowid DESC LIMIT {int(limit)}",
+        [f"{{body}} : ({_terms(query)}) AND {{scope}} : {scope}", before])
+    return [int(r["id"]) for r in rows]
