@@ -147,6 +147,7 @@ async def _open_resources(app: Sanic, _loop: Any = None) -> None:
     app.ctx.writer = writer
     app.ctx.chat = ChatRuntime(hub, writer, settings.chat, coalescer)
     app.ctx.services = ServiceContext.build(settings, hub, app.ctx.metrics)
+    app.ctx.chat.services = app.ctx.services
     app.ctx.search_limiter = SlidingWindowLimiter(settings.search.queries_per_minute, 60.0)
     app.ctx.indexer = Indexer(settings.search.index_interval_seconds)
     if settings.search.enabled:

@@ -43,6 +43,7 @@ SERVER_CMD = {
     "EDIT": wire.CMD_EDIT,
     "REACT": wire.CMD_REACT,
     "MUTE": wire.CMD_MUTE,
+    "GROUP_ACTION": wire.CMD_GROUP_ACTION,
 }
 
 

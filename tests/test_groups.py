@@ -5,6 +5,7 @@ reads nothing), hand-over, leaving, dissolving, the member cap, and every refusa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -290,3 +291,42 @@ async def test_nobody_is_added_by_someone_they_blocked(server):
     members = (await owner.post("/contact/members", id=group_id))["rows"]
     assert sorted(m["id"] for m in members) == sorted([owner.id, stranger.id])
     await close_all(owner, blocker, stranger)
+
+
+async def test_the_socket_frame_governs_like_the_routes(server):
+    owner, bob, carol = [await register(server) for _ in range(3)]
+    group_id = await make_group(owner, _name(), bob, carol)
+    owner_ws, bob_ws = await connect(server, owner), await connect(server, bob)
+
+    async def act(ws: Any, **frame: Any) -> dict[str, Any]:
+        await ws.send(json.dumps({"cmd": 114, "id": group_id, "cid": frame["action"], **frame}))
+        return await recv_until(ws, lambda f: f.get("cmd") in (101, 114) and f.get("cid"))
+
+    refused = await act(bob_ws, action="remove", dstid=carol.id)
+    assert (refused["cmd"], refused["reason"], refused["cid"]) == (101, "forbidden", "remove")
+    made = await act(owner_ws, action="admin", dstid=bob.id)
+    assert made == {"cmd": 114, "action": "admin", "id": group_id, "ok": 1, "cid": "admin"}
+    renamed = await act(bob_ws, action="update", memo="from the socket", private=1)
+    assert renamed["ok"] == 1
+    removed = await act(bob_ws, action="remove", dstid=carol.id)
+    assert removed["ok"] == 1
+    for bad, reason in (({"action": "explode"}, "bad_request"),
+                        ({"action": "remove"}, "bad_request"),  # no dstid
+                        ({"action": "update", "icon": "javascript:alert(1)"}, "bad_request")):
+        answer = await act(owner_ws, **bad)
+        assert (answer["cmd"], answer["reason"]) == (101, reason), (bad, answer)
+    assert _events(await _history(owner, group_id)) == [
+        ("joined", bob.id, 0), ("joined", carol.id, 0), ("admin", owner.id, bob.id),
+        ("notice:from the socket", bob.id, 0), ("private", bob.id, 0),
+        ("removed", bob.id, carol.id)]
+    # The article's (v1) client has no such frame: it is refused (and nothing changes).
+    bob_desk = await connect(server, bob, v2=False)
+    await bob_desk.send(json.dumps({"cmd": 114, "action": "leave", "id": group_id}))
+    await bob_desk.send(json.dumps({"cmd": 0}))
+    await recv_until(bob_desk, lambda f: f.get("cmd") == 0)
+    await asyncio.sleep(0.3)  # time enough for a change that had been started to be stored
+    members = (await owner.post("/contact/members", id=group_id))["rows"]
+    assert sorted(m["id"] for m in members) == sorted([owner.id, bob.id])
+    for ws in (owner_ws, bob_ws, bob_desk):
+        await ws.close()
+    await close_all(owner, bob, carol)

@@ -393,6 +393,50 @@ async def test_upgraded_data_works_with_files_and_people(old_database):
         await server.stop()
 
 
+async def test_an_upgraded_group_keeps_its_owner_stays_public_and_can_be_governed(old_database):
+    """0.1.0's group after the upgrade: its owner owns it, the others are members, it is public
+    (joined by name), and its owner governs it: makes an admin, who removes a member."""
+    old = old_database
+    facts = old.facts
+    alice, bob, carol, _dave = facts["users"]
+    group = facts["group"]
+    server = await start_server(old.settings)
+    try:
+        assert sorted(old.query("SELECT user_id, role FROM im_membership")) == [
+            (alice["id"], 2), (bob["id"], 0), (carol["id"], 0)]
+        assert old.query("SELECT is_private FROM im_community") == [(0,)]
+        clients = {}
+        for user in (alice, bob, carol):
+            client = clients[user["id"]] = server.client()
+            answer = await client.post("/user/login", data={"mobile": user["mobile"],
+                                                            "passwd": facts["password"]})
+            assert answer.json()["code"] == 0
+        ca, cb, cc = (clients[u["id"]] for u in (alice, bob, carol))
+        members = (await cb.post("/contact/members", data={"id": group["id"]})).json()["rows"]
+        assert {m["id"]: m["role"] for m in members} == {
+            alice["id"]: "owner", bob["id"]: "member", carol["id"]: "member"}
+        mine = (await ca.post("/contact/loadcommunity")).json()["rows"]
+        assert [(g["id"], g["role"], g["private"]) for g in mine] == [(group["id"], "owner", 0)]
+        assert (await cc.post("/group/leave", data={"id": group["id"]})).json()["code"] == 0
+        rejoined = await cc.post("/contact/joincommunity", data={"dstname": group["name"]})
+        assert rejoined.json()["code"] == 0  # public: joined by name
+        made = await ca.post("/group/admin", data={"id": group["id"], "dstid": bob["id"]})
+        assert made.json()["code"] == 0
+        removed = await cb.post("/group/remove", data={"id": group["id"], "dstid": carol["id"]})
+        assert removed.json()["code"] == 0
+        refused = await cc.post("/message/history", data={"cmd": 11, "dstid": group["id"]})
+        assert refused.status_code == 403
+        history = (await ca.post("/message/history", data={"cmd": 11, "dstid": group["id"]})
+                   ).json()["rows"]
+        assert [(m["memo"], m["userid"]) for m in history if m["media"] == 120] == [
+            ("left", carol["id"]), ("joined", carol["id"]), ("admin", alice["id"]),
+            ("removed", bob["id"])]
+        for client in clients.values():
+            await client.aclose()
+    finally:
+        await server.stop()
+
+
 _SCHEMA_3_SQLITE_SEARCH = (
     "DROP TABLE im_search_fts", "DROP TABLE im_search_state",
     "CREATE TABLE im_search_token (token VARCHAR(32) NOT NULL, conv BIGINT NOT NULL, "
@@ -435,49 +479,5 @@ async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(ol
                 assert login.json()["code"] == 0
                 found = (await client.post("/message/search", data={"q": "会议"})).json()
                 assert [m["id"] for m in found["rows"]] == expected, found
-    finally:
-        await server.stop()
-
-
-async def test_an_upgraded_group_keeps_its_owner_stays_public_and_can_be_governed(old_database):
-    """0.1.0's group after the upgrade: its owner owns it, the others are members, it is public
-    (joined by name), and its owner governs it: makes an admin, who removes a member."""
-    old = old_database
-    facts = old.facts
-    alice, bob, carol, _dave = facts["users"]
-    group = facts["group"]
-    server = await start_server(old.settings)
-    try:
-        assert sorted(old.query("SELECT user_id, role FROM im_membership")) == [
-            (alice["id"], 2), (bob["id"], 0), (carol["id"], 0)]
-        assert old.query("SELECT is_private FROM im_community") == [(0,)]
-        clients = {}
-        for user in (alice, bob, carol):
-            client = clients[user["id"]] = server.client()
-            answer = await client.post("/user/login", data={"mobile": user["mobile"],
-                                                            "passwd": facts["password"]})
-            assert answer.json()["code"] == 0
-        ca, cb, cc = (clients[u["id"]] for u in (alice, bob, carol))
-        members = (await cb.post("/contact/members", data={"id": group["id"]})).json()["rows"]
-        assert {m["id"]: m["role"] for m in members} == {
-            alice["id"]: "owner", bob["id"]: "member", carol["id"]: "member"}
-        mine = (await ca.post("/contact/loadcommunity")).json()["rows"]
-        assert [(g["id"], g["role"], g["private"]) for g in mine] == [(group["id"], "owner", 0)]
-        assert (await cc.post("/group/leave", data={"id": group["id"]})).json()["code"] == 0
-        rejoined = await cc.post("/contact/joincommunity", data={"dstname": group["name"]})
-        assert rejoined.json()["code"] == 0  # public: joined by name
-        made = await ca.post("/group/admin", data={"id": group["id"], "dstid": bob["id"]})
-        assert made.json()["code"] == 0
-        removed = await cb.post("/group/remove", data={"id": group["id"], "dstid": carol["id"]})
-        assert removed.json()["code"] == 0
-        refused = await cc.post("/message/history", data={"cmd": 11, "dstid": group["id"]})
-        assert refused.status_code == 403
-        history = (await ca.post("/message/history", data={"cmd": 11, "dstid": group["id"]})
-                   ).json()["rows"]
-        assert [(m["memo"], m["userid"]) for m in history if m["media"] == 120] == [
-            ("left", carol["id"]), ("joined", carol["id"]), ("admin", alice["id"]),
-            ("removed", bob["id"])]
-        for client in clients.values():
-            await client.aclose()
     finally:
         await server.stop()

@@ -16,11 +16,13 @@ from typing import Any
 
 from app.chat import catchup
 from app.chat.broker import Envelope
+from app.chat.group_commands import do_group_action
 from app.chat.session import ChatSession
 from app.chat.wire import (
     CMD_ACK,
     CMD_EDIT,
     CMD_GROUP,
+    CMD_GROUP_ACTION,
     CMD_HEART,
     CMD_REACT,
     CMD_READ,
@@ -371,4 +373,5 @@ COMMANDS: dict[int, Callable[[ChatSession, dict[str, Any]], None]] = {
     CMD_RECALL: do_recall,
     CMD_EDIT: do_edit,
     CMD_REACT: do_react,
+    CMD_GROUP_ACTION: do_group_action,
 }

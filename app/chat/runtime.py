@@ -14,13 +14,14 @@ from app.websocket import WriteCoalescer, WsConnection
 if TYPE_CHECKING:
     from app.chat.hub import Hub
     from app.model.message_writer import MessageWriter
+    from app.service.context import ServiceContext
 
 
 class ChatRuntime:
     """The hub, the writer and the chat settings, with the rules they share across sessions."""
 
     __slots__ = ("hub", "writer", "settings", "coalescer", "paused", "tasks", "buckets",
-                 "history_buckets", "open_sockets")
+                 "history_buckets", "open_sockets", "services")
 
     def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings,
                  coalescer: WriteCoalescer | None = None) -> None:
@@ -40,6 +41,9 @@ class ChatRuntime:
         self.history_buckets = TokenBuckets(per_minute / 60.0, max(1.0, per_minute / 6.0))
         # Open chat sockets per user in this process (counted from on_open to on_close).
         self.open_sockets: dict[int, int] = {}
+        # The services (set once the app has built them): socket commands that change more
+        # than messages (app/chat/group_commands.py) call the same service functions as HTTP.
+        self.services: ServiceContext | None = None
 
     def take_token(self, user_id: int, cost: float = 1.0) -> None:
         if not self.buckets.take(user_id, cost):

@@ -33,6 +33,7 @@ CMD_RECALL = 110  # client -> server: recall message `ref`
 CMD_EDIT = 111  # client -> server: message `ref` now reads `content`
 CMD_REACT = 112  # client -> server: my reaction `emoji` on message `ref` is on (1) or off (0)
 CMD_MUTE = 113  # server -> client: this user (un)muted a conversation on another device
+CMD_GROUP_ACTION = 114  # both ways: govern a group (`action`, `id`, ...); answered `ok`
 
 MEDIA_TEXT = 1
 MEDIA_VOICE = 3

@@ -7,8 +7,8 @@ Each change and its notice (app/service/group_notices.py) are one transaction; a
 the hub is told, in the order that gives every member's sessions the notice: a new member is
 indexed before the notice is published, a leaving one after it.
 
-Audit hook: every change passes through `_committed` once stored; an audit log would record
-the group's notice rows there (nothing here depends on one).
+Audit hook: every change passes through app/service/group_notices.py's `after_change` once
+stored (nothing here depends on an audit log).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tortoise.exceptions import IntegrityError
 from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Community, Membership, User
 from app.service import access
 from app.service.context import ServiceContext
-from app.service.group_notices import Notice, publish_notice, store_notice
+from app.service.group_notices import Notice, after_change, store_notice
 from app.service.groups import changing, check_icon, check_room
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
 
@@ -43,20 +43,6 @@ async def _target(connection: BaseDBAsyncClient, group_id: int, user_id: int
     return user, membership
 
 
-def _committed(ctx: ServiceContext, rows: list[dict[str, Any]], *, joined: int = 0,
-               left: int = 0, group_id: int = 0, dissolved: bool = False) -> None:
-    """After the commit: index a new member, publish the notices, then let a leaving member
-    (or everybody, for a dissolved group) go."""
-    if joined:
-        ctx.hub.member_joined(group_id, joined)
-    for row in rows:
-        publish_notice(ctx, row)
-    if left:
-        ctx.hub.member_left(group_id, left)
-    if dissolved:
-        ctx.hub.group_dissolved(group_id)
-
-
 async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: int) -> User:
     """Add a user to the group (owner or admin); the only way into a private group."""
     invitee = await User.get_or_none(id=invitee_id)
@@ -75,7 +61,7 @@ async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: in
                                      membership.created_ms)
     except IntegrityError:
         raise Conflict("this user is already a member of the group") from None
-    _committed(ctx, [row], joined=invitee.id, group_id=group_id)
+    after_change(ctx, [row], joined=invitee.id, group_id=group_id)
     return invitee
 
 
@@ -88,7 +74,7 @@ async def remove_member(ctx: ServiceContext, actor: User, group_id: int, target_
         access.check_remove(actor_role, membership.role)
         await membership.delete(using_db=connection)
         row = await store_notice(connection, group_id, Notice("removed", actor, target))
-    _committed(ctx, [row], left=target.id, group_id=group_id)
+    after_change(ctx, [row], left=target.id, group_id=group_id)
 
 
 async def leave(ctx: ServiceContext, user: User, group_id: int) -> None:
@@ -109,7 +95,7 @@ async def leave(ctx: ServiceContext, user: User, group_id: int) -> None:
                 connection).delete()
             row = await store_notice(connection, group_id, Notice("left", user))
             dissolved = False
-    _committed(ctx, [row], left=0 if dissolved else user.id, group_id=group_id,
+    after_change(ctx, [row], left=0 if dissolved else user.id, group_id=group_id,
                dissolved=dissolved)
 
 
@@ -127,7 +113,7 @@ async def dissolve(ctx: ServiceContext, actor: User, group_id: int) -> None:
     async with changing(group_id) as (connection, group):
         await access.check_owner(actor.id, group_id)
         row = await _dissolve(connection, group, actor)
-    _committed(ctx, [row], group_id=group_id, dissolved=True)
+    after_change(ctx, [row], group_id=group_id, dissolved=True)
 
 
 async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
@@ -151,7 +137,7 @@ async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
             rows = [await store_notice(connection, group_id, n) for n in notices]
     except IntegrityError:
         raise Conflict("a group with this name already exists") from None
-    _committed(ctx, rows, group_id=group_id)
+    after_change(ctx, rows, group_id=group_id)
     return group
 
 
@@ -189,7 +175,7 @@ async def set_admin(ctx: ServiceContext, actor: User, group_id: int, target_id: 
         await membership.save(using_db=connection, update_fields=["role"])
         row = await store_notice(connection, group_id,
                                  Notice("admin" if admin else "unadmin", actor, target))
-    _committed(ctx, [row], group_id=group_id)
+    after_change(ctx, [row], group_id=group_id)
 
 
 async def transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: int) -> None:
@@ -207,4 +193,4 @@ async def transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: i
         group.owner_id = target.id  # type: ignore[attr-defined]
         await group.save(using_db=connection, update_fields=["owner_id"])
         row = await store_notice(connection, group_id, Notice("owner", actor, target))
-    _committed(ctx, [row], group_id=group_id)
+    after_change(ctx, [row], group_id=group_id)

@@ -93,3 +93,21 @@ def publish_notice(ctx: ServiceContext, row: dict[str, Any]) -> None:
     ctx.hub.publish(Envelope(encode(message), group_id=row["community_id"],
                              message_id=row["id"],
                              legacy_payload=encode(legacy) if legacy is not None else b""))
+
+
+def after_change(ctx: ServiceContext, rows: list[dict[str, Any]], *, group_id: int,
+                 joined: int = 0, left: int = 0, dissolved: bool = False) -> None:
+    """After the commit of any change to a group: index a new member first (so their sessions
+    get the notice of their own joining), publish the notices, then let a leaving member (or
+    everybody, for a dissolved group) go.
+
+    AUDIT HOOK: every group change (its stored notice rows: who, what, whom, when) passes here
+    exactly once after its commit; an audit log would record `rows` at this point."""
+    if joined:
+        ctx.hub.member_joined(group_id, joined)
+    for row in rows:
+        publish_notice(ctx, row)
+    if left:
+        ctx.hub.member_left(group_id, left)
+    if dissolved:
+        ctx.hub.group_dissolved(group_id)

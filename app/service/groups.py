@@ -16,7 +16,7 @@ from app.model.database import within_deadline
 from app.model.tables import ROLE_MEMBER, ROLE_OWNER, Community, Membership, User, now_ms
 from app.service import access
 from app.service.context import ServiceContext
-from app.service.group_notices import Notice, publish_notice, store_notice
+from app.service.group_notices import Notice, after_change, store_notice
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
 from app.util.security import check_local_link
 
@@ -112,9 +112,7 @@ async def join_group(ctx: ServiceContext, user: User, name: str) -> Community:
             row = await store_notice(connection, group.id, Notice("joined", user), joined_ms)
     except IntegrityError:
         return found  # joined concurrently: the same outcome
-    # Indexed first, so that the new member's sessions get the notice of their own joining.
-    ctx.hub.member_joined(group.id, user.id)
-    publish_notice(ctx, row)
+    after_change(ctx, [row], joined=user.id, group_id=group.id)
     return group
 
 

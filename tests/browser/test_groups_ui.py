@@ -6,12 +6,13 @@ change shows as a notice line in each member's conversation, in their language."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE, Person, ServerBox
-from tests.browser.test_web_client import new_person
+from tests.browser.test_web_client import new_person, picture_file
 
 pytestmark = pytest.mark.browser
 
@@ -54,7 +55,8 @@ async def invite(owner: Person, name: str) -> None:
     await page.click("[data-test=group-invite-form] .form-actions button")
 
 
-async def test_a_private_group_governed_from_the_drawer(web: ServerBox, browser: Any) -> None:
+async def test_a_private_group_governed_from_the_drawer(web: ServerBox, browser: Any,
+                                                       tmp_path: Path) -> None:
     alice, bob, carol = await three_people(browser, web)
     a, b, c = alice.page, bob.page, carol.page
 
@@ -93,12 +95,16 @@ async def test_a_private_group_governed_from_the_drawer(web: ServerBox, browser:
     await b.fill("[data-test=group-settings-form] input[name=name]", "Ops Team")
     await b.fill("[data-test=group-settings-form] textarea[name=memo]", "Deploys on Friday")
     await b.uncheck("[data-test=group-settings-form] input[name=private]")
+    await b.set_input_files("[data-test=group-settings-form] input[type=file]",
+                            str(picture_file(tmp_path, "icon.png", (120, 120))))
+    await b.locator("[data-test=group-settings-form] .icon-pick img[src^='/resource/']").wait_for()
     await b.click("[data-test=group-settings-form] button[type=submit]")
     await b.wait_for_selector("[data-test=group-settings-form]", state="detached")
     await alice.wait_title("Ops Team")
     await notice(alice, '王小明 renamed the group to "Ops Team"')
     await notice(alice, "王小明 changed the group notice: Deploys on Friday")
     await notice(alice, "王小明 made the group public")
+    await notice(alice, "王小明 changed the group's icon")
     await a.locator("[data-test=group-notice]", has_text="Deploys on Friday").wait_for()
     await notice(carol, "王小明 made the group public")
 
