@@ -23,7 +23,7 @@
     RECALL: 110,        // client -> server: recall message `ref`
     EDIT: 111,          // client -> server: message `ref` now reads `content`
     REACT: 112,         // client -> server: my reaction `emoji` on `ref` on (`on` 1) or off (0)
-    MUTE: 113           // server -> client: I (un)muted a conversation on another device,
+    MUTE: 113,          // server -> client: I (un)muted a conversation on another device
     GROUP_ACTION: 114   // both ways: govern a group (`action`, `id`, ...); answered `ok`
   });
 
