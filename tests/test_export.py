@@ -120,7 +120,8 @@ async def test_the_export_command_writes_each_scope_with_progress(settings, tmp_
     everything = run_cli(settings, "export", "--all", "--output", str(tmp_path / "all.zip"))
     assert everything.returncode == 0, everything.stderr
     got = read_archive((tmp_path / "all.zip").read_bytes())
-    assert len(got["messages.jsonl"]) == 5 and len(got["groups.jsonl"]) == 1
+    # The five chat messages and the group's notice that Bob joined.
+    assert len(got["messages.jsonl"]) == 6 and len(got["groups.jsonl"]) == 1
     again = run_cli(settings, "export", "--all", "--output", str(tmp_path / "all.zip"))
     assert again.returncode == 1 and "exists already" in again.stderr
     missing = run_cli(settings, "export", "--group", "999", "--output", str(tmp_path / "g.zip"))
