@@ -20,7 +20,6 @@ on each operation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -37,6 +36,7 @@ from app.service import audit, users
 from app.service.context import ServiceContext
 from app.settings import LdapSettings
 from app.util.errors import Forbidden, Refused, Throttled, Unavailable
+from app.util.periodic import PeriodicJob
 
 log = logging.getLogger("imchat.ldap")
 
@@ -231,24 +231,18 @@ class DirectorySync:
 
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self._task: asyncio.Task[None] | None = None
+        self._job: PeriodicJob | None = None
 
     def start(self) -> None:
         ldap = self.ctx.settings.ldap
         if ldap.enabled and ldap.sync_interval_minutes > 0:
             self.directory = Directory(ldap)
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ldap-sync")
+            self._job = PeriodicJob(
+                "ldap-sync", lambda: sync_once(self.ctx, self.directory),
+                ldap.sync_interval_minutes * 60, at_start=False,
+                failure="the directory check failed; it runs again later")
+            self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.ctx.settings.ldap.sync_interval_minutes * 60)
-            try:
-                await sync_once(self.ctx, self.directory)
-            except Exception:
-                log.exception("the directory check failed; it runs again later")
+        if self._job is not None:
+            await self._job.stop()

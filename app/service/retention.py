@@ -19,6 +19,7 @@ from app.model.database import fetch_all
 from app.model.tables import Attachment, Message, now_ms
 from app.service import audit
 from app.settings import Settings
+from app.util.periodic import PeriodicJob
 
 log = logging.getLogger("imchat.retention")
 
@@ -117,7 +118,10 @@ class RetentionJob:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        policy = settings.retention
+        self._job = PeriodicJob(
+            "retention", lambda: run_once(settings), policy.interval_hours * 3600, at_start=True,
+            failure=f"the retention clean-up failed; it runs again in {policy.interval_hours:g} hours")
 
     @property
     def enabled(self) -> bool:
@@ -126,19 +130,7 @@ class RetentionJob:
 
     def start(self) -> None:
         if self.enabled:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
+            self._job.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await run_once(self.settings)
-            except Exception:
-                log.exception("the retention clean-up failed; it runs again in %g hours",
-                              self.settings.retention.interval_hours)
-            await asyncio.sleep(self.settings.retention.interval_hours * 3600)
+        await self._job.stop()
