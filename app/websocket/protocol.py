@@ -334,10 +334,10 @@ class ImchatHttpProtocol(HttpProtocol):
         if has_direct_upgrades(self.app):
             # Sanic's cycle (its task, its connection info) starts with the first bytes, and
             # only if they are not a direct upgrade.
-            assert isinstance(transport, asyncio.Transport)
+            # (uvloop's transports are not asyncio.Transport subclasses: no isinstance check)
             transport.set_write_buffer_limits(low=16384, high=65536)
             self.connections.add(self)
-            self.transport = transport
+            self.transport = transport  # type: ignore[assignment]
             self.recv_buffer = bytearray()
             self._deferred = True
         else:
