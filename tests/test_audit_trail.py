@@ -7,6 +7,8 @@ Real servers and real WebSocket clients, on SQLite and MariaDB."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import time
 from typing import Any
@@ -173,3 +175,28 @@ async def test_recalling_someone_elses_message_is_recorded_and_ones_own_is_not(s
         await bob_ws.close()
         await close_all(ann, bob)
 
+
+async def test_the_console_filters_and_exports_the_new_entries(server):
+    boss = await make_admin(server)
+    ann, bob = await register(server, "Ann"), await register(server, "Bob")
+    try:
+        group = await make_group(ann, "shown", bob)
+        assert (await ann.post("/group/remove", id=group, dstid=bob.id))["code"] == 0
+        assert (await boss.post(f"/admin/groups/{group}/dissolve"))["code"] == 0
+        page = (await boss.client.get("/admin/audit", params={"action": "group.remove"})).json()
+        assert [(r["action"], r["actor"], r["target"], r["detail"]) for r in page["rows"]] == [
+            ("group.remove", ann.mobile, f"group {group} shown", user(bob))]
+        for action in (audit.GROUP_ADD, audit.GROUP_ADMIN_GRANT, audit.GROUP_ADMIN_REVOKE,
+                       audit.GROUP_CREATE, audit.PASSWORD_CHANGE, audit.MESSAGE_RECALL):
+            assert action in page["actions"]
+        by_group = (await boss.client.get("/admin/audit", params={"q": f"group {group} "})).json()
+        assert [r["action"] for r in by_group["rows"]] == [
+            "group.dissolve", "group.remove", "group.join", "group.create"]
+        exported = await boss.client.get("/admin/audit.csv", params={"q": f"group {group} "})
+        table = list(csv.reader(io.StringIO(exported.text)))
+        assert [(row[2], row[4]) for row in table[1:]] == [
+            ("group.dissolve", boss.mobile), ("group.remove", ann.mobile),
+            ("group.join", bob.mobile), ("group.create", ann.mobile)]
+        assert table[1][8] == "by a site administrator"
+    finally:
+        await close_all(boss, ann, bob)
