@@ -20,6 +20,11 @@ def services(request: Request) -> ServiceContext:
     return request.app.ctx.services
 
 
+def client_address(request: Request) -> str:
+    """The caller's address as the audit log and the throttles name it."""
+    return request.client_ip or "unknown"
+
+
 def request_token(request: Request, fields: dict[str, Any] | None = None) -> str | None:
     return credential(request.headers.get("authorization", ""),
                       request.args.get("token") or (fields or {}).get("token"),
