@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.frames import Frame, Opcode
 
 from app.websocket import open_connections
-from tests.factories import close_all, recv_json, register
+from tests.factories import befriend, close_all, make_group, recv_json, register, send_texts
 from tests.harness import make_settings, start_server
 
 
@@ -152,3 +152,47 @@ async def test_behind_a_configured_proxy_every_handshake_takes_the_http_cycle(tm
         await close_all(a)
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize("change", [
+    {"Sec-WebSocket-Version": "8"},
+    {"Sec-WebSocket-Key": "not-base64!!"},
+    {"Sec-WebSocket-Key": base64.b64encode(b"short").decode()},
+    {"Upgrade": "websocket, h2c"},
+    {"Connection": "keep-alive"},
+])
+async def test_a_bad_handshake_gets_the_same_refusal_whole_or_split(server, change):
+    a = await register(server)
+    lines = upgrade_head(server.port, f"token={a.token}").decode().split("\r\n")
+    names = {name.lower() for name in change}
+    kept = [line for line in lines if line.split(":")[0].lower() not in names]
+    head = "\r\n".join(kept[:-2] + [f"{k}: {v}" for k, v in change.items()] + ["", ""]).encode()
+    statuses = []
+    for parts in ([head], [head[:10], head[10:]]):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for part in parts:
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        statuses.append((await read_response(reader))[0])
+        writer.close()
+    assert statuses[0] == statuses[1] and statuses[0] in (400, 426), statuses
+    assert upgrades(server) == (0, 0)
+    await close_all(a)
+
+
+async def test_the_catch_up_probe_finds_exactly_who_missed_something(server):
+    from app.model.message_store import pairs_with_missed
+
+    a, b, c, d = [await register(server) for _ in range(4)]
+    await befriend(a, b)
+    group = await make_group(a, "probe", c)
+    [direct] = await send_texts(server, a, 10, b.id, ["to b"])
+    [in_group] = await send_texts(server, a, 11, group, ["to the group"])
+    await make_group(d, "other")  # d is in no group of a's and got nothing
+    pairs = [(b.id, 0), (b.id, direct), (a.id, direct - 1), (c.id, in_group - 1),
+             (c.id, in_group), (d.id, 0), (a.id, in_group)]
+    found = await pairs_with_missed(pairs)
+    # b received one; a sent one (its other devices catch it up); c's group got one.
+    assert set(found) == {(b.id, 0), (a.id, direct - 1), (c.id, in_group - 1)}, found
+    await close_all(a, b, c, d)

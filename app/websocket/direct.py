@@ -19,6 +19,8 @@ then answers exactly as it would have: routing, the request checks, the route's 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from sanic.cookies.request import parse_cookie
-from websockets.datastructures import Headers
+from websockets.utils import accept_key
 
 if TYPE_CHECKING:
     from sanic import Request, Sanic
@@ -40,6 +42,7 @@ __all__ = [
     "has_direct_upgrades",
     "parse_upgrade_head",
     "register_direct_upgrade",
+    "switching_protocols",
 ]
 
 # Larger heads (a very long cookie) take Sanic's way, which has its own limits.
@@ -47,10 +50,9 @@ MAX_DIRECT_HEAD = 8 * 1024
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Visible ASCII, space and tab only: no control characters, no obs-text.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
-# Headers that frame a body or that Sanic reads more than once: their presence or repetition
-# means the request is not the plain handshake the direct way is for.
+# Headers that frame a body: their presence means the request is not the plain handshake the
+# direct way is for (nor is a repeated header: Sanic and websockets would read it differently).
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
-_SINGLE_HEADERS = frozenset({"host", "origin", "authorization", "cookie"})
 _APP_ATTR = "imchat_direct_upgrades"
 
 
@@ -70,7 +72,7 @@ class UpgradeHead:
 
     path: str
     args: dict[str, list[str]]
-    headers: Headers
+    headers: dict[str, str]  # lower-case names; the first value of a repeated header
     host: str
     secure: bool
     client_ip: str
@@ -78,7 +80,8 @@ class UpgradeHead:
 
     @classmethod
     def of_request(cls, request: Request) -> UpgradeHead:
-        return cls(request.path, dict(request.args), Headers(request.headers.items()),
+        headers = request.headers
+        return cls(request.path, dict(request.args), {name: headers.get(name) for name in headers},
                    request.host, request.scheme in ("https", "wss"), request.client_ip,
                    request.port)
 
@@ -100,23 +103,41 @@ class UpgradeHead:
         return {key: values[0] for key, values in self.args.items() if values}
 
 
-def _header_lines(lines: list[str]) -> list[tuple[str, str]] | None:
-    pairs: list[tuple[str, str]] = []
-    seen: set[str] = set()
+def _header_lines(lines: list[str]) -> dict[str, str] | None:
+    headers: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.partition(":")
         if not colon or not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             return None
         lower = name.lower()
-        if lower in _BODY_HEADERS or (lower in _SINGLE_HEADERS and lower in seen):
+        if lower in _BODY_HEADERS or lower in headers:
             return None
-        seen.add(lower)
-        pairs.append((name, value.lstrip(" \t")))  # as Sanic reads it: trailing space stays
-    return pairs
+        headers[lower] = value.lstrip(" \t")  # as Sanic reads it: trailing space stays
+    return headers
 
 
-def parse_upgrade_head(data: bytes, path: str) -> tuple[str, dict[str, list[str]], Headers,
-                                                          bytes] | None:
+def switching_protocols(headers: dict[str, str]) -> bytes | None:
+    """The 101 answering a valid RFC 6455 opening handshake (the checks websockets' server
+    makes, for the plain case: no extension or subprotocol is offered by imchat), or None."""
+    if headers.get("sec-websocket-version") != "13":
+        return None
+    if headers.get("upgrade", "").strip().lower() != "websocket":
+        return None
+    connection = headers.get("connection", "")
+    if "upgrade" not in (token.strip().lower() for token in connection.split(",")):
+        return None
+    key = headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key.encode(), validate=True)) != 16:
+            return None
+    except (binascii.Error, ValueError):
+        return None
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
+
+
+def parse_upgrade_head(data: bytes, path: str) -> tuple[str, dict[str, list[str]],
+                                                          dict[str, str], bytes] | None:
     """(path, query, headers, bytes after the head) when ``data`` starts with a whole, plain
     ``GET <path>[?query] HTTP/1.1`` head; None for anything else (Sanic's way then)."""
     end = data.find(b"\r\n\r\n", 0, MAX_DIRECT_HEAD)
@@ -133,11 +154,11 @@ def parse_upgrade_head(data: bytes, path: str) -> tuple[str, dict[str, list[str]
     target_path, _, query = parts[1].partition("?")
     if target_path != path or "#" in query:
         return None
-    pairs = _header_lines(lines[1:])
-    if pairs is None:
+    headers = _header_lines(lines[1:])
+    if headers is None:
         return None
     args = parse_qs(query, keep_blank_values=False, strict_parsing=False, errors="replace")
-    return target_path, args, Headers(pairs), data[end + 4:]
+    return target_path, args, headers, data[end + 4:]
 
 
 #: Judges an upgrade: the handler and options to open the socket with, or an exception

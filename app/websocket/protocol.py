@@ -58,6 +58,7 @@ from app.websocket.direct import (
     direct_opener,
     has_direct_upgrades,
     parse_upgrade_head,
+    switching_protocols,
 )
 
 __all__ = [
@@ -188,6 +189,10 @@ class ImchatHttpProtocol(HttpProtocol):
             self._start_http(data)
             return
         path, args, headers, leftover = parsed
+        response = switching_protocols(headers)
+        if response is None:  # Sanic's way answers with websockets' own refusal
+            self._start_http(data)
+            return
         peer = transport.get_extra_info("peername")
         ip, port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
         head = UpgradeHead(path, args, headers, headers.get("host", ""),
@@ -196,15 +201,14 @@ class ImchatHttpProtocol(HttpProtocol):
         transport.pause_reading()  # nothing more is read until the opener has decided
         self.recv_buffer = bytearray(leftover)
         head_bytes = data[: len(data) - len(leftover)]
-        self._opening = self.loop.create_task(self._open_direct(found[0], head, head_bytes),
-                                              context=contextvars.Context())
+        self._opening = self.loop.create_task(
+            self._open_direct(found[0], head, head_bytes, response), context=contextvars.Context())
 
-    async def _open_direct(self, opener: Opener, head: UpgradeHead, head_bytes: bytes) -> None:
+    async def _open_direct(self, opener: Opener, head: UpgradeHead, head_bytes: bytes,
+                           response: bytes) -> None:
+        handler: WsHandler | None = None
         try:
-            proto, response = _handshake(head.path, head.headers, 64 * 1024)
             handler, options = await opener(head)
-            # The size limit is the opener's: judge the handshake again with it (cheap).
-            proto, response = _handshake(head.path, head.headers, options.max_message_bytes)
         except Exception:  # noqa: BLE001 - Sanic's way answers (or logs) it properly
             handler = None
         self._opening = None
@@ -215,7 +219,10 @@ class ImchatHttpProtocol(HttpProtocol):
             # Sanic's way gets every byte, as if it had had the connection from the start.
             self._start_http(head_bytes + bytes(self.recv_buffer))
             return
-        transport.write(response.serialize())
+        transport.write(response)
+        # The handshake was judged above: the core starts at frames (as in _handshake).
+        proto = ImchatServerProtocol(max_size=options.max_message_bytes, state=OPEN,
+                                     logger=SANSIO_LOG)
         conn = _new_connection(self.app, transport, proto, handler,
                                f"{head.client_ip}:{head.port}", self.loop, options)
         self._upgrade(conn, options.max_buffered_bytes)
