@@ -5,14 +5,24 @@ refers to the file, its uploaders, and anyone signed in for avatars and group ic
 
 from __future__ import annotations
 
+import json
 import os
 
 import httpx
 import pytest
 
+from app.chat.wire import CMD_ACK, CMD_ERROR
 from app.service.downloads import ByteRange, byte_range
 from app.util.errors import RangeNotSatisfiable
-from tests.factories import close_all, register
+from tests.factories import (
+    befriend,
+    close_all,
+    connect,
+    make_group,
+    png_bytes,
+    recv_until,
+    register,
+)
 
 SAFETY = {"x-content-type-options": "nosniff",
           "content-security-policy": "default-src 'none'; sandbox"}
@@ -146,3 +156,140 @@ async def test_an_audio_player_seeks_with_ranges(server):
 def test_byte_range_is_what_sanic_file_helpers_take():
     part = ByteRange(5, 9, 100)
     assert (part.start, part.end, part.size, part.total) == (5, 9, 5, 100)
+
+
+# == who may download ========================================================================
+
+async def send(server, sender, cmd: int, dstid: int, **fields) -> dict:
+    """Send a message over the sender's chat socket; its ack (cmd 100) or refusal (101)."""
+    ws = await connect(server, sender)
+    try:
+        await ws.send(json.dumps({"cmd": cmd, "dstid": dstid, "cid": f"c{os.urandom(6).hex()}",
+                                  **fields}))
+        return await recv_until(ws, lambda f: f.get("cmd") in (CMD_ACK, CMD_ERROR))
+    finally:
+        await ws.close()
+
+
+async def status(user, url: str) -> int:
+    answer = await user.client.get(url)
+    if answer.status_code == 404:
+        assert answer.json()["code"] == -1 and answer.json()["reason"] == "not_found"
+        assert b"\x89PNG" not in answer.content and b"RIFF" not in answer.content
+    return answer.status_code
+
+
+async def picture(user, color: str = "red") -> dict:
+    body = (await user.client.post("/attach/upload", files={
+        "file": ("p.png", png_bytes(60, 40, color))})).json()
+    assert body["code"] == 0, body
+    return body
+
+
+async def test_a_file_sent_one_to_one_is_for_its_two_ends_only(server):
+    alice, bob, eve = [await register(server) for _ in range(3)]
+    await befriend(alice, bob)
+    shared = await picture(alice)
+    url, thumb = shared["data"], shared["thumb"]
+    # Uploaded, not yet sent: its uploader only (a preview before sending).
+    assert [await status(u, link) for u in (alice, bob, eve) for link in (url, thumb)] == [
+        200, 200, 404, 404, 404, 404]
+    ack = await send(server, alice, 10, bob.id, media=4, url=url, pic=thumb)
+    assert ack["cmd"] == CMD_ACK, ack
+    assert [await status(u, link) for u in (alice, bob, eve) for link in (url, thumb)] == [
+        200, 200, 200, 200, 404, 404]
+    # Eve, who learnt the URL, cannot link it anywhere to give herself access.
+    await befriend(eve, bob)
+    refused = await send(server, eve, 10, bob.id, media=4, url=url)
+    assert refused["cmd"] == CMD_ERROR and refused["reason"] == "not_found", refused
+    group = await make_group(eve, "eve's own")
+    refused = await send(server, eve, 11, group, media=4, url=url, pic=thumb)
+    assert refused["cmd"] == CMD_ERROR, refused
+    for path, field in (("/user/update", "avatar"), ("/group/update", "icon")):
+        answer = await eve.post(path, id=group, **{field: thumb})
+        assert answer["code"] == -1 and "not uploaded or received" in answer["msg"], answer
+    answer = await eve.post("/contact/createcommunity", name="eve 2", icon=url)
+    assert answer["code"] == -1, answer
+    assert await status(eve, url) == 404
+    # A recalled message takes its file with it.
+    recall_ws = await connect(server, alice)
+    await recall_ws.send(json.dumps({"cmd": 110, "ref": ack["id"], "cid": "recall-1"}))
+    await recv_until(recall_ws, lambda f: f.get("cmd") in (CMD_ACK, CMD_ERROR))
+    await recall_ws.close()
+    assert [await status(u, url) for u in (alice, bob)] == [200, 404]
+    await close_all(alice, bob, eve)
+
+
+async def test_a_group_file_follows_the_history_rule(server):
+    owner, early, late, leaver, outsider = [await register(server) for _ in range(5)]
+    group = await make_group(owner, "files team", early, leaver)
+    clip_url = await upload(owner, clip(4000))
+    ack = await send(server, owner, 11, group, media=3, url=clip_url)
+    assert ack["cmd"] == CMD_ACK, ack
+    joined = await late.post("/contact/joincommunity", dstname="files team")
+    assert joined["code"] == 0
+    # Members from before the message read it; one who joined after does not (as history).
+    assert [await status(u, clip_url) for u in (owner, early, leaver, late, outsider)] == [
+        200, 200, 200, 404, 404]
+    assert (await leaver.post("/group/leave", id=group))["code"] == 0
+    assert (await owner.post("/group/remove", id=group, dstid=early.id))["code"] == 0
+    assert [await status(u, clip_url) for u in (owner, early, leaver)] == [200, 404, 404]
+    # The same content sent again later reaches the late joiner too (any readable link).
+    again = await send(server, owner, 11, group, media=3, url=clip_url)
+    assert again["cmd"] == CMD_ACK
+    assert await status(late, clip_url) == 200
+    await close_all(owner, early, late, leaver, outsider)
+
+
+async def test_avatars_and_group_icons_are_anyones_to_see(server):
+    alice, bob, carol = [await register(server) for _ in range(3)]
+    avatar = await picture(alice, "blue")
+    assert (await alice.post("/user/update", avatar=avatar["thumb"]))["code"] == 0
+    icon = await picture(bob, "green")
+    group = await make_group(bob, "icons")
+    assert (await bob.post("/group/update", id=group, icon=icon["thumb"]))["code"] == 0
+    for viewer in (alice, bob, carol):
+        assert await status(viewer, avatar["thumb"]) == 200
+        assert await status(viewer, icon["thumb"]) == 200
+    # The full-size picture behind the thumbnail stays its uploader's.
+    assert [await status(u, avatar["data"]) for u in (alice, carol)] == [200, 404]
+    # Anyone may show someone's avatar as theirs too, and sign up with a built-in one.
+    assert (await carol.post("/user/update", avatar=avatar["thumb"]))["code"] == 0
+    newcomer = await register(server)
+    answer = await newcomer.post("/user/update", avatar="/asset/img/avatar/a1.png")
+    assert answer["code"] == 0, answer
+    signed_up = (await server.client().post("/user/register", data={
+        "mobile": "13755550001", "passwd": "secret-pass-1", "avatar": avatar["data"]})).json()
+    assert signed_up["code"] == -1, signed_up  # not public: a new account has nothing shared
+    await close_all(alice, bob, carol, newcomer)
+
+
+async def test_a_file_uploaded_again_by_another_is_theirs_to_send(server):
+    alice, bob, carol = [await register(server) for _ in range(3)]
+    await befriend(bob, carol)
+    data = clip(3000)
+    first, second = await upload(alice, data), await upload(bob, data)
+    assert first == second  # stored once
+    assert [await status(u, first) for u in (alice, bob, carol)] == [200, 200, 404]
+    ack = await send(server, bob, 10, carol.id, media=3, url=second)
+    assert ack["cmd"] == CMD_ACK, ack
+    assert await status(carol, first) == 200
+    await close_all(alice, bob, carol)
+
+
+async def test_a_download_of_a_widely_linked_file_is_one_indexed_lookup(server):
+    """The query plans: message links, avatars, icons and attachment names are looked up by
+    index on both engines (no scan of the messages table)."""
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name
+
+    connection = Tortoise.get_connection(connection_name())
+    sqlite = connection.capabilities.dialect == "sqlite"
+    for table, column in (("im_message", "url"), ("im_user", "avatar"),
+                          ("im_community", "icon"), ("im_attachment", "stored_name")):
+        sql = (f"EXPLAIN QUERY PLAN SELECT id FROM {table} WHERE {column} IN (?, ?)" if sqlite
+               else f"EXPLAIN SELECT id FROM {table} WHERE {column} IN (%s, %s)")
+        plan = str(await connection.execute_query_dict(sql, ["/resource/a", "/resource/b"]))
+        assert ("USING INDEX" in plan or "USING COVERING INDEX" in plan) if sqlite else (
+            "'key': 'idx_" in plan), (table, plan)

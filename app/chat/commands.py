@@ -52,7 +52,7 @@ from app.chat.wire import (
 )
 from app.model import message_store
 from app.model.message_writer import Draft
-from app.service import access, messages
+from app.service import access, file_access, messages
 from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
 
@@ -106,7 +106,8 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
     cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
     strangers = cmd == CMD_SINGLE and session.runtime.settings.allow_strangers
-    if strangers or "ref" in frame or "at" in frame or "atall" in frame:
+    if (strangers or "ref" in frame or "at" in frame or "atall" in frame
+            or file_access.links_uploads(draft.url, draft.pic)):
         # Rules that need the database: off the data path, in a task of their own.
         ref = frame_int(frame, "ref", default=0, low=0)
         named, everyone = frame_mentions(frame)
@@ -123,6 +124,8 @@ async def _submit_checked(session: ChatSession, draft: Draft, ref: int, named: l
         if strangers:
             # The recipient exists, is enabled and has not blocked the sender.
             await access.check_stranger(session.user_id, draft.dstid)
+        # Uploads are linked only by those who may download them.
+        await file_access.check_links(session.user_id, "the message", draft.url, draft.pic)
         if ref:
             await check_reply(session, draft, ref)
         if named or everyone:

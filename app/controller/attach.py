@@ -1,5 +1,5 @@
 """/attach/upload: a picture, voice clip or any other file in, its /resource/ URL out; and
-/resource/<name>: a stored file out, to signed-in users only."""
+/resource/<name>: a stored file out, to signed-in users it was shared with (or a range of it)."""
 
 from __future__ import annotations
 
@@ -48,20 +48,22 @@ async def upload(request: Request) -> HTTPResponse:
 
 
 @resource_bp.route("/<name:str>", methods=["GET", "HEAD"])
-@openapi.summary("Download a stored file (signed-in users only)")
+@openapi.summary("Download a stored file (signed-in users it was shared with)")
 @openapi.description(
     "Pictures are served inline; everything else with `Content-Disposition: attachment`, a "
     "type no browser runs, `nosniff` and a sandboxing CSP. `name` sets the download's file "
     "name; `preview=1` shows a PDF inline (for the web client's preview). The session cookie "
-    "is enough, so `<img>`, `<audio>` and links work in the web client. One byte range "
+    "is enough, so `<img>`, `<audio>` and links work in the web client. Only for its "
+    "uploaders, readers of a message linking to it (by the history rule) and, for avatars "
+    "and group icons, anyone signed in; 404 for anyone else. One byte range "
     "(`Range: bytes=a-b`, `a-` or `-n`) is answered 206 with `Content-Range` (players seek "
     "with these), a range beyond the file 416; several ranges get the whole file.")
 async def resource(request: Request, name: str) -> HTTPResponse:
     if not downloads.is_stored_name(name):
         raise NoSuchFile()  # before asking who calls: nothing else lives here
-    await require_user(request)
+    user = await require_user(request)
     found = await downloads.open_download(
-        services(request).settings, name, preview=request.args.get("preview") == "1",
+        services(request).settings, user.id, name, preview=request.args.get("preview") == "1",
         download_name=(request.args.get("name") or "")[:255])
     return await _send(request, found)
 

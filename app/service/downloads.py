@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from app.model.tables import Attachment
+from app.service import file_access
 from app.service.file_types import (
     KIND_FILE,
     KIND_PICTURE,
@@ -17,7 +18,7 @@ from app.service.file_types import (
     safe_name,
     served_as,
 )
-from app.service.uploads import PICTURE_FORMATS
+from app.service.uploads import PICTURE_FORMATS, THUMB_SUFFIX
 from app.settings import Settings
 from app.util.errors import NoSuchFile, RangeNotSatisfiable
 
@@ -81,7 +82,7 @@ def is_stored_name(name: str) -> bool:
 async def _describe(name: str) -> tuple[str, str, str]:
     """(kind, mime, original name) of a stored file; files stored before rows had a kind (or
     without a row at all) are judged by the extension the server gave them."""
-    if name.endswith("_t.webp"):
+    if name.endswith(THUMB_SUFFIX):
         return KIND_PICTURE, "image/webp", ""
     record = await Attachment.get_or_none(stored_name=name)
     if record is not None and record.kind:
@@ -94,12 +95,14 @@ async def _describe(name: str) -> tuple[str, str, str]:
     return KIND_FILE, OCTET_STREAM, ""
 
 
-async def open_download(settings: Settings, name: str, *, preview: bool = False,
+async def open_download(settings: Settings, user_id: int, name: str, *, preview: bool = False,
                         download_name: str = "") -> Download:
-    """The file behind a /resource/ name, for a signed-in user. `download_name` (the name the
+    """The file behind a /resource/ name, for a signed-in user who may download it
+    (app/service/file_access.py; "no such file" otherwise). `download_name` (the name the
     sender's message shows) replaces the stored original name; both are made safe."""
     if not is_stored_name(name):
         raise NoSuchFile()
+    await file_access.check_download(user_id, name)
     path = settings.upload_path / name
     if not path.is_file():
         raise NoSuchFile()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.model.tables import Attachment, User
+from app.model.tables import Attachment, Upload, User
 from app.service.file_types import (
     KIND_FILE,
     KIND_PICTURE,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 PICTURE_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
                    "GIF": ("gif", "image/gif"), "WEBP": ("webp", "image/webp")}
 THUMB_EDGE = 320
+THUMB_SUFFIX = "_t.webp"  # a picture's thumbnail is stored beside it under this ending
 MAX_FRAMES = 300
 # How long an upload waits for pixels to decode before it is refused (429, "try again").
 DECODE_WAIT_SECONDS = 15.0
@@ -208,6 +209,7 @@ async def store_upload(ctx: ServiceContext, uploader: User, data: bytes, name: s
     known = await Attachment.get_or_none(sha256=digest)
     if known is not None and (ctx.settings.upload_path / known.stored_name).exists():
         _check_wanted(known.kind, wanted)
+        await _note_uploader(known, uploader.id)
         return _stored(known, name)
     kind = await asyncio.to_thread(_kind_of, data)
     _check_wanted(kind, wanted)
@@ -216,7 +218,15 @@ async def store_upload(ctx: ServiceContext, uploader: User, data: bytes, name: s
         record = await _store_new(ctx, uploader, data, digest, known, kind, name)
     finally:
         limits.release_bytes(uploader.id, len(data))
+    await _note_uploader(record, uploader.id)
     return _stored(record, name)
+
+
+async def _note_uploader(record: Attachment, user_id: int) -> None:
+    """Someone other than the first uploader sent the same content: they have it, so they
+    may download and send it too (app/service/file_access.py)."""
+    if record.uploader_id != user_id:
+        await Upload.get_or_create(attachment_id=record.id, user_id=user_id)
 
 
 def _check_wanted(kind: str, wanted: str) -> None:
@@ -276,7 +286,7 @@ async def _store_new(ctx: ServiceContext, uploader: User, data: bytes, digest: s
 
 
 def thumb_name(name: str) -> str:
-    return name.rsplit(".", 1)[0] + "_t.webp"
+    return name.rsplit(".", 1)[0] + THUMB_SUFFIX
 
 
 def _stored(record: Attachment, name: str) -> StoredFile:
