@@ -293,3 +293,26 @@ async def test_a_download_of_a_widely_linked_file_is_one_indexed_lookup(server):
         plan = str(await connection.execute_query_dict(sql, ["/resource/a", "/resource/b"]))
         assert ("USING INDEX" in plan or "USING COVERING INDEX" in plan) if sqlite else (
             "'key': 'idx_" in plan), (table, plan)
+
+
+async def test_a_message_linking_an_upload_keeps_its_place_in_order(server):
+    """A linked upload is checked against the database before the message is stored; the
+    text sent right after it waits its turn (it would be stored first otherwise)."""
+    alice, bob = [await register(server) for _ in range(2)]
+    await befriend(alice, bob)
+    url = await upload(alice, clip(2000))
+    ws = await connect(server, alice)
+    frames = [{"cmd": 10, "dstid": bob.id, "media": 3, "url": url, "cid": "voice-1"},
+              {"cmd": 10, "dstid": bob.id, "media": 1, "content": "listen", "cid": "text-1"},
+              {"cmd": 10, "dstid": bob.id, "media": 3, "url": url, "cid": "voice-2"},
+              {"cmd": 10, "dstid": bob.id, "media": 1, "content": "again", "cid": "text-2"}]
+    for frame in frames:
+        await ws.send(json.dumps(frame))
+    acks = {}
+    while len(acks) < len(frames):
+        ack = await recv_until(ws, lambda f: f.get("cmd") in (CMD_ACK, CMD_ERROR))
+        assert ack["cmd"] == CMD_ACK, ack
+        acks[ack["cid"]] = ack["id"]
+    await ws.close()
+    assert [acks[frame["cid"]] for frame in frames] == sorted(acks.values()), acks
+    await close_all(alice, bob)

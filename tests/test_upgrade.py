@@ -393,7 +393,8 @@ async def test_upgraded_data_works_with_files_and_people(old_database):
         uploaded = (await ca.post("/attach/upload", files={
             "file": ("旧.pdf", b"%PDF-1.4\n%%EOF\n")})).json()
         assert (uploaded["code"], uploaded["kind"], uploaded["name"]) == (0, "file", "旧.pdf")
-        assert (await cb.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await ca.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await cb.get(uploaded["data"])).status_code == 404  # not shared with bob
         for client in clients.values():
             await client.aclose()
     finally:

@@ -8,10 +8,11 @@ COMMANDS maps each frame `cmd` to its function; app/chat/handler.py dispatches w
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from app.chat import catchup
@@ -113,8 +114,33 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
         named, everyone = frame_mentions(frame)
         if (named or everyone) and cmd != CMD_GROUP:
             raise BadRequest("mentions are for group messages")
-        session.runtime.spawn(_submit_checked(session, draft, ref, named, everyone, strangers))
-        return
+        _in_order(session, _submit_checked(session, draft, ref, named, everyone, strangers))
+    elif session.checking is not None:
+        _in_order(session, _submit_later(session, draft))
+    else:
+        _submit(session, draft)
+
+
+def _in_order(session: ChatSession, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once the connection's earlier messages that wait for a database check are
+    submitted: a message is never stored ahead of one its sender sent before it."""
+    before = session.checking
+
+    async def after_those() -> None:
+        try:
+            if before is not None:
+                await asyncio.wait({before})
+            await work
+        finally:
+            work.close()  # cancelled before it started: no "never awaited" warning
+            if session.checking is task:
+                session.checking = None
+
+    task = session.runtime.spawn(after_those())
+    session.checking = task
+
+
+async def _submit_later(session: ChatSession, draft: Draft) -> None:
     _submit(session, draft)
 
 

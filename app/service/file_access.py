@@ -21,6 +21,7 @@ Every lookup is by an index (message url, avatar, icon, attachment name).
 
 from __future__ import annotations
 
+from app.chat.wire import CMD_GROUP
 from app.model.tables import Attachment, Community, Message, Upload, User
 from app.service import access
 from app.service.uploads import PICTURE_FORMATS, THUMB_SUFFIX
@@ -56,7 +57,6 @@ async def _is_uploader(user_id: int, names: list[str]) -> bool:
 
 async def _in_readable_message(user_id: int, links: list[str]) -> bool:
     """Whether a message the user may read links to one of `links` (newest first)."""
-    readable: access.Readable | None = None
     query = Message.filter(url__in=links).order_by("-id")
     before: int | None = None
     while True:
@@ -65,7 +65,8 @@ async def _in_readable_message(user_id: int, links: list[str]) -> bool:
                                                "community_id", "created_ms")
         if not rows:
             return False
-        readable = readable or await access.readable(user_id)
+        readable = await access.readable_in(user_id, {
+            row["community_id"] for row in rows if row["cmd"] == CMD_GROUP})
         if any(readable.allows(row) for row in rows):
             return True
         if len(rows) < BATCH:
