@@ -199,11 +199,13 @@ async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
     wa = await connect(node_a, a)
     wb_v1 = await connect(node_b, b, v2=False)
     wb = await connect(node_b, b)
+    # Only an upload of the sender's may be linked.
+    url = (await a.client.post("/attach/upload", files={"file": ("plan.pdf", b"%PDF-1.4 " * 200)})
+           ).json()["data"]
     await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 6, "content": "plan.pdf",
-                              "url": "/resource/" + "a" * 32 + ".bin", "amount": 2048,
-                              "cid": "file-x"}))
+                              "url": url, "amount": 2048, "cid": "file-x"}))
     line = await recv_until(wb_v1, lambda f: f.get("cmd") == 10)
-    assert (line["media"], line["content"]) == (1, f"[file] plan.pdf (2.0 KB) /resource/{'a' * 32}.bin")
+    assert (line["media"], line["content"]) == (1, f"[file] plan.pdf (2.0 KB) {url}")
     as_file = await recv_until(wb, lambda f: f.get("cmd") == 10)
     assert (as_file["media"], as_file["content"]) == (6, "plan.pdf")
     assert (await a.post("/contact/removefriend", id=b.id))["code"] == 0

@@ -288,18 +288,25 @@ def test_a_newer_database_is_refused_untouched(old_database):
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
-    """The fixture's upload files are served byte for byte after the upgrade (to a signed-in
-    user: downloads need one since schema 5)."""
+    """The fixture's upload (and its thumbnail) is served byte for byte after the upgrade to
+    those it was shared with (its uploader alice, bob who got it in a message; downloads need
+    that since schema 9), and to nobody else: not carol, and no one gets the other engine's
+    upload, which this database never linked."""
     old = old_database
+    users, shared = old.facts["users"], old.facts["upload"].removeprefix("/resource/")
     server = await start_server(old.settings)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
-            signed_in = await client.post("/user/login", data={
-                "mobile": old.facts["users"][0]["mobile"], "passwd": old.facts["password"]})
-            assert signed_in.json()["code"] == 0
-            for path in sorted((FIXTURE / "resource").iterdir()):
-                served = await client.get(f"/resource/{path.name}")
-                assert served.status_code == 200 and served.content == path.read_bytes()
+        for user, allowed in ((users[0], True), (users[1], True), (users[2], False)):
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                signed_in = await client.post("/user/login", data={
+                    "mobile": user["mobile"], "passwd": old.facts["password"]})
+                assert signed_in.json()["code"] == 0
+                for path in sorted((FIXTURE / "resource").iterdir()):
+                    served = await client.get(f"/resource/{path.name}")
+                    if allowed and path.name.split("_")[0].split(".")[0] == shared.split(".")[0]:
+                        assert served.status_code == 200 and served.content == path.read_bytes()
+                    else:
+                        assert served.status_code == 404, (user["mobile"], path.name)
     finally:
         await server.stop()
 
@@ -386,7 +393,8 @@ async def test_upgraded_data_works_with_files_and_people(old_database):
         uploaded = (await ca.post("/attach/upload", files={
             "file": ("旧.pdf", b"%PDF-1.4\n%%EOF\n")})).json()
         assert (uploaded["code"], uploaded["kind"], uploaded["name"]) == (0, "file", "旧.pdf")
-        assert (await cb.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await ca.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await cb.get(uploaded["data"])).status_code == 404  # not shared with bob
         for client in clients.values():
             await client.aclose()
     finally:

@@ -8,10 +8,11 @@ COMMANDS maps each frame `cmd` to its function; app/chat/handler.py dispatches w
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from app.chat import catchup
@@ -53,7 +54,7 @@ from app.chat.wire import (
 from app.model import message_store
 from app.model.message_writer import Draft
 from app.model.tables import User
-from app.service import access, audit, messages
+from app.service import access, audit, file_access, messages
 from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
 
@@ -107,14 +108,40 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
     cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
     strangers = cmd == CMD_SINGLE and session.runtime.settings.allow_strangers
-    if strangers or "ref" in frame or "at" in frame or "atall" in frame:
+    if (strangers or "ref" in frame or "at" in frame or "atall" in frame
+            or file_access.links_uploads(draft.url, draft.pic)):
         # Rules that need the database: off the data path, in a task of their own.
         ref = frame_int(frame, "ref", default=0, low=0)
         named, everyone = frame_mentions(frame)
         if (named or everyone) and cmd != CMD_GROUP:
             raise BadRequest("mentions are for group messages")
-        session.runtime.spawn(_submit_checked(session, draft, ref, named, everyone, strangers))
-        return
+        _in_order(session, _submit_checked(session, draft, ref, named, everyone, strangers))
+    elif session.checking is not None:
+        _in_order(session, _submit_later(session, draft))
+    else:
+        _submit(session, draft)
+
+
+def _in_order(session: ChatSession, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once the connection's earlier messages that wait for a database check are
+    submitted: a message is never stored ahead of one its sender sent before it."""
+    before = session.checking
+
+    async def after_those() -> None:
+        try:
+            if before is not None:
+                await asyncio.wait({before})
+            await work
+        finally:
+            work.close()  # cancelled before it started: no "never awaited" warning
+            if session.checking is task:
+                session.checking = None
+
+    task = session.runtime.spawn(after_those())
+    session.checking = task
+
+
+async def _submit_later(session: ChatSession, draft: Draft) -> None:
     _submit(session, draft)
 
 
@@ -124,6 +151,8 @@ async def _submit_checked(session: ChatSession, draft: Draft, ref: int, named: l
         if strangers:
             # The recipient exists, is enabled and has not blocked the sender.
             await access.check_stranger(session.user_id, draft.dstid)
+        # Uploads are linked only by those who may download them.
+        await file_access.check_links(session.user_id, "the message", draft.url, draft.pic)
         if ref:
             await check_reply(session, draft, ref)
         if named or everyone:

@@ -90,10 +90,11 @@ class ChatRuntime:
             self.open_sockets.pop(user_id, None)
         self.paused.discard(conn)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def pause_while_behind(self, conn: WsConnection) -> None:
         """The database is behind: stop reading from this client until the writer catches up."""

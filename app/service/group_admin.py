@@ -141,7 +141,7 @@ async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
     """Rename, change the icon, the notice (memo) or the privacy (owner or admin): one notice
     for each field that changes."""
     if icon is not None:
-        check_icon(icon)
+        await check_icon(actor.id, icon)
     if name is not None and not name:
         raise BadRequest("name is required")
     try:

@@ -14,7 +14,7 @@ from tortoise.transactions import in_transaction
 
 from app.model.database import within_deadline
 from app.model.tables import ROLE_MEMBER, ROLE_OWNER, Community, Membership, User, now_ms
-from app.service import access, audit
+from app.service import access, audit, file_access
 from app.service.context import ServiceContext
 from app.service.group_notices import Notice, Origin, after_change, store_notice
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
@@ -43,8 +43,11 @@ def public_group(group: Community, role: int | None = None) -> dict[str, Any]:
     return answer
 
 
-def check_icon(icon: str) -> str:
-    return check_local_link(icon, "icon")
+async def check_icon(user_id: int, icon: str) -> str:
+    """A local link to a file the user may download."""
+    check_local_link(icon, "icon")
+    await file_access.check_links(user_id, "icon", icon)
+    return icon
 
 
 @contextlib.asynccontextmanager
@@ -74,7 +77,7 @@ async def create_group(
 ) -> Community:
     if not name:
         raise BadRequest("name is required")
-    check_icon(icon)
+    await check_icon(owner.id, icon)
     if await Community.filter(name=name).exists():
         raise Conflict("a group with this name already exists")
     try:

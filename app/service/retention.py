@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from app.model.database import fetch_all
-from app.model.tables import Attachment, Message, now_ms
+from app.model.tables import Attachment, Message, Upload, now_ms
 from app.service import audit
 from app.settings import Settings
 from app.util.periodic import PeriodicJob
@@ -95,6 +95,7 @@ async def delete_unreferenced_uploads(upload_dir: Path, uploaded_before_ms: int)
             await asyncio.to_thread((upload_dir / name).unlink)
     ids = sorted(set(doomed.values()))
     for start in range(0, len(ids), BATCH):
+        await Upload.filter(attachment_id__in=ids[start:start + BATCH]).delete()
         await Attachment.filter(id__in=ids[start:start + BATCH]).delete()
     return len(ids)
 
