@@ -2,7 +2,10 @@
 
 Owns the public names the chat code uses. Routing, middleware and authentication stay
 Sanic's; after :func:`accept_websocket` the socket is served by the ``websockets`` sans-io
-core, synchronously in ``data_received`` (see ``protocol.py`` and ``connection.py``).
+core, synchronously in ``data_received`` (see ``protocol.py`` and ``connection.py``). A path
+registered with :func:`register_direct_upgrade` is also served without Sanic's request cycle
+when its handshake arrives whole and plain (``direct.py``); everything else still goes through
+Sanic.
 
 Usage::
 
