@@ -293,6 +293,9 @@ class Imchat(ServerAdapter):
         self.users: list[tuple[int, str]] = []
         self._group_id = 0
         self._serve_template = False
+        # More `[chat]` settings as TOML values (bench/storm.py: allow_strangers = true, so one
+        # member can leave every client a one-to-one message).
+        self.chat_options: dict[str, str] = {}
 
     @property
     def template_db(self) -> Path:
@@ -348,7 +351,10 @@ class Imchat(ServerAdapter):
             "registrations_per_hour = 1000000\n"
             "[chat]\n"
             "messages_per_second = 1000000\n"
-            "[log]\n"
+            # fanout's group has 1,000 members and the storm's everyone (the cap is 500).
+            "max_group_members = 1000000\n"
+            + "".join(f"{key} = {value}\n" for key, value in self.chat_options.items())
+            + "[log]\n"
             'level = "WARNING"\n'
             "access_log = false\n"
         )
