@@ -387,12 +387,17 @@ def command_inbox(commands: Connection) -> asyncio.Queue[tuple[str, dict[str, An
     inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def on_pipe() -> None:
+        # The loop made the fd non-blocking; a command larger than the pipe's buffer (the
+        # storm's per-client ids) arrives in pieces, so read the rest of it blocking.
+        os.set_blocking(commands.fileno(), True)
         try:
             inbox.put_nowait(commands.recv())
         except EOFError:
             # The parent is gone: stop at once (PDEATHSIG is the backstop).
             loop.remove_reader(commands.fileno())
             inbox.put_nowait(("close", {}))
+        finally:
+            os.set_blocking(commands.fileno(), False)
 
     loop.add_reader(commands.fileno(), on_pipe)
     return inbox
@@ -881,8 +886,8 @@ def run_direct(
     A pair lives in one worker, so the sender learns locally when its message arrived. With
     `rate` 0 (the `direct` scenario) each sender keeps exactly `window` messages in flight;
     with `rate` > 0 (the fixed-rate scenario) the senders together offer `rate` messages a
-    second on a fixed schedule (open loop, `window` unused), as v2 connections with a `cid`
-    per message, so each is acknowledged too.
+    second on a fixed schedule (open loop, `window` unused); both ends are v2 connections (as
+    the web client) and every message has a `cid`, so each is acknowledged too.
     """
     specs: list[WorkerSpec] = []
     for w, part in enumerate(_split(range(len(pairs)), gen.workers)):
@@ -891,8 +896,9 @@ def run_direct(
         for k in part:
             s_url, s_id, r_url, r_id = pairs[k]
             prefix, middle, suffix = _frame_parts(s_id, 10, r_id, gen.content_text, rate > 0)
-            if rate > 0:
+            if rate > 0:  # the web client's protocol: acknowledgements, cid
                 s_url += "&v=2"
+                r_url += "&v=2"
             senders.append(SenderSpec(len(urls), prefix, suffix, window, 1, middle))
             urls.extend((s_url, r_url))
         specs.append(

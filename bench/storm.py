@@ -128,6 +128,20 @@ def start_profiler(pid: int, path: Path, cpus: list[int] | None) -> subprocess.P
     )
 
 
+def listen_counters() -> dict[str, int]:
+    """The kernel's TCP listen-queue counters (machine wide; /proc/net/netstat, TcpExt): a
+    storm that overflows the accept queue shows here (the client's SYN is then retried after
+    1 s, 3 s, 7 s...)."""
+    wanted = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies")
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                table = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+                return {k: table.get(k, 0) for k in wanted}
+    return {}
+
+
 def spread(values: list[float]) -> dict[str, float]:
     """All, p50 and p99 of per-client times (NaN = never)."""
     done = sorted(v for v in values if v == v)
@@ -174,12 +188,14 @@ def storm_once(adapter: ServerAdapter, args: argparse.Namespace, profile: Path |
             spy = start_profiler(adapter.pids()[0], profile, args.gen_cpu_list)
             time.sleep(1.5)  # py-spy attaches
         sampler.start()
+        listen0 = listen_counters()
         t0 = time.monotonic() + 0.3
         for w, pipe in enumerate(pool.commands):
             pipe.send(("storm", {"t0": t0, "deadline": args.deadline, "since": since,
                                  "group_ids": group,
                                  "direct_ids": direct[w::args.workers]}))
         reports = pool.gather("stormed", args.deadline + 30)
+        listen = {k: v - listen0.get(k, 0) for k, v in listen_counters().items()}
     finally:
         sampler.stopping.set()
         if spy is not None:
@@ -187,7 +203,10 @@ def storm_once(adapter: ServerAdapter, args: argparse.Namespace, profile: Path |
             with contextlib.suppress(subprocess.TimeoutExpired):
                 spy.wait(30)
         pool.close()
-    return summarise(args, reports, sampler, t0, dropped, len(posted), v2)
+    result = summarise(args, reports, sampler, t0, dropped, len(posted), v2)
+    result["listen_queue"] = listen
+    result["listen_overflows"] = listen.get("ListenOverflows", float("nan"))
+    return result
 
 
 def summarise(args: argparse.Namespace, reports: list[dict[str, Any]], sampler: CpuSampler,
@@ -248,6 +267,7 @@ ROWS = [
     ("others_on_server_cpu_pct", "other programs on server CPU (%)", "{:.0f}"),
     ("others_on_gen_cpu_pct", "other programs on generator CPU (%)", "{:.0f}"),
     ("timer_lag_p99_ms", "generator timer lag p99 (ms)", "{:.1f}"),
+    ("listen_overflows", "accept queue overflows (kernel)", "{:,.0f}"),
     ("failures", "failures (must be 0)", "{:,.0f}"),
 ]
 
