@@ -355,8 +355,9 @@ def rate_notes(summary: dict[str, Any]) -> list[str]:
         got = summary["rate.rate_per_s"][name]["median"]
         lag = summary["rate.send_lag_p99_ms"][name]["median"]
         if sent < 0.98 * want or lag > 5:
-            notes.append(f"rate: the generator fell behind its schedule for {name} (sent {sent:,.0f}"
-                         f" of {want:,.0f}/s, send lag p99 {lag:.1f} ms): latency overstated")
+            notes.append(f"rate: the generator ran behind its schedule for {name} (sent {sent:,.0f}"
+                         f" of {want:,.0f}/s, send lag p99 {lag:.1f} ms): that much of the latency"
+                         " is the generator's")
         if got < 0.98 * want:
             notes.append(f"rate: {name} delivered {got:,.0f}/s of the {want:,.0f}/s offered: "
                          "it did not keep up")
