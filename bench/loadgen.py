@@ -1,12 +1,14 @@
 """The load generator: picows WebSocket clients in several worker processes, and the scenarios.
 
-This module owns the client side of the benchmark. A scenario (`hold`, `direct`, `fanout`) is
-driven from the parent process by `run_hold`, `run_direct` and `run_fanout`; the connections live
+This module owns the client side of the benchmark. A scenario (`hold`, `direct`, `rate`,
+`fanout`) is driven from the parent process by `run_hold`, `run_direct` (with `rate` > 0 for the
+fixed-rate, open-loop scenario) and `run_fanout`; the connections live
 in worker processes (multiprocessing, spawn), each with its own uvloop loop, its own slice of the
 connections, pinned to the generator's CPU set, so that the generator is not what limits the
 figures. Each worker measures its own CPU time (getrusage) over the measured window, and the
 parent measures the server's CPU and RSS (psutil) over the same window, so every figure comes with
-"who was busy".
+"who was busy". The worker plumbing (WorkerPool, command_inbox, run_worker, socket_factory,
+connect_all) is shared with the reconnect storm's workers (bench/stormgen.py).
 
 Clocks: workers and parent use CLOCK_MONOTONIC (time.monotonic / monotonic_ns), which is one
 clock for the whole machine, so a timestamp taken by a sender in one process can be compared with
