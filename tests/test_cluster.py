@@ -169,6 +169,26 @@ async def test_a_removal_on_one_node_stops_delivery_on_the_other(two_nodes):
     for ws in (carol_phone, carol_desk, bob_phone):
         await ws.close()
     await close_all(owner, bob, carol)
+
+
+async def test_a_group_dissolved_from_the_console_on_one_node_ends_on_the_other(two_nodes):
+    """An administrator on node A dissolves a group from the console; Bob's socket on node B is
+    told at once and may no longer post there."""
+    from tests.admin_helpers import make_admin
+
+    node_a, node_b = two_nodes
+    boss, owner, bob = await make_admin(node_a), await register(node_a), await register(node_b)
+    group_id = await make_group(owner, "cluster-end-" + uuid.uuid4().hex[:6], bob)
+    bob_phone = await connect(node_b, bob)
+    assert (await boss.post(f"/admin/groups/{group_id}/dissolve"))["code"] == 0
+    told = await recv_until(bob_phone, lambda f: f.get("media") == 120)
+    assert (told["memo"], told["userid"], told["dstid"]) == ("dissolved", boss.id, group_id)
+    await bob_phone.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1,
+                                     "content": "still here?", "cid": "late-2"}))
+    refusal = await recv_until(bob_phone, lambda f: f.get("cmd") == 101)
+    assert (refusal["reason"], refusal["cid"]) == ("forbidden", "late-2")
+    await bob_phone.close()
+    await close_all(boss, owner, bob)
 async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
     """A file message reaches an article client on the other node as its text line; a friend
     removed on one node can no longer message from a socket on the other, at once."""

@@ -52,7 +52,8 @@ from app.chat.wire import (
 )
 from app.model import message_store
 from app.model.message_writer import Draft
-from app.service import access, messages
+from app.model.tables import User
+from app.service import access, audit, messages
 from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
 
@@ -263,6 +264,7 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
     change as an entry of the log (acknowledged and delivered like a message)."""
     ref = frame["ref"]
     cid = frame["cid"]
+    done = functools.partial(message_stored, session)
     try:
         stored = (None if cid.startswith(SERVER_CID_PREFIX)
                   else await message_store.message_by_cid(cid, session.user_id))
@@ -271,6 +273,8 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
             cmd, peer = await access.check_read_message(session.user_id, row)
             check_may_post(session, cmd, peer)
             content = await rule(session, row, frame)
+            if media == MEDIA_RECALL and row["sender_id"] != session.user_id:
+                done = functools.partial(_recalled_for_another, session, row)
         else:
             # A resend of a stored change skips the rules (it may have made them false, as a
             # recall does): the writer answers it as a duplicate.
@@ -280,8 +284,26 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
         session.refuse(error, _client_cid(cid))
         return
     _submit(session, Draft(cmd, session.user_id, peer, media, content, "", "", "", 0, cid,
-                           int(time.time() * 1000), functools.partial(message_stored, session),
-                           ref_id=ref))
+                           int(time.time() * 1000), done, ref_id=ref))
+
+
+def _recalled_for_another(session: ChatSession, recalled: dict[str, Any], draft: Draft,
+                          row: dict[str, Any] | None, duplicate: bool) -> None:
+    """`message_stored` for a recall of someone else's message (a group owner's), which the
+    audit log records once it is stored."""
+    message_stored(session, draft, row, duplicate)
+    if row is not None and not duplicate:
+        session.runtime.spawn(_audit_recall(session.user_id, session.address, recalled))
+
+
+async def _audit_recall(user_id: int, address: str, recalled: dict[str, Any]) -> None:
+    """The entry names the message and its sender, never its (now removed) content."""
+    where = (f"group {recalled['community_id']}" if recalled["cmd"] == CMD_GROUP
+             else f"user {recalled['dst_user_id']}")
+    await audit.record_quietly(
+        audit.MESSAGE_RECALL, actor=await User.get_or_none(id=user_id),
+        actor_name=f"user {user_id}", target=f"message {recalled['id']} in {where}",
+        address=address, detail=f"sent by user {recalled['sender_id']}")
 
 
 def _change_frame(session: ChatSession, frame: dict[str, Any]) -> dict[str, Any]:

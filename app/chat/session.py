@@ -75,6 +75,12 @@ class ChatSession:
         # the stored one, read with the sign-in, until the catch-up settles it.
         self.start_cursor = stored_cursor
 
+    @property
+    def address(self) -> str:
+        """The client's address (its port left out), as the audit log names it."""
+        peer = self.conn.peer if self.conn is not None else ""
+        return peer.rpartition(":")[0] or peer
+
     def push(self, frame: bytes, message_id: int) -> bool:
         """Write a live frame (from the hub), or hold it while catching up. True when it was
         written now: the hub then moves a v1 user's delivery cursor past it."""

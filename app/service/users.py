@@ -10,6 +10,7 @@ from tortoise.exceptions import IntegrityError
 
 from app.model import sign_ins
 from app.model.tables import AuthToken, Friendship, User, now_ms
+from app.service import audit
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
 from app.util.ratelimit import SlidingWindowLimiter
@@ -249,12 +250,17 @@ async def reset_password(ctx: ServiceContext, user: User, password: str) -> None
 
 
 async def change_password(ctx: ServiceContext, user: User, old: str, new: str,
-                          current_token: str) -> None:
+                          current_token: str, address: str = "") -> None:
     """The owner's own change: the old password must be right (guesses are throttled like
-    logins); every other sign-in of the account ends, this one stays."""
+    logins); every other sign-in of the account ends, this one stays. Changes and wrong
+    current passwords are recorded in the audit log."""
     key = f"passwd:{user.id}"
     _count_attempt(ctx.login_limiter, (key,))
+    target = f"user {user.id} {user.mobile}"
     if not await ctx.passwords.verify(user.passwd_hash, old):
+        await audit.record_quietly(audit.PASSWORD_CHANGE, actor=user, target=target,
+                                   address=address, success=False,
+                                   detail="the current password is wrong")
         raise Refused("the current password is wrong")
     ctx.login_limiter.reset(key)
     check_password(new)
@@ -267,3 +273,5 @@ async def change_password(ctx: ServiceContext, user: User, old: str, new: str,
     for token_hash in others:
         ctx.hub.session_ended(user.id, token_hash)
     log.info("user %s changed their password; %d other sign-ins ended", user.id, len(others))
+    await audit.record_quietly(audit.PASSWORD_CHANGE, actor=user, target=target,
+                               address=address, detail=f"{len(others)} other sessions ended")

@@ -21,6 +21,7 @@ from app.websocket.connection import (
     WsHandler,
     encode_text_frame,
 )
+from app.websocket.direct import SocketOptions, UpgradeHead, register_direct_upgrade
 from app.websocket.protocol import (
     CLOSE_TIMEOUT,
     HandshakeRejected,
@@ -36,6 +37,8 @@ __all__ = [
     "BinaryWsHandler",
     "HandshakeRejected",
     "ImchatHttpProtocol",
+    "SocketOptions",
+    "UpgradeHead",
     "WriteCoalescer",
     "WsConnection",
     "WsHandler",
@@ -44,4 +47,5 @@ __all__ = [
     "coalesced_writes",
     "encode_text_frame",
     "open_connections",
+    "register_direct_upgrade",
 ]
