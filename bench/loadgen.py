@@ -1,12 +1,14 @@
 """The load generator: picows WebSocket clients in several worker processes, and the scenarios.
 
-This module owns the client side of the benchmark. A scenario (`hold`, `direct`, `fanout`) is
-driven from the parent process by `run_hold`, `run_direct` and `run_fanout`; the connections live
+This module owns the client side of the benchmark. A scenario (`hold`, `direct`, `rate`,
+`fanout`) is driven from the parent process by `run_hold`, `run_direct` (with `rate` > 0 for the
+fixed-rate, open-loop scenario) and `run_fanout`; the connections live
 in worker processes (multiprocessing, spawn), each with its own uvloop loop, its own slice of the
 connections, pinned to the generator's CPU set, so that the generator is not what limits the
 figures. Each worker measures its own CPU time (getrusage) over the measured window, and the
 parent measures the server's CPU and RSS (psutil) over the same window, so every figure comes with
-"who was busy".
+"who was busy". The worker plumbing (WorkerPool, command_inbox, run_worker, socket_factory,
+connect_all) is shared with the reconnect storm's workers (bench/stormgen.py).
 
 Clocks: workers and parent use CLOCK_MONOTONIC (time.monotonic / monotonic_ns), which is one
 clock for the whole machine, so a timestamp taken by a sender in one process can be compared with
@@ -27,6 +29,7 @@ import array
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import json
 import logging
@@ -38,7 +41,7 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -46,6 +49,7 @@ from typing import Any, Protocol
 log = logging.getLogger("bench.loadgen")
 
 CONTENT_KEY = b'"content":'
+TICK_S = 0.001  # the fixed-rate sender's shortest sleep
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 SOURCES_PER_WORKER = 16
 
@@ -53,6 +57,28 @@ SOURCES_PER_WORKER = 16
 def source_addresses(worker: int) -> list[str]:
     """Loopback source addresses of one worker (all of 127.0.0.0/8 is local on Linux)."""
     return [f"127.0.{worker + 1}.{k}" for k in range(1, SOURCES_PER_WORKER + 1)]
+
+
+def socket_factory(worker: int) -> Callable[[Any], socket.socket]:
+    """picows' `socket_factory` for one worker: RST on close, source addresses taken in turn."""
+    sources = source_addresses(worker)
+    next_source = 0
+
+    def make_socket(_url: Any) -> socket.socket:
+        nonlocal next_source
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Close with RST: no TIME_WAIT on our side, so repeated 15,000-connection runs do not
+        # exhaust the ephemeral ports (~28,000 here).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Spread connections over several loopback source addresses, port chosen at connect
+        # time: with one source address the kernel's ephemeral-port search dominated the
+        # generator's CPU at 15,000 connections (perf: __inet_check_established).
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((sources[next_source % len(sources)], 0))
+        next_source += 1
+        return sock
+
+    return make_socket
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,6 +95,9 @@ class SenderSpec:
     suffix: bytes
     window: int
     fan: int  # recipients of each of its messages that live in the same worker
+    # Fixed-rate scenario: the frame is `prefix + stamp + middle + stamp + suffix`, the stamp
+    # once in `content` and once as the v2 `cid`, whose acknowledgement (cmd 100) echoes it.
+    middle: bytes = b""
 
 
 @dataclass
@@ -84,6 +113,8 @@ class WorkerSpec:
     connect_budget: float = 150.0  # the whole connect phase of this worker
     sample_every: int = 1
     read_buffer: int = 4096
+    # > 0: open loop at this many messages a second from this worker (the fixed-rate scenario)
+    rate_per_s: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +137,7 @@ def raise_nofile_limit() -> int:
     return hard
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -125,12 +156,14 @@ def sender_tag(worker: int, index: int) -> bytes:
 class _Sender:
     """Keeps `window` messages (times `fan` local deliveries) in flight for one connection."""
 
-    __slots__ = ("transport", "prefix", "suffix", "window_units", "fan", "sent", "delivered", "tag")
+    __slots__ = ("transport", "prefix", "suffix", "window_units", "fan", "sent", "delivered", "tag",
+                 "middle")
 
     def __init__(self, spec: SenderSpec, worker: int, index: int) -> None:
         self.transport: Any = None
         self.prefix = spec.prefix
         self.suffix = spec.suffix
+        self.middle = spec.middle
         self.fan = spec.fan
         self.window_units = spec.window * spec.fan
         self.sent = 0
@@ -148,11 +181,16 @@ class _State:
         self.win_start_ns = 1 << 62
         self.win_end_ns = 1 << 62
         self.sending = False
+        self.draining = False  # after the window: note when everything is delivered
+        self.open_loop = spec.rate_per_s > 0
+        self.rate_per_s = spec.rate_per_s
+        self.ack_us = array.array("q")  # open loop: intended send -> acknowledgement
         self.in_window = 0
         self.received = 0
         self.stale = 0
         self.malformed = 0
         self.other_frames = 0
+        self.refused = 0  # open loop: error frames (cmd 101) for our messages
         self.drops = 0
         self.sample_every = max(1, spec.sample_every)
         self.sample_countdown = 1
@@ -173,7 +211,7 @@ class _State:
             while sender.sent * sender.fan - sender.delivered < sender.window_units:
                 send(text, b"%s%020d%s" % (prefix, _now_ns(), tail))
                 sender.sent += 1
-        elif self.outstanding() <= 0:
+        elif self.draining and self.outstanding() <= 0:
             self.idle.set()
 
     def outstanding(self) -> int:
@@ -189,6 +227,8 @@ def _listener_class() -> type:
     key = CONTENT_KEY + b'"'
     key_len = len(key)
     loose_key = CONTENT_KEY
+    cid_key = b'"cid":"'
+    cid_len = len(cid_key)
     ts_end = TS_DIGITS
     tag_end = TS_DIGITS + TAG_DIGITS
     now_ns = _now_ns
@@ -196,7 +236,7 @@ def _listener_class() -> type:
     class ChatListener(WSListener):  # type: ignore[misc]
         __slots__ = ("state", "open")
 
-        def __init__(self, state: _State) -> None:
+        def __init__(self, state: _State, _index: int = 0) -> None:
             super().__init__()
             self.state = state
             self.open = False
@@ -224,7 +264,15 @@ def _listener_class() -> type:
             else:  # a server that writes `"content": "` (with a space) is read as well
                 at = data.find(loose_key)
                 if at < 0:
-                    st.other_frames += 1  # welcome text, acks, presence...: not ours to count
+                    at = data.find(cid_key) if st.open_loop else -1
+                    if at >= 0 and data.find(b'"cmd":101') >= 0:
+                        st.refused += 1
+                    elif at >= 0:  # an acknowledgement: its cid is the intended send time
+                        sent_ns = int(data[at + cid_len : at + cid_len + ts_end])
+                        if st.win_start_ns <= sent_ns < st.win_end_ns:
+                            st.ack_us.append((now - sent_ns) // 1000)
+                    else:
+                        st.other_frames += 1  # welcome text, presence...: not ours to count
                     return
                 at = data.find(b'"', at + len(loose_key)) + 1
             # Fixed-width, zero-padded: compared as bytes, converted only when sampled.
@@ -236,7 +284,15 @@ def _listener_class() -> type:
                 st.stale += 1  # from an earlier run (a server that pushes stored messages)
                 return
             st.received += 1
-            if st.win_start_ns <= now < st.win_end_ns:
+            if st.open_loop:
+                # Latency from the intended send time of every message meant for the window,
+                # however late it arrives (no coordinated omission).
+                sent_ns = int(stamp)
+                if st.win_start_ns <= sent_ns < st.win_end_ns:
+                    st.latency_us.append((now - sent_ns) // 1000)
+                if st.win_start_ns <= now < st.win_end_ns:
+                    st.in_window += 1
+            elif st.win_start_ns <= now < st.win_end_ns:
                 st.in_window += 1
                 st.sample_countdown -= 1
                 if st.sample_countdown == 0:
@@ -255,35 +311,20 @@ def _listener_class() -> type:
     return ChatListener
 
 
-async def _connect_all(
-    spec: WorkerSpec, state: _State, listener_cls: type
+async def connect_all(
+    spec: WorkerSpec, state: Any, listener_cls: Callable[[Any, int], Any]
 ) -> tuple[list[Any], list[Any], dict[str, Any]]:
-    """Open every connection of this worker with a bounded number of handshakes in flight."""
+    """Open every connection of this worker with a bounded number of handshakes in flight;
+    connection i gets the listener `listener_cls(state, i)`."""
     from picows import ws_connect
 
-    sources = source_addresses(spec.index)
-    next_source = 0
-
-    def make_socket(_url: Any) -> socket.socket:
-        nonlocal next_source
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # Close with RST: no TIME_WAIT on our side, so repeated 15,000-connection runs do not
-        # exhaust the ephemeral ports (~28,000 here).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # Spread connections over several loopback source addresses, port chosen at connect
-        # time: with one source address the kernel's ephemeral-port search dominated the
-        # generator's CPU at 15,000 connections (perf: __inet_check_established).
-        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((sources[next_source % len(sources)], 0))
-        next_source += 1
-        return sock
-
+    make_socket = socket_factory(spec.index)
     transports: list[Any] = [None] * len(spec.urls)
     listeners: list[Any] = [None] * len(spec.urls)
     errors: dict[str, int] = {}
     next_index = 0
     t_first = time.monotonic()
-    cpu0 = _cpu_seconds()
+    cpu0 = cpu_seconds()
 
     async def one_slot() -> None:
         nonlocal next_index
@@ -296,7 +337,7 @@ async def _connect_all(
                 # aiofastnet (picows' default when installed) costs the generator more CPU per
                 # connection here than uvloop's own create_connection, so it is turned off.
                 transport, listener = await ws_connect(
-                    lambda: listener_cls(state),
+                    functools.partial(listener_cls, state, i),
                     spec.urls[i],
                     websocket_handshake_timeout=spec.connect_timeout,
                     read_buffer_init_size=spec.read_buffer,
@@ -326,7 +367,7 @@ async def _connect_all(
         "errors": errors,
         "t_start": t_first,
         "t_end": t_last,
-        "cpu_s": _cpu_seconds() - cpu0,
+        "cpu_s": cpu_seconds() - cpu0,
     }
     return transports, listeners, report
 
@@ -337,21 +378,36 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
-async def _worker_async(spec: WorkerSpec, commands: Connection, pipe: Connection) -> None:
-    # Two one-way pipes: the loop watches `commands` (and makes that fd non-blocking), while
-    # replies go through `pipe`, which stays blocking so a large result is never cut short.
+def command_inbox(commands: Connection) -> asyncio.Queue[tuple[str, dict[str, Any]]]:
+    """The parent's commands as a queue of the running loop (a worker's control channel).
+
+    Two one-way pipes: the loop watches `commands` (and makes that fd non-blocking), while
+    replies go through the other pipe, which stays blocking so a large result is never cut
+    short. The caller removes the reader (`loop.remove_reader(commands.fileno())`) at the end.
+    """
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def on_pipe() -> None:
+        # The loop made the fd non-blocking; a command larger than the pipe's buffer (the
+        # storm's per-client ids) arrives in pieces, so read the rest of it blocking.
+        os.set_blocking(commands.fileno(), True)
         try:
             inbox.put_nowait(commands.recv())
         except EOFError:
             # The parent is gone: stop at once (PDEATHSIG is the backstop).
             loop.remove_reader(commands.fileno())
             inbox.put_nowait(("close", {}))
+        finally:
+            os.set_blocking(commands.fileno(), False)
 
     loop.add_reader(commands.fileno(), on_pipe)
+    return inbox
+
+
+async def _worker_async(spec: WorkerSpec, commands: Connection, pipe: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    inbox = command_inbox(commands)
     from picows import WSMsgType
 
     state = _State(spec)
@@ -364,7 +420,7 @@ async def _worker_async(spec: WorkerSpec, commands: Connection, pipe: Connection
         while True:
             command, args = await inbox.get()
             if command == "connect":
-                transports, _, report = await _connect_all(spec, state, listener_cls)
+                transports, _, report = await connect_all(spec, state, listener_cls)
                 for conn_index, sender in state.by_conn.items():
                     sender.transport = transports[conn_index]
                 gc.collect()  # the one collection of this worker's life, outside any window
@@ -392,14 +448,20 @@ async def _traffic(state: _State, args: dict[str, Any]) -> dict[str, Any]:
     state.win_start_ns = int(args["t_ms"] * 1e9)
     state.win_end_ns = int(args["t_me"] * 1e9)
     await _sleep_until(args["t_go"])
-    state.sending = True
-    for sender in usable:
-        state.pump(sender)
+    ticker = None
+    if state.open_loop:
+        ticker = asyncio.get_running_loop().create_task(_open_loop(state, usable, args))
+    else:
+        state.sending = True
+        for sender in usable:
+            state.pump(sender)
     await _sleep_until(args["t_ms"])
-    cpu0 = _cpu_seconds()
+    cpu0 = cpu_seconds()
     await _sleep_until(args["t_me"])
-    cpu1 = _cpu_seconds()
+    cpu1 = cpu_seconds()
     state.sending = False
+    schedule = await ticker if ticker is not None else {}
+    state.draining = True
     if state.outstanding() > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.idle.wait(), args["drain"])
@@ -417,29 +479,80 @@ async def _traffic(state: _State, args: dict[str, Any]) -> dict[str, Any]:
         "senders": len(usable),
         "cpu_s": cpu1 - cpu0,
         "latency_us": state.latency_us.tobytes(),
+        "ack_us": state.ack_us.tobytes(),
+        "refused": state.refused,
+        **schedule,
     }
 
 
-def worker_main(spec: WorkerSpec, commands: Connection, pipe: Connection) -> None:
-    """Entry point of a worker process."""
+async def _open_loop(state: _State, senders: list[_Sender], args: dict[str, Any]) -> dict[str, Any]:
+    """Send this worker's messages at their intended times, t_go + m / rate, round robin over
+    its senders, whatever happens to earlier ones (open loop: a slow server does not slow the
+    offered rate). Each message carries its intended time, so latency is measured from when it
+    should have been sent; `lag_us` records how late the generator actually sent it."""
+    rate = state.rate_per_s
+    lag = array.array("q")
+    sent_in_window = 0
+    if not senders or rate <= 0:
+        return {"lag_us": lag.tobytes(), "sent_in_window": 0}
+    text = state.text_type
+    step_ns = 1e9 / rate
+    go_ns = int(args["t_go"] * 1e9)
+    total = int((int(args["t_me"] * 1e9) - go_ns) / step_ns)
+    n = len(senders)
+    m = 0
+    while m < total:
+        due = min(total, int((_now_ns() - go_ns) / step_ns) + 1)
+        while m < due:
+            sender = senders[m % n]
+            intended = go_ns + int(m * step_ns)
+            stamp = b"%020d%s" % (intended, sender.tag)
+            sender.transport.send(text, sender.prefix + stamp + sender.middle + stamp + sender.suffix)
+            sender.sent += 1
+            now = _now_ns()
+            lag.append((now - intended) // 1000)
+            if state.win_start_ns <= now < state.win_end_ns:
+                sent_in_window += 1
+            m += 1
+        # At least a millisecond between ticks: libuv's timers have millisecond resolution, so
+        # a shorter sleep returns at once and the loop would spin (a whole core, measured);
+        # messages due meanwhile go out together at the next tick, their lateness recorded.
+        delay = (go_ns + m * step_ns - _now_ns()) / 1e9
+        await asyncio.sleep(max(TICK_S, delay))
+    return {"lag_us": lag.tobytes(), "sent_in_window": sent_in_window}
+
+
+def prepare_worker_process(cpus: list[int] | None) -> None:
+    """What every generator worker process does first (the chat scenarios' and the storm's)."""
     _die_with_parent()
     # Ctrl-C reaches the whole foreground process group; the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if spec.cpus:
+    if cpus:
         with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, spec.cpus)
+            os.sched_setaffinity(0, cpus)
     raise_nofile_limit()
     # A worker lives under a minute and makes few cycles; the cyclic GC walking 7,500
     # connections' objects over and over was 7% of its CPU while connecting (perf).
     gc.disable()
     logging.getLogger("picows").setLevel(logging.CRITICAL)  # disconnects are counted instead
+
+
+def run_worker(spec: Any, commands: Connection, pipe: Connection,
+               body: Callable[[Any, Connection, Connection], Awaitable[None]]) -> None:
+    """A worker process's life: set up, run `body` on uvloop, tell the parent if it failed."""
+    prepare_worker_process(spec.cpus)
     import uvloop
 
     try:
-        uvloop.run(_worker_async(spec, commands, pipe))
+        uvloop.run(body(spec, commands, pipe))
     except Exception as exc:
         with contextlib.suppress(OSError):
             pipe.send(("error", {"error": repr(exc)}))
+
+
+def worker_main(spec: WorkerSpec, commands: Connection, pipe: Connection) -> None:
+    """Entry point of a worker process."""
+    run_worker(spec, commands, pipe, _worker_async)
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,15 +575,18 @@ class WorkerError(RuntimeError):
 class WorkerPool:
     """The generator's worker processes and their control pipes (bounded waits everywhere)."""
 
-    def __init__(self, specs: Sequence[WorkerSpec]) -> None:
+    def __init__(self, specs: Sequence[Any], target: Callable[..., None] | None = None) -> None:
+        """One process per spec running `target(spec, commands, replies)` (default: worker_main,
+        the chat scenarios' worker; bench/stormgen.py brings its own)."""
         ctx = mp.get_context("spawn")
+        target = target or worker_main
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []  # replies, worker -> parent
         self.commands: list[Connection] = []  # parent -> worker
         for spec in specs:
             cmd_r, cmd_w = ctx.Pipe(duplex=False)
             rep_r, rep_w = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=worker_main, args=(spec, cmd_r, rep_w), daemon=True)
+            proc = ctx.Process(target=target, args=(spec, cmd_r, rep_w), daemon=True)
             proc.start()
             cmd_r.close()
             rep_w.close()
@@ -538,7 +654,7 @@ class GenConfig:
     content_text: str = ""
 
 
-def _core_times() -> list[tuple[float, float]]:
+def core_times() -> list[tuple[float, float]]:
     """(busy, total) seconds per CPU: the machine is shared, so each run records how busy
     every core was in its window, which tells whether something else ate into it."""
     import psutil
@@ -551,7 +667,7 @@ def _core_times() -> list[tuple[float, float]]:
     return out
 
 
-def _core_busy_pct(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> list:
+def core_busy_pct(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> list:
     return [
         round(100 * (b1 - b0) / (t1 - t0), 1) if t1 > t0 else None
         for (b0, t0), (b1, t1) in zip(before, after, strict=True)
@@ -562,7 +678,7 @@ def _split(items: Sequence[int], workers: int) -> list[list[int]]:
     return [list(items[w::workers]) for w in range(workers)]
 
 
-def _percentile(sorted_values: Sequence[int], q: float) -> float:
+def percentile(sorted_values: Sequence[int], q: float) -> float:
     if not sorted_values:
         return float("nan")
     # nearest rank: the smallest value with at least q of the samples at or below it
@@ -570,11 +686,11 @@ def _percentile(sorted_values: Sequence[int], q: float) -> float:
     return float(sorted_values[rank])
 
 
-def _latencies(results: Sequence[dict[str, Any]]) -> list[int]:
+def _latencies(results: Sequence[dict[str, Any]], key: str = "latency_us") -> list[int]:
     values: list[int] = []
     for r in results:
         chunk = array.array("q")
-        chunk.frombytes(r.pop("latency_us"))
+        chunk.frombytes(r.pop(key, b""))
         values.extend(chunk)
     values.sort()
     return values
@@ -622,11 +738,11 @@ def run_hold(
         pool.start()
         rss0 = server.rss_bytes()
         cpu0 = server.cpu_seconds()
-        cores0 = _core_times()
+        cores0 = core_times()
         pool.broadcast("connect")
         connected = _connect_summary(pool.gather("connected", gen.connect_budget + 30))
         cpu1 = server.cpu_seconds()
-        cores1 = _core_times()
+        cores1 = core_times()
         time.sleep(settle)  # let the server finish per-connection work (auth, presence, push)
         rss1 = server.rss_bytes()
         pool.broadcast("check")
@@ -652,7 +768,7 @@ def run_hold(
         if connected["seconds"]
         else 0,
         "gen_cpu_s": connected["gen_cpu_s"],
-        "core_busy_pct": _core_busy_pct(cores0, cores1),
+        "core_busy_pct": core_busy_pct(cores0, cores1),
     }
 
 
@@ -684,10 +800,10 @@ def _run_traffic(
         pool.broadcast("go", {"t_go": t_go, "t_ms": t_ms, "t_me": t_me, "drain": drain})
         time.sleep(max(0.0, t_ms - time.monotonic()))
         cpu0 = server.cpu_seconds()
-        cores0 = _core_times()
+        cores0 = core_times()
         time.sleep(max(0.0, t_me - time.monotonic()))
         cpu1 = server.cpu_seconds()
-        cores1 = _core_times()
+        cores1 = core_times()
         rss = server.rss_bytes()
         results = pool.gather("result", drain + 30.0)
     finally:
@@ -701,8 +817,8 @@ def _run_traffic(
         "senders": sum(r["senders"] for r in results),
         "delivered_in_window": delivered,
         "rate_per_s": delivered / duration,
-        "p50_ms": _percentile(lat, 0.50) / 1000,
-        "p99_ms": _percentile(lat, 0.99) / 1000,
+        "p50_ms": percentile(lat, 0.50) / 1000,
+        "p99_ms": percentile(lat, 0.99) / 1000,
         "latency_samples": len(lat),
         "sent": sum(r["sent"] for r in results),
         "received": sum(r["received"] for r in results),
@@ -719,15 +835,42 @@ def _run_traffic(
         # Work per server CPU-second: on a shared machine, where other jobs take part of the
         # server's core, this is steadier than the raw rate (and equals it at 100% CPU).
         "per_server_cpu_s": delivered / (cpu1 - cpu0) if cpu1 > cpu0 else float("nan"),
-        "core_busy_pct": _core_busy_pct(cores0, cores1),
+        "core_busy_pct": core_busy_pct(cores0, cores1),
+        **_open_loop_figures(results, lat, duration),
     }
 
 
-def _frame_parts(sender_id: int, cmd: int, dstid: int, text: str = "") -> tuple[bytes, bytes]:
-    """The article's frame around the content the sender fills in at send time."""
+def _open_loop_figures(results: Sequence[dict[str, Any]], lat: list[int], duration: float
+                       ) -> dict[str, Any]:
+    """The fixed-rate scenario's own figures: p95, acknowledgement latency, and whether the
+    offered rate was really offered (the generator's lateness against its schedule)."""
+    if not any("lag_us" in r for r in results):
+        return {}
+    acks = _latencies(results, "ack_us")
+    lag = _latencies(results, "lag_us")
+    return {
+        "p95_ms": percentile(lat, 0.95) / 1000,
+        "ack_p50_ms": percentile(acks, 0.50) / 1000,
+        "ack_p99_ms": percentile(acks, 0.99) / 1000,
+        "ack_samples": len(acks),
+        "send_lag_p50_ms": percentile(lag, 0.50) / 1000,
+        "send_lag_p99_ms": percentile(lag, 0.99) / 1000,
+        "sent_per_s": sum(r["sent_in_window"] for r in results) / duration,
+        "refused": sum(r["refused"] for r in results),
+    }
+
+
+def _frame_parts(sender_id: int, cmd: int, dstid: int, text: str = "", cid: bool = False
+                 ) -> tuple[bytes, bytes, bytes]:
+    """The article's frame around the stamp the sender fills in at send time: (prefix, middle,
+    suffix); with `cid` the stamp goes in twice (content, then cid: prefix + stamp + middle +
+    stamp + suffix), else middle is empty (prefix + stamp + suffix)."""
     prefix = (f'{{"id":0,"userid":{sender_id},"cmd":{cmd},"dstid":{dstid},"media":1,"content":"').encode()
-    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
-    return prefix, f'{escaped}","pic":"","url":"","memo":"bench","amount":0}}'.encode()
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1].encode()
+    tail = b'","pic":"","url":"","memo":"bench","amount":0}'
+    if cid:
+        return prefix, escaped + b'","cid":"', tail
+    return prefix, b"", escaped + tail
 
 
 def run_direct(
@@ -738,11 +881,15 @@ def run_direct(
     warmup: float = 2.0,
     duration: float = 10.0,
     drain: float = 5.0,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """pairs: (sender url, sender id, recipient url, recipient id); each sender -> its partner.
 
-    A pair lives in one worker, so the sender learns locally when its message arrived and keeps
-    exactly `window` messages in flight.
+    A pair lives in one worker, so the sender learns locally when its message arrived. With
+    `rate` 0 (the `direct` scenario) each sender keeps exactly `window` messages in flight;
+    with `rate` > 0 (the fixed-rate scenario) the senders together offer `rate` messages a
+    second on a fixed schedule (open loop, `window` unused); both ends are v2 connections (as
+    the web client) and every message has a `cid`, so each is acknowledged too.
     """
     specs: list[WorkerSpec] = []
     for w, part in enumerate(_split(range(len(pairs)), gen.workers)):
@@ -750,8 +897,11 @@ def run_direct(
         senders: list[SenderSpec] = []
         for k in part:
             s_url, s_id, r_url, r_id = pairs[k]
-            prefix, suffix = _frame_parts(s_id, 10, r_id, gen.content_text)
-            senders.append(SenderSpec(len(urls), prefix, suffix, window, 1))
+            prefix, middle, suffix = _frame_parts(s_id, 10, r_id, gen.content_text, rate > 0)
+            if rate > 0:  # the web client's protocol: acknowledgements, cid
+                s_url += "&v=2"
+                r_url += "&v=2"
+            senders.append(SenderSpec(len(urls), prefix, suffix, window, 1, middle))
             urls.extend((s_url, r_url))
         specs.append(
             WorkerSpec(
@@ -762,10 +912,11 @@ def run_direct(
                 connect_concurrency=gen.connect_concurrency,
                 connect_timeout=gen.connect_timeout,
                 connect_budget=gen.connect_budget,
+                rate_per_s=rate * len(part) / len(pairs) if part else 0.0,
             )
         )
     result = _run_traffic(server, specs, 2 * len(pairs), warmup, duration, drain)
-    result.update({"pairs": len(pairs), "window": window})
+    result.update({"pairs": len(pairs), "window": window, "offered_per_s": rate})
     return result
 
 
@@ -791,12 +942,11 @@ def run_fanout(
     specs: list[WorkerSpec] = []
     for w, part in enumerate(parts):
         urls = [members[i][0] for i in part]
-        local_senders = [
-            SenderSpec(j, *_frame_parts(members[i][1], 11, group_id, gen.content_text), window,
-                       len(part) - 1)
-            for j, i in enumerate(part)
-            if i < senders
-        ]
+        local_senders = []
+        for j, i in enumerate(part):
+            if i < senders:
+                prefix, _, suffix = _frame_parts(members[i][1], 11, group_id, gen.content_text)
+                local_senders.append(SenderSpec(j, prefix, suffix, window, len(part) - 1))
         if any(s.fan < 1 for s in local_senders):
             raise ValueError("each worker needs at least one member besides its sender")
         specs.append(

@@ -36,7 +36,7 @@ from servers import ADAPTERS, BENCH_DIR, Imchat, ServerAdapter, ServerUnavailabl
 
 log = logging.getLogger("bench.run")
 
-SCENARIOS = ("hold", "direct", "fanout")
+SCENARIOS = ("hold", "direct", "rate", "fanout")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,16 @@ METRICS = [
     Metric("direct", "p50_ms", "1:1 latency p50 (ms)", False, "{:.2f}"),
     Metric("direct", "p99_ms", "1:1 latency p99 (ms)", False, "{:.2f}"),
     Metric("direct", "per_server_cpu_s", "1:1 messages per server CPU-s", True, "{:,.0f}"),
+    Metric("rate", "offered_per_s", "fixed-rate 1:1: offered /s", True, "{:,.0f}"),
+    Metric("rate", "sent_per_s", "fixed-rate 1:1: sent /s", True, "{:,.0f}"),
+    Metric("rate", "rate_per_s", "fixed-rate 1:1: delivered /s", True, "{:,.0f}"),
+    Metric("rate", "p50_ms", "fixed-rate 1:1 latency p50 (ms)", False, "{:.2f}"),
+    Metric("rate", "p95_ms", "fixed-rate 1:1 latency p95 (ms)", False, "{:.2f}"),
+    Metric("rate", "p99_ms", "fixed-rate 1:1 latency p99 (ms)", False, "{:.2f}"),
+    Metric("rate", "ack_p50_ms", "fixed-rate ack latency p50 (ms)", False, "{:.2f}"),
+    Metric("rate", "ack_p99_ms", "fixed-rate ack latency p99 (ms)", False, "{:.2f}"),
+    Metric("rate", "send_lag_p99_ms", "fixed-rate: generator send lag p99 (ms)", False, "{:.2f}"),
+    Metric("rate", "per_server_cpu_s", "fixed-rate 1:1 messages per server CPU-s", True, "{:,.0f}"),
     Metric("fanout", "rate_per_s", "fan-out deliveries /s", True, "{:,.0f}"),
     Metric("fanout", "p50_ms", "fan-out latency p50 (ms)", False, "{:.2f}"),
     Metric("fanout", "p99_ms", "fan-out latency p99 (ms)", False, "{:.2f}"),
@@ -89,6 +99,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--conns", type=int, help="hold: connections (default 15000; --quick 1000)")
     p.add_argument("--pairs", type=int, help="direct: sender/recipient pairs (100; --quick 20)")
     p.add_argument("--window", type=int, default=16, help="messages in flight per sender")
+    p.add_argument("--rate", type=float, help="rate: offered 1:1 messages /s over all pairs "
+                   "(default: --rate-fraction of the direct peak measured in this invocation)")
+    p.add_argument("--rate-fraction", type=float, default=0.5,
+                   help="rate: fraction of the direct peak (median so far) to offer")
+    p.add_argument("--rate-basis", default="", help="rate: whose direct peak sets the rate "
+                   "(a server name; default each server's own)")
     p.add_argument("--members", type=int, help="fanout: group members (1000; --quick 200)")
     p.add_argument("--fanout-senders", type=int, default=2)
     p.add_argument("--fanout-window", type=int, default=8)
@@ -176,14 +192,29 @@ def tree_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "app_changes": changed}
 
 
-def run_one(adapter: ServerAdapter, scenario: str, args: argparse.Namespace, gen: GenConfig) -> dict:
+def offered_rate(args: argparse.Namespace, runs: list[dict[str, Any]], server: str) -> float:
+    """The fixed-rate scenario's offered rate: --rate, or a fraction of the median `direct`
+    peak measured so far in this invocation (of --rate-basis, or of the server itself)."""
+    if args.rate:
+        return float(args.rate)
+    basis = args.rate_basis or server
+    peaks = [r["result"]["rate_per_s"] for r in runs
+             if r["server"] == basis and r["scenario"] == "direct" and "result" in r]
+    if not peaks:
+        raise ValueError(f"rate: no direct run of {basis} before it in this invocation "
+                         "(give --rate, or run direct too)")
+    return args.rate_fraction * statistics.median(peaks)
+
+
+def run_one(adapter: ServerAdapter, scenario: str, args: argparse.Namespace, gen: GenConfig,
+            rate: float = 0.0) -> dict:
     adapter.start()
     try:
         adapter.wait_ready()
         if scenario == "hold":
             urls = [adapter.url_for(i) for i in range(args.conns)]
             return run_hold(adapter, urls, gen)
-        if scenario == "direct":
+        if scenario in ("direct", "rate"):
             pairs = [
                 (
                     adapter.url_for(2 * k),
@@ -193,7 +224,8 @@ def run_one(adapter: ServerAdapter, scenario: str, args: argparse.Namespace, gen
                 )
                 for k in range(args.pairs)
             ]
-            return run_direct(adapter, pairs, gen, args.window, args.warmup, args.duration)
+            return run_direct(adapter, pairs, gen, args.window, args.warmup, args.duration,
+                              rate=rate if scenario == "rate" else 0.0)
         members = [(adapter.url_for(i), adapter.user_id(i)) for i in range(args.members)]
         return run_fanout(
             adapter,
@@ -310,7 +342,26 @@ def render_table(
                 f"{scenario}: the generator's core(s) were over 95% busy counting other programs"
                 f" for {', '.join(crowded)} - a shared machine; compare the per-CPU-s rows"
             )
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + notes + rate_notes(summary))
+
+
+def rate_notes(summary: dict[str, Any]) -> list[str]:
+    """Whether the fixed-rate scenario offered and delivered what it meant to."""
+    notes = []
+    offered = summary.get("rate.offered_per_s", {})
+    for name, cell in offered.items():
+        want = cell["median"]
+        sent = summary["rate.sent_per_s"][name]["median"]
+        got = summary["rate.rate_per_s"][name]["median"]
+        lag = summary["rate.send_lag_p99_ms"][name]["median"]
+        if sent < 0.98 * want or lag > 5:
+            notes.append(f"rate: the generator ran behind its schedule for {name} (sent {sent:,.0f}"
+                         f" of {want:,.0f}/s, send lag p99 {lag:.1f} ms): that much of the latency"
+                         " is the generator's")
+        if got < 0.98 * want:
+            notes.append(f"rate: {name} delivered {got:,.0f}/s of the {want:,.0f}/s offered: "
+                         "it did not keep up")
+    return notes
 
 
 def report(path: Path, markdown: bool) -> int:
@@ -402,7 +453,9 @@ def main() -> int:
                     entry: dict[str, Any] = {"rep": rep, "scenario": scenario, "server": name}
                     t_run = time.monotonic()
                     try:
-                        entry["result"] = run_one(adapter, scenario, args, gen)
+                        rate = (offered_rate(args, record["runs"], name)
+                                if scenario == "rate" else 0.0)
+                        entry["result"] = run_one(adapter, scenario, args, gen, rate)
                         add_contention(entry["result"], server_cpus, gen_cpus)
                         log.info("    %s", brief(scenario, entry["result"]))
                     except (ServerUnavailable, WorkerError, OSError, ValueError) as exc:
@@ -445,6 +498,15 @@ def main() -> int:
 
 
 def brief(scenario: str, r: dict[str, Any]) -> str:
+    if scenario == "rate":
+        return (
+            f"offered {r['offered_per_s']:.0f}/s sent {r['sent_per_s']:.0f}/s delivered "
+            f"{r['rate_per_s']:.0f}/s, p50/p95/p99 {r['p50_ms']:.2f}/{r['p95_ms']:.2f}/"
+            f"{r['p99_ms']:.2f} ms, ack p99 {r['ack_p99_ms']:.2f} ms, send lag p99 "
+            f"{r['send_lag_p99_ms']:.2f} ms, server {r['server_cpu_pct']:.0f}% gen "
+            f"{r['gen_cpu_pct']:.0f}% CPU, drops {r['drops']}, undelivered "
+            f"{r['undelivered_local']}, refused {r['refused']}, cores busy {r.get('core_busy_pct')}"
+        )
     if scenario == "hold":
         return (
             f"held {r['held']}/{r['requested']} at {r['setup_rate']:.0f}/s, "

@@ -293,6 +293,9 @@ class Imchat(ServerAdapter):
         self.users: list[tuple[int, str]] = []
         self._group_id = 0
         self._serve_template = False
+        # More `[chat]` settings as TOML values (bench/storm.py: allow_strangers = true, so one
+        # member can leave every client a one-to-one message).
+        self.chat_options: dict[str, str] = {}
 
     @property
     def template_db(self) -> Path:
@@ -348,9 +351,11 @@ class Imchat(ServerAdapter):
             "registrations_per_hour = 1000000\n"
             "[chat]\n"
             "messages_per_second = 1000000\n"
-            # The fan-out group is larger than the shipped cap on a group's members.
+            # The fan-out group (1,000) and the storm's (everyone) are larger than the shipped
+            # cap on a group's members.
             "max_group_members = 100000\n"
-            "[log]\n"
+            + "".join(f"{key} = {value}\n" for key, value in self.chat_options.items())
+            + "[log]\n"
             'level = "WARNING"\n'
             "access_log = false\n"
         )
