@@ -1,7 +1,7 @@
-"""Schema step 9: the indexes that let a download find what links to its file (a message's
-`url`, an avatar, a group icon) and the file's attachment row by name
-(app/service/file_access.py). The new table im_upload comes from its model when the upgrade
-ends.
+"""Schema steps 9 and 10, indexes only. Step 9: the indexes that let a download find what links
+to its file (a message's `url`, an avatar, a group icon) and the file's attachment row by name
+(app/service/file_access.py); the new table im_upload comes from its model when the upgrade
+ends. Step 10: memberships by user (the catch-up's group branch).
 
 The step leaves exactly the schema a fresh database gets (tests/test_upgrade.py compares
 them): each index under the name Tortoise gives it for the models of this step, written out
@@ -15,12 +15,17 @@ from collections.abc import Callable
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-# (table, index name, column)
+# (table, index name, columns)
 INDEXES = (
-    ("im_message", "idx_im_message_url_b21b71", "url"),
-    ("im_attachment", "idx_im_attachme_stored__83fe0b", "stored_name"),
-    ("im_user", "idx_im_user_avatar_c9348c", "avatar"),
-    ("im_community", "idx_im_communit_icon_df05a7", "icon"),
+    ("im_message", "idx_im_message_url_b21b71", ("url",)),
+    ("im_attachment", "idx_im_attachme_stored__83fe0b", ("stored_name",)),
+    ("im_user", "idx_im_user_avatar_c9348c", ("avatar",)),
+    ("im_community", "idx_im_communit_icon_df05a7", ("icon",)),
+)
+# Schema step 10: a user's groups first, for the catch-up's group branch (without it, that
+# branch walked every message stored since the cursor, server-wide).
+MEMBERSHIP_INDEXES = (
+    ("im_membership", "idx_im_membersh_user_id_991367", ("user_id", "community_id")),
 )
 
 
@@ -36,12 +41,33 @@ async def _exists(connection: BaseDBAsyncClient, table: str, index: str) -> bool
 
 
 async def link_indexes(connection: BaseDBAsyncClient, progress: Callable[[str], None]) -> None:
+    await create_indexes(connection, progress, INDEXES)
+
+
+async def membership_index(connection: BaseDBAsyncClient,
+                           progress: Callable[[str], None]) -> None:
+    await create_indexes(connection, progress, MEMBERSHIP_INDEXES)
+    if connection.capabilities.dialect == "sqlite":
+        return
+    # InnoDB made an index of its own for the user_id foreign key when the table was created
+    # without one; the new index serves that key now, and a fresh table never had the other.
+    rows = await connection.execute_query_dict(
+        "SELECT index_name FROM information_schema.statistics WHERE table_schema = DATABASE() "
+        "AND table_name = 'im_membership' GROUP BY index_name "
+        "HAVING COUNT(*) = 1 AND MAX(column_name) = 'user_id'")
+    for row in rows:
+        name = row.get("index_name") or row.get("INDEX_NAME")
+        await connection.execute_script(f"ALTER TABLE `im_membership` DROP INDEX `{name}`")
+
+
+async def create_indexes(connection: BaseDBAsyncClient, progress: Callable[[str], None],
+                         indexes: tuple[tuple[str, str, tuple[str, ...]], ...]) -> None:
     quote = '"' if connection.capabilities.dialect == "sqlite" else "`"
-    for table, index, column in INDEXES:
+    for table, index, columns in indexes:
         if await _exists(connection, table, index):
             continue
         rows = await connection.execute_query_dict(f"SELECT COUNT(*) AS n FROM {table}")
-        progress(f"  {table}: an index on {column} ({rows[0]['n']} rows)")
+        progress(f"  {table}: an index on {', '.join(columns)} ({rows[0]['n']} rows)")
+        listed = ", ".join(f"{quote}{column}{quote}" for column in columns)
         await connection.execute_script(
-            f"CREATE INDEX {quote}{index}{quote} ON {quote}{table}{quote} "
-            f"({quote}{column}{quote})")
+            f"CREATE INDEX {quote}{index}{quote} ON {quote}{table}{quote} ({listed})")

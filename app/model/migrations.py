@@ -36,7 +36,7 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # The release that introduced each schema version, for messages that name both sides.
 RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, 10)}}
 
@@ -153,6 +153,12 @@ async def _file_access(connection: BaseDBAsyncClient, progress: Progress) -> Non
     await link_indexes(connection, progress)
 
 
+async def _membership_index(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    from app.model.file_access_schema import membership_index
+
+    await membership_index(connection, progress)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
@@ -168,6 +174,7 @@ STEPS: tuple[Step, ...] = (
          _admin_and_audit),
     Step(9, "file downloads for those a file was shared with: link indexes, a table of "
             "uploaders", _file_access),
+    Step(10, "catch-up: memberships by user (an index)", _membership_index),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

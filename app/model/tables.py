@@ -105,6 +105,8 @@ class Membership(Model):
     class Meta:
         table = "im_membership"
         unique_together = (("community", "user"),)
+        # A user's groups, first (the catch-up reads their messages group by group).
+        indexes = (("user_id", "community_id"),)
 
 
 class Message(Model):
