@@ -15,10 +15,11 @@ from app.service.search.indexer import (
     forget_index,
     index_pending,
     reindex,
+    unindex,
 )
 from app.service.search.query import Budget, search
 from app.service.search.text import Query, fold, match_of, normalise, parse_query, spaced
 
 __all__ = ["CMD_GROUP", "CMD_SINGLE", "SEARCH_TABLES", "Budget", "Indexer", "Query",
            "create_tables", "fold", "forget_index", "index_pending", "match_of", "normalise",
-           "parse_query", "reindex", "search", "spaced"]
+           "parse_query", "reindex", "search", "spaced", "unindex"]

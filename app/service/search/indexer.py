@@ -38,6 +38,11 @@ async def forget_index(connection: BaseDBAsyncClient) -> None:
     await engine(connection).forget(connection)
 
 
+async def unindex(connection: BaseDBAsyncClient, ids: list[int]) -> None:
+    """Take messages out of the index before they are deleted, in the deleting transaction."""
+    await engine(connection).unindex(connection, ids)
+
+
 async def index_pending(connection: BaseDBAsyncClient, batch: int | None = None,
                         progress: Callable[[int, int], None] | None = None) -> int:
     """Index every message after the stored mark; answer how many were read."""

@@ -124,6 +124,35 @@ async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
     return len(token_rows)
 
 
+_ROWS_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
+             "FROM im_message WHERE id IN ({})")
+
+
+async def _rows_of(connection: BaseDBAsyncClient, ids: Sequence[int]) -> list[dict[str, Any]]:
+    return await connection.execute_query_dict(
+        _ROWS_SQL.format(", ".join(["%s"] * len(ids))), list(ids))
+
+
+async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """Before rows change or go (in the transaction that changes them): the token rows of
+    their text as it is now, by primary key. (An indexer that read a row before the change
+    and writes after it may leave that text's tokens back: a candidate the text check turns
+    down, see query.py; the new text's tokens are always there, index_again.)"""
+    if not ids:
+        return
+    token_rows, _ = await asyncio.to_thread(_token_rows, await _rows_of(connection, ids))
+    delete = "DELETE FROM im_search_token WHERE token = %s AND conv = %s AND message_id = %s"
+    for start in range(0, len(token_rows), STATEMENT_ROWS):
+        await connection.execute_many(delete, token_rows[start:start + STATEMENT_ROWS])
+
+
+async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """After rows changed: the tokens of those that still have text, indexed or not yet (the
+    indexer adds none twice)."""
+    if ids:
+        await index_rows(connection, await _rows_of(connection, ids))
+
+
 async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
     rows = await connection.execute_query_dict("SELECT last_id FROM im_search_state WHERE id = 1")
     return int(rows[0]["last_id"]) if rows else 0
