@@ -27,6 +27,11 @@ The batch is one `INSERT ... SELECT` from im_message: SQLite computes the scope,
 `spaced` (registered on the connection as `imchat_spaced`) for the body, in the database
 connection's own thread: the event loop does not tokenise, and no row becomes Python objects
 but its text (≈7 µs a message in all for the benchmark's sentence, bench/NOTES.md).
+
+An edit or a recall changes a message already stored: the message writer takes its document
+out (`unindex_now`, FTS5's 'delete' given the row as it was) before the change and puts it
+back as it now reads after (`index_again_now`), in the writer's transaction; retention does
+the same before deleting (`unindex`). Both only for messages at or below the mark.
 """
 
 from __future__ import annotations
@@ -58,8 +63,10 @@ _INDEXED = "media = 1 AND content <> ''"
 _INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT {_DOCUMENT} "
                f"WHERE id > ? AND id <= ? AND {_INDEXED}")
 # Messages per batch of the server's indexer, one transaction each: bigger batches make fewer,
-# bigger FTS5 segments (less merging later).
-LIVE_BATCH = 2000
+# bigger FTS5 segments (less merging later). 20,000: one transaction a round at 25,000
+# messages a second (2,000 cost ≈ 1.5 µs a message more, bench/NOTES.md); the write lock is
+# then held ≈ 7 µs a message of the batch.
+LIVE_BATCH = 20_000
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
