@@ -35,7 +35,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from app.chat.wire import CMD_GROUP
+from app.chat.wire import CMD_GROUP, MEDIA_EDIT, MEDIA_RECALL
 from app.model.collation import exact_collation
 from app.model.database import fetch_all
 from app.model.tables import now_ms
@@ -133,17 +133,39 @@ async def _rows_of(connection: BaseDBAsyncClient, ids: Sequence[int]) -> list[di
         _ROWS_SQL.format(", ".join(["%s"] * len(ids))), list(ids))
 
 
-async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
-    """Before rows change or go (in the transaction that changes them): the token rows of
-    their text as it is now, by primary key. (An indexer that read a row before the change
-    and writes after it may leave that text's tokens back: a candidate the text check turns
-    down, see query.py; the new text's tokens are always there, index_again.)"""
-    if not ids:
-        return
-    token_rows, _ = await asyncio.to_thread(_token_rows, await _rows_of(connection, ids))
+async def _delete_tokens(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    token_rows, _ = await asyncio.to_thread(_token_rows, rows)
     delete = "DELETE FROM im_search_token WHERE token = %s AND conv = %s AND message_id = %s"
     for start in range(0, len(token_rows), STATEMENT_ROWS):
         await connection.execute_many(delete, token_rows[start:start + STATEMENT_ROWS])
+
+
+async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """Before rows change or go (in the transaction that changes them): the token rows of
+    their text as it is now, by primary key. (An indexer that read a row before the change
+    and wrote after it put that text's tokens back: `_index_changed_again` takes them out.)"""
+    if ids:
+        await _delete_tokens(connection, await _rows_of(connection, ids))
+
+
+# Messages of an indexed range that an edit or a recall changed (im_message_relation.ref_id is
+# indexed; such entries are few).
+_CHANGED_SQL = ("SELECT DISTINCT r.ref_id FROM im_message_relation r JOIN im_message m "
+                "ON m.id = r.message_id WHERE r.ref_id BETWEEN %s AND %s "
+                f"AND m.media IN ({MEDIA_EDIT}, {MEDIA_RECALL})")
+
+
+async def _index_changed_again(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    """After indexing `rows` as they were read: those an edit or a recall changed (maybe after
+    the read, its own unindex then finding nothing to delete) lose the tokens of the text read
+    and get those of the text as it is now. Messages changed before the read are redone for
+    nothing: changes are rare. (MySQL's writer and indexer are separate connections; on SQLite
+    the indexer's transaction holds the write lock, so this cannot happen there.)"""
+    changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
+        _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
+    if changed:
+        await _delete_tokens(connection, [r for r in rows if int(r["id"]) in changed])
+        await index_again(connection, sorted(changed))
 
 
 async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
@@ -190,6 +212,7 @@ async def index_pending(connection: BaseDBAsyncClient, batch: int,
         if not rows:
             return done
         await index_rows(connection, rows)
+        await _index_changed_again(connection, rows)
         done += len(rows)
         safe = safe_point(start, rows, now_ms())
         if safe > start:
