@@ -155,12 +155,24 @@ _CHANGED_SQL = ("SELECT DISTINCT r.ref_id FROM im_message_relation r JOIN im_mes
                 f"AND m.media IN ({MEDIA_EDIT}, {MEDIA_RECALL})")
 
 
+async def _has_changes_table(connection: BaseDBAsyncClient) -> bool:
+    """Whether im_message_relation exists: not yet while an upgrade from before schema 7
+    indexes the messages (its tables are made when the upgrade ends). One lookup of the
+    table's name a batch (MariaDB opens only that table's definition for it)."""
+    rows = await connection.execute_query_dict(
+        "SELECT COUNT(*) AS n FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name = 'im_message_relation'")
+    return bool(rows[0]["n"])
+
+
 async def _index_changed_again(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
     """After indexing `rows` as they were read: those an edit or a recall changed (maybe after
     the read, its own unindex then finding nothing to delete) lose the tokens of the text read
     and get those of the text as it is now. Messages changed before the read are redone for
     nothing: changes are rare. (MySQL's writer and indexer are separate connections; on SQLite
     the indexer's transaction holds the write lock, so this cannot happen there.)"""
+    if not await _has_changes_table(connection):
+        return
     changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
         _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
     if changed:
