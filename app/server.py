@@ -174,7 +174,9 @@ async def _close_resources(app: Sanic, _loop: Any = None) -> None:
 
 
 def _render_app_error(request: Request, error: AppError) -> HTTPResponse:
-    return fail(error.detail, status=error.status, reason=error.reason)
+    response = fail(error.detail, status=error.status, reason=error.reason)
+    response.headers.update(error.headers)
+    return response
 
 
 def _render_sanic_error(request: Request, error: SanicException) -> HTTPResponse:

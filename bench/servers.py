@@ -348,6 +348,8 @@ class Imchat(ServerAdapter):
             "registrations_per_hour = 1000000\n"
             "[chat]\n"
             "messages_per_second = 1000000\n"
+            # The fan-out group is larger than the shipped cap on a group's members.
+            "max_group_members = 100000\n"
             "[log]\n"
             'level = "WARNING"\n'
             "access_log = false\n"

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 
 from app.model.tables import AdminRole, AuditEntry, User
 from app.service import admin, audit
 from tests.admin_helpers import make_admin, run_cli
-from tests.factories import PASSWORD, close_all, make_group, register
+from tests.factories import PASSWORD, close_all, connect, make_group, recv_until, register
 from tests.harness import start_server
 
 # Every route of the console, with a sample path for its parameters. The test below also
@@ -31,6 +32,7 @@ ADMIN_ROUTES = [
     ("GET", "/admin/groups"),
     ("GET", "/admin/groups/1/members"),
     ("POST", "/admin/groups/1/transfer"),
+    ("POST", "/admin/groups/1/dissolve"),
     ("GET", "/admin/settings"),
     ("POST", "/admin/settings"),
 ]
@@ -48,7 +50,10 @@ def _declared_admin_routes(server) -> set[tuple[str, str]]:
 async def test_every_admin_route_refuses_anonymous_with_401_and_non_admins_with_403(server):
     assert _declared_admin_routes(server) == set(ADMIN_ROUTES)
     member = await register(server, "member")
+    other = await register(server, "other")
     boss = await make_admin(server)
+    # Group 1 (the routes' sample id): owned by the member, with another member in it.
+    assert await make_group(member, "kept", other) == 1
     anonymous = server.client()
     try:
         for method, path in ADMIN_ROUTES:
@@ -65,12 +70,16 @@ async def test_every_admin_route_refuses_anonymous_with_401_and_non_admins_with_
         assert await AdminRole.filter(user_id=member.id).count() == 0
         assert (await User.get(id=1)).disabled is False
         assert server.settings.auth.registration_open is True
+        kept = (await member.post("/contact/loadcommunity"))["rows"]
+        assert [(g["id"], g["ownerid"]) for g in kept] == [(1, member.id)]
+        assert not await AuditEntry.filter(action__startswith="group.").exclude(
+            action__in=("group.create", "group.join")).exists()
         # The same routes answer an administrator (one read to show the gate lets them in).
         allowed = await boss.client.get("/admin/dashboard")
         assert allowed.status_code == 200 and allowed.json()["code"] == 0
     finally:
         await anonymous.aclose()
-        await close_all(member, boss)
+        await close_all(member, other, boss)
 
 
 async def test_the_admin_api_is_in_the_openapi_document(server):
@@ -297,15 +306,24 @@ async def test_an_admin_lists_groups_and_transfers_one(server):
         members = (await boss.client.get(f"/admin/groups/{group}/members")).json()["rows"]
         assert [(m["id"], m["admin"]) for m in members] == [(ann.id, False), (bob.id, False)]
         outsider = await boss.post(f"/admin/groups/{group}/transfer", owner=boss.id)
-        assert outsider == {"code": -1, "msg": "the new owner must be a member of the group",
+        assert outsider == {"code": -1, "msg": "this user is not a member of the group",
                             "reason": "refused"}
+        already = await boss.post(f"/admin/groups/{group}/transfer", owner=ann.id)
+        assert already == {"code": -1, "msg": "this member already owns the group",
+                           "reason": "refused"}
         moved = await boss.post(f"/admin/groups/{group}/transfer", owner=bob.id)
         assert moved["code"] == 0, moved
         owners = (await bob.post("/contact/loadcommunity"))["rows"]
-        assert {g["id"]: g["ownerid"] for g in owners}[group] == bob.id
+        assert {g["id"]: (g["ownerid"], g["role"]) for g in owners}[group] == (bob.id, "owner")
+        # As when the owner hands it over: the former owner is a plain member, all are told.
+        roles = {m["id"]: m["role"] for m in (await ann.post("/contact/members", id=group))["rows"]}
+        assert roles == {ann.id: "member", bob.id: "owner"}
+        last = (await ann.post("/message/history", cmd=11, dstid=group))["rows"][-1]
+        assert (last["memo"], last["userid"], last["amount"]) == ("owner", boss.id, bob.id)
         entry = await AuditEntry.get(action="group.transfer")
-        assert (entry.actor_id, entry.target, entry.detail) == (
-            boss.id, f"group {group} ops team", f"owner {ann.id} -> {bob.id}")
+        assert (entry.actor_id, entry.target, entry.address, entry.detail) == (
+            boss.id, f"group {group} ops team", "127.0.0.1",
+            f"user {bob.id} {bob.mobile}, former owner {ann.id}, by a site administrator")
         missing = await boss.client.get("/admin/groups/99999/members")
         assert missing.json() == {"code": -1, "msg": "no such group", "reason": "not_found"}
     finally:
@@ -333,3 +351,41 @@ async def test_an_admin_closes_and_opens_registration_live(server):
         assert refused["code"] == -1 and "several workers" in refused["msg"]
     finally:
         await close_all(boss)
+
+
+async def test_an_admin_dissolves_a_group_and_its_members_are_told_at_once(server):
+    boss = await make_admin(server)
+    ann, bob = await register(server, "Ann"), await register(server, "Bob")
+    group = await make_group(ann, "to close", bob)
+    bob_phone = await connect(server, bob)
+    bob_desk = await connect(server, bob, v2=False)
+    try:
+        assert await boss.post("/admin/groups/99999/dissolve") == {
+            "code": -1, "msg": "no such group", "reason": "not_found"}
+        done = await boss.post(f"/admin/groups/{group}/dissolve")
+        assert done == {"code": 0, "msg": "group dissolved", "data": None}
+        told = await recv_until(bob_phone, lambda f: f.get("cmd") == 11 and f.get("media") == 120)
+        assert (told["memo"], told["userid"], told["dstid"]) == ("dissolved", boss.id, group)
+        line = await recv_until(bob_desk, lambda f: f.get("cmd") == 11
+                                and "dissolved" in f.get("content", ""))
+        assert line["content"] == "boss dissolved the group"
+        # Removed at once: the live socket may no longer post there, nor read it.
+        await bob_phone.send(json.dumps({"cmd": 11, "dstid": group, "media": 1,
+                                         "content": "anyone?", "cid": "late"}))
+        refusal = await recv_until(bob_phone, lambda f: f.get("cmd") == 101)
+        assert (refusal["reason"], refusal["cid"]) == ("forbidden", "late")
+        assert (await bob.post("/contact/loadcommunity"))["rows"] == []
+        gone = await bob.client.post("/message/history", data={"cmd": 11, "dstid": group})
+        assert gone.status_code == 403
+        listed = (await boss.client.get("/admin/groups")).json()
+        assert listed["total"] == 0
+        entries = [(e.action, e.actor_id, e.target, e.address, e.detail) for e in
+                   await AuditEntry.filter(action="group.dissolve")]
+        assert entries == [("group.dissolve", boss.id, f"group {group} to close", "127.0.0.1",
+                            "by a site administrator")]
+        again = await boss.post(f"/admin/groups/{group}/dissolve")
+        assert again == {"code": -1, "msg": "no such group", "reason": "not_found"}
+    finally:
+        await bob_phone.close()
+        await bob_desk.close()
+        await close_all(boss, ann, bob)

@@ -169,6 +169,26 @@ async def test_a_removal_on_one_node_stops_delivery_on_the_other(two_nodes):
     for ws in (carol_phone, carol_desk, bob_phone):
         await ws.close()
     await close_all(owner, bob, carol)
+
+
+async def test_a_group_dissolved_from_the_console_on_one_node_ends_on_the_other(two_nodes):
+    """An administrator on node A dissolves a group from the console; Bob's socket on node B is
+    told at once and may no longer post there."""
+    from tests.admin_helpers import make_admin
+
+    node_a, node_b = two_nodes
+    boss, owner, bob = await make_admin(node_a), await register(node_a), await register(node_b)
+    group_id = await make_group(owner, "cluster-end-" + uuid.uuid4().hex[:6], bob)
+    bob_phone = await connect(node_b, bob)
+    assert (await boss.post(f"/admin/groups/{group_id}/dissolve"))["code"] == 0
+    told = await recv_until(bob_phone, lambda f: f.get("media") == 120)
+    assert (told["memo"], told["userid"], told["dstid"]) == ("dissolved", boss.id, group_id)
+    await bob_phone.send(json.dumps({"cmd": 11, "dstid": group_id, "media": 1,
+                                     "content": "still here?", "cid": "late-2"}))
+    refusal = await recv_until(bob_phone, lambda f: f.get("cmd") == 101)
+    assert (refusal["reason"], refusal["cid"]) == ("forbidden", "late-2")
+    await bob_phone.close()
+    await close_all(boss, owner, bob)
 async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
     """A file message reaches an article client on the other node as its text line; a friend
     removed on one node can no longer message from a socket on the other, at once."""
@@ -179,11 +199,13 @@ async def test_file_lines_and_unfriending_cross_nodes(two_nodes):
     wa = await connect(node_a, a)
     wb_v1 = await connect(node_b, b, v2=False)
     wb = await connect(node_b, b)
+    # Only an upload of the sender's may be linked.
+    url = (await a.client.post("/attach/upload", files={"file": ("plan.pdf", b"%PDF-1.4 " * 200)})
+           ).json()["data"]
     await wa.send(json.dumps({"cmd": 10, "dstid": b.id, "media": 6, "content": "plan.pdf",
-                              "url": "/resource/" + "a" * 32 + ".bin", "amount": 2048,
-                              "cid": "file-x"}))
+                              "url": url, "amount": 2048, "cid": "file-x"}))
     line = await recv_until(wb_v1, lambda f: f.get("cmd") == 10)
-    assert (line["media"], line["content"]) == (1, f"[file] plan.pdf (2.0 KB) /resource/{'a' * 32}.bin")
+    assert (line["media"], line["content"]) == (1, f"[file] plan.pdf (2.0 KB) {url}")
     as_file = await recv_until(wb, lambda f: f.get("cmd") == 10)
     assert (as_file["media"], as_file["content"]) == (6, "plan.pdf")
     assert (await a.post("/contact/removefriend", id=b.id))["code"] == 0

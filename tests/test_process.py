@@ -133,6 +133,10 @@ async def test_user_disabled_from_the_command_line_loses_open_chat_connections(t
             user = (await client.post("/user/register", data={"mobile": "13700000011",
                                                               "passwd": "secret-1"})).json()["data"]
         ws = await ws_connect(f"ws://127.0.0.1:{port}/chat?id={user['id']}&token={user['token']}")
+        async with httpx.AsyncClient(base_url=base) as client:
+            # The real server (uvloop) answered the handshake the direct way.
+            metrics = (await client.get("/metrics")).text
+        assert 'imchat_chat_upgrades_total{way="direct"} 1.0' in metrics
         disabled = await asyncio.to_thread(run_cli, "user", "disable", "13700000011", config=config)
         assert disabled.returncode == 0, disabled.stderr
         with pytest.raises(ConnectionClosed):

@@ -288,18 +288,25 @@ def test_a_newer_database_is_refused_untouched(old_database):
 
 @pytest.mark.parametrize("db_backend", ["sqlite"])
 async def test_uploads_of_0_1_0_are_served_unchanged(old_database):
-    """The fixture's upload files are served byte for byte after the upgrade (to a signed-in
-    user: downloads need one since schema 5)."""
+    """The fixture's upload (and its thumbnail) is served byte for byte after the upgrade to
+    those it was shared with (its uploader alice, bob who got it in a message; downloads need
+    that since schema 9), and to nobody else: not carol, and no one gets the other engine's
+    upload, which this database never linked."""
     old = old_database
+    users, shared = old.facts["users"], old.facts["upload"].removeprefix("/resource/")
     server = await start_server(old.settings)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
-            signed_in = await client.post("/user/login", data={
-                "mobile": old.facts["users"][0]["mobile"], "passwd": old.facts["password"]})
-            assert signed_in.json()["code"] == 0
-            for path in sorted((FIXTURE / "resource").iterdir()):
-                served = await client.get(f"/resource/{path.name}")
-                assert served.status_code == 200 and served.content == path.read_bytes()
+        for user, allowed in ((users[0], True), (users[1], True), (users[2], False)):
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                signed_in = await client.post("/user/login", data={
+                    "mobile": user["mobile"], "passwd": old.facts["password"]})
+                assert signed_in.json()["code"] == 0
+                for path in sorted((FIXTURE / "resource").iterdir()):
+                    served = await client.get(f"/resource/{path.name}")
+                    if allowed and path.name.split("_")[0].split(".")[0] == shared.split(".")[0]:
+                        assert served.status_code == 200 and served.content == path.read_bytes()
+                    else:
+                        assert served.status_code == 404, (user["mobile"], path.name)
     finally:
         await server.stop()
 
@@ -386,7 +393,8 @@ async def test_upgraded_data_works_with_files_and_people(old_database):
         uploaded = (await ca.post("/attach/upload", files={
             "file": ("旧.pdf", b"%PDF-1.4\n%%EOF\n")})).json()
         assert (uploaded["code"], uploaded["kind"], uploaded["name"]) == (0, "file", "旧.pdf")
-        assert (await cb.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await ca.get(uploaded["data"])).content == b"%PDF-1.4\n%%EOF\n"
+        assert (await cb.get(uploaded["data"])).status_code == 404  # not shared with bob
         for client in clients.values():
             await client.aclose()
     finally:
@@ -483,8 +491,8 @@ async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(ol
         await server.stop()
 
 
-def _edit_as_schema_8_did(old: Any, message_id: int, text: str) -> None:
-    """An edit stored as before schema 9: the row rewritten, the edit entry and its relation,
+def _edit_as_schema_9_did(old: Any, message_id: int, text: str) -> None:
+    """An edit stored as before schema 10: the row rewritten, the edit entry and its relation,
     and the search index left as it was."""
     [(cmd, sender, peer, group)] = old.query(
         "SELECT cmd, sender_id, dst_user_id, community_id FROM im_message "
@@ -493,24 +501,24 @@ def _edit_as_schema_8_did(old: Any, message_id: int, text: str) -> None:
     null = lambda value: "NULL" if value is None else str(value)  # noqa: E731
     old.query("INSERT INTO im_message (cmd, sender_id, dst_user_id, community_id, cid, media, "
               "content, pic, url, memo, amount, created_ms) VALUES "
-              f"({cmd}, {sender}, {null(peer)}, {null(group)}, 'edit-before-9', 101, '{text}', "
+              f"({cmd}, {sender}, {null(peer)}, {null(group)}, 'edit-before-10', 101, '{text}', "
               f"'', '', '', 0, {int(time.time() * 1000)})")
-    [(entry,)] = old.query("SELECT id FROM im_message WHERE cid = 'edit-before-9'")
+    [(entry,)] = old.query("SELECT id FROM im_message WHERE cid = 'edit-before-10'")
     old.query("INSERT INTO im_message_relation (message_id, ref_id, mentions) VALUES "
               f"({entry}, {message_id}, '')")
 
 
-async def test_messages_edited_before_schema_9_are_indexed_as_they_now_read(old_database):
-    """Step 9: a message edited while edits did not update the search index is found by its
+async def test_messages_edited_before_schema_10_are_indexed_as_they_now_read(old_database):
+    """Step 10: a message edited while edits did not update the search index is found by its
     new words after the upgrade (on SQLite the index is rebuilt: its old words are gone)."""
     old = old_database
     assert old.cli("migrate").returncode == 0
     meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
-    _edit_as_schema_8_did(old, meeting["id"], "会议取消 cancelled")
-    old.query("UPDATE im_schema SET version = 8")
+    _edit_as_schema_9_did(old, meeting["id"], "会议取消 cancelled")
+    old.query("UPDATE im_schema SET version = 9")
     upgraded = old.cli("migrate")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "step 8 -> 9:" in upgraded.stdout, upgraded.stdout
+    assert "step 9 -> 10:" in upgraded.stdout, upgraded.stdout
     assert "1 edited or recalled messages: indexed as they now read" in upgraded.stdout
     if old.engine == "sqlite":
         def indexed(words: str) -> list[tuple[Any, ...]]:

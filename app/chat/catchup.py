@@ -50,7 +50,10 @@ async def attach(session: ChatSession) -> None:
             # no way around the rate.
             if session.since is not None and await runtime.pay(
                     session.user_id, SYNC_COST, session.conn):
-                await sync_from(session, session.since, until_current=True)
+                if await runtime.missed.load((session.user_id, session.since)):
+                    await sync_from(session, session.since, until_current=True)
+                else:  # nothing to page through
+                    _sync_end(session, session.since, more=False)
         elif await runtime.pay(session.user_id, SYNC_COST, session.conn):
             await _legacy_push(session)
         # Rows the catch-up sent may still be on their way to the hub: let them arrive while
@@ -71,6 +74,9 @@ async def _legacy_push(session: ChatSession) -> None:
     # start_cursor holds the stored cursor, read with the sign-in at the handshake.
     cursor = await session.hub.load_legacy_cursor(session.user_id, session.start_cursor)
     session.start_cursor = cursor
+    if not await session.runtime.missed.load((session.user_id, cursor)):
+        session.caught_up = cursor  # nothing missed (the usual case after a restart)
+        return
     floor = await message_store.newest_missed_floor(
         session.user_id, cursor, session.runtime.settings.offline_push_limit)
     if floor is None:  # nothing missed: no page to read
@@ -196,7 +202,11 @@ async def sync_from(session: ChatSession, since: int, until_current: bool,
                     limit: int = SYNC_PAGE) -> None:
     """A v2 catch-up from `since`, closed by a sync-end frame (`upto`, `more`)."""
     since, more = await catch_up(session, since, until_current, limit)
+    _sync_end(session, since, more)
+
+
+def _sync_end(session: ChatSession, upto: int, more: bool) -> None:
     if session.conn.closed:
         return
-    session.caught_up = max(session.caught_up, since)
-    session.send_json({"cmd": CMD_SYNC_END, "upto": since, "more": more})
+    session.caught_up = max(session.caught_up, upto)
+    session.send_json({"cmd": CMD_SYNC_END, "upto": upto, "more": more})

@@ -8,10 +8,11 @@ COMMANDS maps each frame `cmd` to its function; app/chat/handler.py dispatches w
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from app.chat import catchup
@@ -52,7 +53,8 @@ from app.chat.wire import (
 )
 from app.model import message_store
 from app.model.message_writer import Draft
-from app.service import access, messages
+from app.model.tables import User
+from app.service import access, audit, file_access, messages
 from app.util.errors import AppError, BadRequest, Forbidden, TooLate, Unavailable
 from app.websocket import encode_text_frame
 
@@ -106,14 +108,40 @@ def do_send_message(session: ChatSession, frame: dict[str, Any]) -> None:
     cmd = frame["cmd"]  # CMD_SINGLE or CMD_GROUP: what COMMANDS dispatched on
     draft = check_message(session, frame, cmd)
     strangers = cmd == CMD_SINGLE and session.runtime.settings.allow_strangers
-    if strangers or "ref" in frame or "at" in frame or "atall" in frame:
+    if (strangers or "ref" in frame or "at" in frame or "atall" in frame
+            or file_access.links_uploads(draft.url, draft.pic)):
         # Rules that need the database: off the data path, in a task of their own.
         ref = frame_int(frame, "ref", default=0, low=0)
         named, everyone = frame_mentions(frame)
         if (named or everyone) and cmd != CMD_GROUP:
             raise BadRequest("mentions are for group messages")
-        session.runtime.spawn(_submit_checked(session, draft, ref, named, everyone, strangers))
-        return
+        _in_order(session, _submit_checked(session, draft, ref, named, everyone, strangers))
+    elif session.checking is not None:
+        _in_order(session, _submit_later(session, draft))
+    else:
+        _submit(session, draft)
+
+
+def _in_order(session: ChatSession, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once the connection's earlier messages that wait for a database check are
+    submitted: a message is never stored ahead of one its sender sent before it."""
+    before = session.checking
+
+    async def after_those() -> None:
+        try:
+            if before is not None:
+                await asyncio.wait({before})
+            await work
+        finally:
+            work.close()  # cancelled before it started: no "never awaited" warning
+            if session.checking is task:
+                session.checking = None
+
+    task = session.runtime.spawn(after_those())
+    session.checking = task
+
+
+async def _submit_later(session: ChatSession, draft: Draft) -> None:
     _submit(session, draft)
 
 
@@ -123,6 +151,8 @@ async def _submit_checked(session: ChatSession, draft: Draft, ref: int, named: l
         if strangers:
             # The recipient exists, is enabled and has not blocked the sender.
             await access.check_stranger(session.user_id, draft.dstid)
+        # Uploads are linked only by those who may download them.
+        await file_access.check_links(session.user_id, "the message", draft.url, draft.pic)
         if ref:
             await check_reply(session, draft, ref)
         if named or everyone:
@@ -263,6 +293,7 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
     change as an entry of the log (acknowledged and delivered like a message)."""
     ref = frame["ref"]
     cid = frame["cid"]
+    done = functools.partial(message_stored, session)
     try:
         stored = (None if cid.startswith(SERVER_CID_PREFIX)
                   else await message_store.message_by_cid(cid, session.user_id))
@@ -271,6 +302,8 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
             cmd, peer = await access.check_read_message(session.user_id, row)
             check_may_post(session, cmd, peer)
             content = await rule(session, row, frame)
+            if media == MEDIA_RECALL and row["sender_id"] != session.user_id:
+                done = functools.partial(_recalled_for_another, session, row)
         else:
             # A resend of a stored change skips the rules (it may have made them false, as a
             # recall does): the writer answers it as a duplicate.
@@ -280,8 +313,26 @@ async def _store_change(session: ChatSession, frame: dict[str, Any], media: int,
         session.refuse(error, _client_cid(cid))
         return
     _submit(session, Draft(cmd, session.user_id, peer, media, content, "", "", "", 0, cid,
-                           int(time.time() * 1000), functools.partial(message_stored, session),
-                           ref_id=ref))
+                           int(time.time() * 1000), done, ref_id=ref))
+
+
+def _recalled_for_another(session: ChatSession, recalled: dict[str, Any], draft: Draft,
+                          row: dict[str, Any] | None, duplicate: bool) -> None:
+    """`message_stored` for a recall of someone else's message (a group owner's), which the
+    audit log records once it is stored."""
+    message_stored(session, draft, row, duplicate)
+    if row is not None and not duplicate:
+        session.runtime.spawn(_audit_recall(session.user_id, session.address, recalled))
+
+
+async def _audit_recall(user_id: int, address: str, recalled: dict[str, Any]) -> None:
+    """The entry names the message and its sender, never its (now removed) content."""
+    where = (f"group {recalled['community_id']}" if recalled["cmd"] == CMD_GROUP
+             else f"user {recalled['dst_user_id']}")
+    await audit.record_quietly(
+        audit.MESSAGE_RECALL, actor=await User.get_or_none(id=user_id),
+        actor_name=f"user {user_id}", target=f"message {recalled['id']} in {where}",
+        address=address, detail=f"sent by user {recalled['sender_id']}")
 
 
 def _change_frame(session: ChatSession, frame: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from app.chat.session import ChatSession
 from app.chat.wire import CMD_GROUP_ACTION, frame_cid, frame_int, frame_link, frame_text
@@ -21,8 +21,12 @@ from app.util.errors import AppError, BadRequest, Unavailable
 
 log = logging.getLogger("imchat.chat")
 
-# What an action does, given the services, the acting user and the group.
-Change = Callable[[ServiceContext, User, int], Awaitable[Any]]
+class Change(Protocol):
+    """What an action does, given the services, the acting user, the group and the client's
+    address (for the audit log)."""
+
+    def __call__(self, ctx: ServiceContext, user: User, group_id: int, *, address: str
+                 ) -> Awaitable[Any]: ...
 
 MAX_NAME = 40
 MAX_MEMO = 140
@@ -30,13 +34,15 @@ MAX_MEMO = 140
 
 def _on_member(frame: dict[str, Any], action: Callable[..., Awaitable[Any]]) -> Change:
     dstid = frame_int(frame, "dstid", low=1)
-    return lambda ctx, user, group_id: action(ctx, user, group_id, dstid)
+    return lambda ctx, user, group_id, address: action(ctx, user, group_id, dstid,
+                                                       address=address)
 
 
 def _admin(frame: dict[str, Any]) -> Change:
     dstid = frame_int(frame, "dstid", low=1)
     admin = frame_int(frame, "admin", default=1, low=0, high=1) == 1
-    return lambda ctx, user, group_id: group_admin.set_admin(ctx, user, group_id, dstid, admin)
+    return lambda ctx, user, group_id, address: group_admin.set_admin(
+        ctx, user, group_id, dstid, admin, address=address)
 
 
 def _update(frame: dict[str, Any]) -> Change:
@@ -49,7 +55,8 @@ def _update(frame: dict[str, Any]) -> Change:
         fields["icon"] = frame_link(frame, "icon")
     if "private" in frame:
         fields["private"] = frame_int(frame, "private", low=0, high=1) == 1
-    return lambda ctx, user, group_id: group_admin.update_group(ctx, user, group_id, **fields)
+    return lambda ctx, user, group_id, address: group_admin.update_group(
+        ctx, user, group_id, address=address, **fields)
 
 
 # Each action's frame reader: checks the frame's other fields now, answers the change to run.
@@ -83,7 +90,7 @@ async def _run(session: ChatSession, action: str, group_id: int, cid: str | None
         user = await User.get_or_none(id=session.user_id)
         if services is None or user is None:
             raise Unavailable("group changes are not available here")
-        await change(services, user, group_id)
+        await change(services, user, group_id, address=session.address)
     except AppError as refusal:
         session.refuse(refusal, cid)
         return

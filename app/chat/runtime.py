@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from app.model import message_store
 from app.settings import ChatSettings
+from app.util.batching import BatchedLoader
 from app.util.errors import Throttled
 from app.util.ratelimit import TokenBuckets
 from app.websocket import WriteCoalescer, WsConnection
@@ -21,7 +23,7 @@ class ChatRuntime:
     """The hub, the writer and the chat settings, with the rules they share across sessions."""
 
     __slots__ = ("hub", "writer", "settings", "coalescer", "paused", "tasks", "buckets",
-                 "history_buckets", "open_sockets", "services")
+                 "history_buckets", "open_sockets", "services", "missed")
 
     def __init__(self, hub: Hub, writer: MessageWriter, settings: ChatSettings,
                  coalescer: WriteCoalescer | None = None) -> None:
@@ -44,6 +46,10 @@ class ChatRuntime:
         # The services (set once the app has built them): socket commands that change more
         # than messages (app/chat/group_commands.py) call the same service functions as HTTP.
         self.services: ServiceContext | None = None
+        # Whether a (user, since) has anything to catch up, asked by the sockets connecting
+        # meanwhile in one query: after a restart most have nothing, and learn it cheaply.
+        self.missed: BatchedLoader[tuple[int, int], bool] = BatchedLoader(
+            message_store.pairs_with_missed, False)
 
     def take_token(self, user_id: int, cost: float = 1.0) -> None:
         if not self.buckets.take(user_id, cost):
@@ -84,10 +90,11 @@ class ChatRuntime:
             self.open_sockets.pop(user_id, None)
         self.paused.discard(conn)
 
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     def pause_while_behind(self, conn: WsConnection) -> None:
         """The database is behind: stop reading from this client until the writer catches up."""

@@ -5,6 +5,7 @@ it are app/chat/commands.py's; reading frames is app/chat/handler.py's."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from typing import Any
@@ -50,7 +51,7 @@ class ChatSession:
 
     __slots__ = ("runtime", "hub", "user_id", "v2", "sid", "conn", "token_hash", "expires_ms",
                  "pending", "since", "caught_up", "typing_at", "refused", "recent",
-                 "start_cursor", "__weakref__")
+                 "start_cursor", "checking", "__weakref__")
 
     def __init__(self, runtime: ChatRuntime, user_id: int, v2: bool, token_hash: str,
                  expires_ms: int, since: int | None, stored_cursor: int = 0) -> None:
@@ -74,6 +75,15 @@ class ChatSession:
         # v1: the user's delivery cursor when this connection opened (older was delivered);
         # the stored one, read with the sign-in, until the catch-up settles it.
         self.start_cursor = stored_cursor
+        # The last message of this connection still being checked against the database (a
+        # reply, mentions, a stranger, a linked upload); later ones wait for it, in order.
+        self.checking: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        """The client's address (its port left out), as the audit log names it."""
+        peer = self.conn.peer if self.conn is not None else ""
+        return peer.rpartition(":")[0] or peer
 
     def push(self, frame: bytes, message_id: int) -> bool:
         """Write a live frame (from the hub), or hold it while catching up. True when it was

@@ -10,7 +10,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
-from app.controller.session import require_user, services
+from app.controller.session import client_address, require_user, services
 from app.service import admin, audit, export
 from app.service.admin import Acting
 from app.util.binding import id_field, request_fields, text_field
@@ -27,7 +27,7 @@ CSV_TYPE = "text/csv; charset=utf-8"
 async def only_administrators(request: Request) -> None:
     """The one gate of /admin/: every route below may assume an administrator."""
     user = await require_user(request)
-    request.ctx.acting = Acting(await admin.require_admin(user), request.client_ip or "unknown")
+    request.ctx.acting = Acting(await admin.require_admin(user), client_address(request))
 
 
 def _acting(request: Request) -> Acting:
@@ -130,11 +130,23 @@ async def group_members(request: Request, group_id: int) -> HTTPResponse:
 
 @admin_bp.post("/groups/<group_id:int>/transfer")
 @openapi.summary("Admin: make a member the group's owner")
-@openapi.description("Form or JSON: owner (the member's user id).")
+@openapi.description("Form or JSON: owner (the member's user id). As when the owner hands the "
+                     "group over: the former owner stays a member, every member gets the "
+                     "notice; recorded in the audit log.")
 async def transfer_group(request: Request, group_id: int) -> HTTPResponse:
     owner = id_field(request_fields(request), "owner") or 0
-    await admin.transfer_group(_acting(request), group_id, owner)
+    await admin.transfer_group(services(request), _acting(request), group_id, owner)
     return ok(None, "owner changed")
+
+
+@admin_bp.post("/groups/<group_id:int>/dissolve")
+@openapi.summary("Admin: dissolve a group")
+@openapi.description("As when its owner dissolves it: a notice to every member, whose sessions "
+                     "(on every server process) stop getting and sending its messages at once; "
+                     "the group and its memberships are deleted. Recorded in the audit log.")
+async def dissolve_group(request: Request, group_id: int) -> HTTPResponse:
+    await admin.dissolve_group(services(request), _acting(request), group_id)
+    return ok(None, "group dissolved")
 
 
 @admin_bp.get("/settings")

@@ -9,7 +9,7 @@ from sanic_ext import openapi
 
 from app.controller.group import flag
 from app.controller.people import befriended
-from app.controller.session import require_user, services
+from app.controller.session import client_address, require_user, services
 from app.model.tables import ROLE_OWNER
 from app.service import contacts, groups, users
 from app.service.access import ROLE_NAMES
@@ -58,6 +58,7 @@ async def create_community(request: Request) -> HTTPResponse:
         memo=text_field(fields, "memo", max_length=140),
         cate=cate,
         private=flag(fields, "private") is True,
+        address=client_address(request),
     )
     return ok(groups.public_group(group, ROLE_OWNER), "group created")
 
@@ -69,7 +70,8 @@ async def join_community(request: Request) -> HTTPResponse:
     user = await require_user(request, fields)
     group = await groups.join_group(
         services(request), user, text_field(fields, "dstname", required=True,
-                                            max_length=groups.MAX_NAME)
+                                            max_length=groups.MAX_NAME),
+        address=client_address(request),
     )
     return ok(groups.public_group(group), "joined")
 

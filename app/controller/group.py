@@ -11,7 +11,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 
-from app.controller.session import require_user, services
+from app.controller.session import client_address, require_user, services
 from app.model.tables import User
 from app.service import group_admin, groups, users
 from app.util.binding import id_field, request_fields, text_field
@@ -42,7 +42,8 @@ def flag(fields: dict[str, Any], name: str) -> bool | None:
 async def invite(request: Request) -> HTTPResponse:
     fields, user, group_id = await _caller(request)
     added = await group_admin.invite(services(request), user, group_id,
-                                     id_field(fields, "dstid") or 0)
+                                     id_field(fields, "dstid") or 0,
+                                     address=client_address(request))
     return ok({**users.public_user(added), "mobile": ""}, "member added")
 
 
@@ -52,7 +53,8 @@ async def invite(request: Request) -> HTTPResponse:
 async def remove(request: Request) -> HTTPResponse:
     fields, user, group_id = await _caller(request)
     await group_admin.remove_member(services(request), user, group_id,
-                                    id_field(fields, "dstid") or 0)
+                                    id_field(fields, "dstid") or 0,
+                                    address=client_address(request))
     return ok(None, "member removed")
 
 
@@ -61,7 +63,8 @@ async def remove(request: Request) -> HTTPResponse:
                  "leaving as its last member")
 async def leave(request: Request) -> HTTPResponse:
     _fields, user, group_id = await _caller(request)
-    await group_admin.leave(services(request), user, group_id)
+    await group_admin.leave(services(request), user, group_id,
+                            address=client_address(request))
     return ok(None, "left the group")
 
 
@@ -77,7 +80,7 @@ async def update(request: Request) -> HTTPResponse:
         icon=text_field(fields, "icon", max_length=255) if "icon" in fields else None,
         memo=(text_field(fields, "memo", max_length=groups.MAX_MEMO) if "memo" in fields
               else None),
-        private=flag(fields, "private"))
+        private=flag(fields, "private"), address=client_address(request))
     return ok(groups.public_group(group), "group updated")
 
 
@@ -87,7 +90,8 @@ async def update(request: Request) -> HTTPResponse:
 async def admin(request: Request) -> HTTPResponse:
     fields, user, group_id = await _caller(request)
     await group_admin.set_admin(services(request), user, group_id,
-                                id_field(fields, "dstid") or 0, flag(fields, "admin") is not False)
+                                id_field(fields, "dstid") or 0, flag(fields, "admin") is not False,
+                                address=client_address(request))
     return ok(None, "roles changed")
 
 
@@ -97,7 +101,8 @@ async def admin(request: Request) -> HTTPResponse:
 async def transfer(request: Request) -> HTTPResponse:
     fields, user, group_id = await _caller(request)
     await group_admin.transfer(services(request), user, group_id,
-                               id_field(fields, "dstid") or 0)
+                               id_field(fields, "dstid") or 0,
+                               address=client_address(request))
     return ok(None, "group handed over")
 
 
@@ -105,5 +110,6 @@ async def transfer(request: Request) -> HTTPResponse:
 @openapi.summary("Dissolve a group (id); owner only; its members are told and removed")
 async def dissolve(request: Request) -> HTTPResponse:
     _fields, user, group_id = await _caller(request)
-    await group_admin.dissolve(services(request), user, group_id)
+    await group_admin.dissolve(services(request), user, group_id,
+                               address=client_address(request))
     return ok(None, "group dissolved")

@@ -3,6 +3,7 @@ user it names, and the session cookie that login sets and logout clears."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sanic import Request
@@ -19,14 +20,25 @@ def services(request: Request) -> ServiceContext:
     return request.app.ctx.services
 
 
+def client_address(request: Request) -> str:
+    """The caller's address as the audit log and the throttles name it."""
+    return request.client_ip or "unknown"
+
+
 def request_token(request: Request, fields: dict[str, Any] | None = None) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    token = request.args.get("token") or (fields or {}).get("token")
-    if isinstance(token, str) and token:
-        return token
-    return request.cookies.get(services(request).settings.auth.cookie_name)
+    return credential(request.headers.get("authorization", ""),
+                      request.args.get("token") or (fields or {}).get("token"),
+                      request.cookies.get(services(request).settings.auth.cookie_name))
+
+
+def credential(authorization: str, given: Any, cookie: str | None) -> str | None:
+    """The token a request carries: a bearer header first, then a `token` field, then the
+    session cookie."""
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    if isinstance(given, str) and given:
+        return given
+    return cookie
 
 
 async def require_user(request: Request, fields: dict[str, Any] | None = None) -> User:
@@ -69,12 +81,16 @@ def clear_session_cookie(request: Request, response: HTTPResponse) -> None:
 def origin_allowed(request: Request) -> bool:
     """A browser's `Origin` must be this site or a configured public origin (cookies make
     cross-site WebSocket hijacking possible otherwise); no `Origin` means not a browser."""
-    origin = request.headers.get("origin")
+    return origin_matches(request.headers.get("origin"), request.host, is_secure(request),
+                          services(request).settings.server.public_origins)
+
+
+def origin_matches(origin: str | None, host: str | None, secure: bool,
+                   allowed: Sequence[str]) -> bool:
     if origin is None:
         return True
-    allowed = services(request).settings.server.public_origins
     if "*" in allowed or origin in allowed:
         return True
-    scheme, _, host = origin.partition("://")
-    own_scheme = "https" if is_secure(request) else "http"
-    return scheme == own_scheme and host.lower() == (request.host or "").lower()
+    scheme, _, origin_host = origin.partition("://")
+    own_scheme = "https" if secure else "http"
+    return scheme == own_scheme and origin_host.lower() == (host or "").lower()

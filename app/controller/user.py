@@ -8,6 +8,7 @@ from sanic_ext import openapi
 
 from app.controller.session import (
     clear_session_cookie,
+    client_address,
     request_token,
     require_user,
     services,
@@ -33,7 +34,7 @@ async def register(request: Request) -> HTTPResponse:
     fields = request_fields(request)
     user, token = await users.register(
         services(request),
-        client_ip=request.client_ip or "unknown",
+        client_ip=client_address(request),
         mobile=text_field(fields, "mobile", required=True, max_length=20),
         password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
         nickname=text_field(fields, "nickname", max_length=40),
@@ -56,7 +57,7 @@ async def login(request: Request) -> HTTPResponse:
         services(request),
         mobile=text_field(fields, "mobile", required=True, max_length=20),
         password=text_field(fields, "passwd", required=True, max_length=128, label="password"),
-        client_ip=request.client_ip or "unknown",
+        client_ip=client_address(request),
     )
     response = ok(_with_token(users.public_user(user, online=True), token))
     set_session_cookie(request, response, token)
@@ -97,7 +98,7 @@ async def change_password(request: Request) -> HTTPResponse:
         services(request), user,
         old=text_field(fields, "oldpasswd", required=True, max_length=128, label="password"),
         new=text_field(fields, "newpasswd", required=True, max_length=128, label="password"),
-        current_token=request_token(request, fields) or "")
+        current_token=request_token(request, fields) or "", address=client_address(request))
     return ok(None, "password changed")
 
 

@@ -101,6 +101,29 @@ async def newest_message_id() -> int:
     return int(rows[0]["top"] or 0) if rows else 0
 
 
+# Which of many (user, id) pairs have anything after the id, in one statement: the three
+# branches of _MISSED_SQL as EXISTS probes, each one index lookup per pair.
+_ANY_MISSED_SQL = f"""
+    SELECT u.uid, u.since FROM ({{pairs}}) AS u
+     WHERE EXISTS (SELECT 1 FROM im_message m WHERE m.dst_user_id = u.uid AND m.id > u.since)
+        OR EXISTS (SELECT 1 FROM im_message m
+                    WHERE m.sender_id = u.uid AND m.cmd = {CMD_SINGLE} AND m.id > u.since)
+        OR EXISTS (SELECT 1 FROM im_membership s JOIN im_message m
+                     ON m.community_id = s.community_id AND m.id > u.since
+                    WHERE s.user_id = u.uid AND m.created_ms >= s.created_ms)"""
+
+
+async def pairs_with_missed(pairs: list[tuple[int, int]]) -> dict[tuple[int, int], bool]:
+    """Of (user id, since id) pairs, those with a message `missed_by` would return (True);
+    the others have nothing to catch up. One query for all (a reconnect storm's probes)."""
+    if not pairs:
+        return {}
+    rows = " UNION ALL ".join(["SELECT ? AS uid, ? AS since"] + ["SELECT ?, ?"] * (len(pairs) - 1))
+    found = await fetch_all(_ANY_MISSED_SQL.format(pairs=rows),
+                            tuple(value for pair in pairs for value in pair))
+    return {(int(row["uid"]), int(row["since"])): True for row in found}
+
+
 async def _missed(user_id: int, since_id: int, limit: int, newest: bool,
                   columns: str = SELECT) -> list[dict[str, Any]]:
     sql = _MISSED_SQL.format(columns=columns, order="DESC" if newest else "ASC", limit=int(limit))

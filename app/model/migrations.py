@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, 9)}}
+RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, 10)}}
 
 Progress = Callable[[str], None]
 
@@ -144,6 +144,15 @@ async def _admin_and_audit(connection: BaseDBAsyncClient, progress: Progress) ->
             await connection.execute_script(statement)
 
 
+async def _file_access(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Who may download a file (app/service/file_access.py) is looked up by link: indexes on
+    # message links, avatars, icons and attachment names; the table of users who uploaded a
+    # file already stored (im_upload) is made from its model when the upgrade ends.
+    from app.model.file_access_schema import link_indexes
+
+    await link_indexes(connection, progress)
+
+
 async def _search_after_changes(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # Until now an edit or a recall left the search index as it was: the messages changed so
     # far are indexed as they now read (app/service/search/indexer.py). Coming from before
@@ -168,7 +177,9 @@ STEPS: tuple[Step, ...] = (
          _relations_and_mutes),
     Step(8, "administrators, the audit log and directory sign-in: new tables",
          _admin_and_audit),
-    Step(9, "message search: messages edited or recalled so far, indexed as they now read",
+    Step(9, "file downloads for those a file was shared with: link indexes, a table of "
+            "uploaders", _file_access),
+    Step(10, "message search: messages edited or recalled so far, indexed as they now read",
          _search_after_changes),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))

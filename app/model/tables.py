@@ -33,6 +33,8 @@ class User(Model):
 
     class Meta:
         table = "im_user"
+        # Avatars are downloads anyone signed in may make (app/service/file_access.py).
+        indexes = (("avatar",),)
 
 
 class AuthToken(Model):
@@ -81,6 +83,8 @@ class Community(Model):
 
     class Meta:
         table = "im_community"
+        # Group icons are downloads anyone signed in may make (app/service/file_access.py).
+        indexes = (("icon",),)
 
 
 ROLE_MEMBER, ROLE_ADMIN, ROLE_OWNER = 0, 1, 2
@@ -125,7 +129,9 @@ class Message(Model):
     class Meta:
         table = "im_message"
         unique_together = (("cid", "sender_id"),)
-        indexes = (("dst_user_id", "id"), ("community_id", "id"), ("sender_id", "id"))
+        # url: who may download a stored file is decided by the messages that link to it
+        # (app/service/file_access.py).
+        indexes = (("dst_user_id", "id"), ("community_id", "id"), ("sender_id", "id"), ("url",))
 
 
 class MessageRelation(Model):
@@ -189,8 +195,23 @@ class Attachment(Model):
 
     class Meta:
         table = "im_attachment"
-        # The daily upload quota sums a user's uploads of the last day.
-        indexes = (("uploader_id", "created_ms"),)
+        # The daily upload quota sums a user's uploads of the last day; downloads look their
+        # file up by name.
+        indexes = (("uploader_id", "created_ms"), ("stored_name",))
+
+
+class Upload(Model):
+    """A user who uploaded a file already stored (the article's "秒传" answers them the same
+    file): they may download and send it, like its first uploader (`Attachment.uploader_id`)."""
+
+    id = fields.BigIntField(primary_key=True)
+    attachment_id = fields.BigIntField()
+    user_id = fields.BigIntField()
+    created_ms = fields.BigIntField(default=now_ms)
+
+    class Meta:
+        table = "im_upload"
+        unique_together = (("attachment_id", "user_id"),)
 
 
 class FriendRequest(Model):

@@ -28,7 +28,8 @@ user's friends) already refuses a blocked user; with strangers allowed the socke
 `readable` says the same read rule for many conversations at once (search over all of a user's
 conversations): the user's one-to-one conversations (all, or the one with a peer) and the
 groups they belong to with the time each part starts; its `allows(row)` is the rule on one
-stored message.
+stored message. `readable_in` says it for the few groups of some stored messages (who may
+download a file those messages link: app/service/file_access.py).
 
 A disabled account has no valid session and never gets this far.
 
@@ -209,6 +210,15 @@ async def readable(user_id: int, cmd: int | None = None, dstid: int | None = Non
     if cmd == CMD_GROUP:
         return Readable(user_id, False, None, {dstid: joined})
     return Readable(user_id, True, dstid, {})
+
+
+async def readable_in(user_id: int, group_ids: Collection[int]) -> Readable:
+    """What the user may read among their one-to-one conversations and the groups
+    `group_ids` (each looked up by the membership's own index; for a few stored messages)."""
+    memberships = await Membership.filter(
+        user_id=user_id, community_id__in=list(group_ids)).values_list(
+        "community_id", "created_ms") if group_ids else []
+    return Readable(user_id, True, None, {int(g): int(ms) for g, ms in memberships})
 
 
 # -- group roles -------------------------------------------------------------------------------

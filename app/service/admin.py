@@ -14,7 +14,7 @@ from tortoise.expressions import Q
 
 from app.model.database import fetch_all
 from app.model.tables import AdminRole, AuthToken, Community, DirectoryAccount, Membership, User
-from app.service import audit, groups, users
+from app.service import audit, group_admin, groups, users
 from app.service.context import ServiceContext
 from app.settings import Settings
 from app.util.errors import Forbidden, NotFound, Refused
@@ -214,18 +214,29 @@ async def _cards(ctx: ServiceContext, page: list[User]) -> list[dict[str, Any]]:
                        directory=user.id in linked) for user in page]
 
 
-async def transfer_group(acting: Acting, group_id: int, new_owner_id: int) -> Community:
-    """Make a member the group's owner."""
-    group = await _group(group_id)
-    if not await Membership.filter(community_id=group_id, user_id=new_owner_id).exists():
-        raise Refused("the new owner must be a member of the group")
-    previous = group.owner_id  # type: ignore[attr-defined]
-    group.owner_id = new_owner_id  # type: ignore[attr-defined]
-    await group.save(update_fields=["owner_id"])
-    await audit.record(audit.GROUP_TRANSFER, actor=acting.user, actor_name="command line",
-                       target=f"group {group.id} {group.name}", address=acting.address,
-                       detail=f"owner {previous} -> {new_owner_id}")
-    return group
+def _console_admin(acting: Acting) -> User:
+    """The administrator a group change from the console is made by (group notices name a
+    user: the command line has none to give)."""
+    if acting.user is None:
+        raise Refused("group changes are made from the admin console")
+    return acting.user
+
+
+async def transfer_group(ctx: ServiceContext, acting: Acting, group_id: int, new_owner_id: int
+                         ) -> None:
+    """Make a member the group's owner, through the group governance service (the notice, the
+    members' sessions and the audit entry are the same as when the owner hands it over)."""
+    await _group(group_id)
+    await group_admin.transfer_as_site_admin(ctx, _console_admin(acting), group_id,
+                                             new_owner_id, address=acting.address)
+
+
+async def dissolve_group(ctx: ServiceContext, acting: Acting, group_id: int) -> None:
+    """Dissolve the group as its owner would: every member is told and removed at once, on
+    every server process."""
+    await _group(group_id)
+    await group_admin.dissolve_as_site_admin(ctx, _console_admin(acting), group_id,
+                                             address=acting.address)
 
 
 def live_settings(settings: Settings) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 Every feature that changes something an administrator may have to answer for calls ONE
 function, after its change is committed:
 
-    await audit.record(audit.GROUP_TRANSFER, actor=user, target=f"group {group.id}",
-                       address=client_ip, detail=f"to user {new_owner.id}")
+    await audit.record(audit.USER_DISABLE, actor=admin_user, target=f"user {user.id}",
+                       address=client_ip)
 
 `actor` is the acting user (None for the system or the command line; `actor_name` then says
 who, e.g. the mobile someone typed at a failed sign-in). `action` is one of the names below
@@ -38,12 +38,17 @@ ADMIN_GRANT = "admin.grant"
 ADMIN_REVOKE = "admin.revoke"
 SETTINGS_CHANGE = "settings.change"
 EXPORT = "export"
-# Groups: ownership and membership changes (the group features call these).
+# Groups: ownership and membership changes, by members (HTTP or the chat socket) or by an
+# administrator from the console (app/service/group_notices.py's after_change records them).
+GROUP_CREATE = "group.create"
 GROUP_TRANSFER = "group.transfer"
 GROUP_DISSOLVE = "group.dissolve"
 GROUP_JOIN = "group.join"
+GROUP_ADD = "group.add"
 GROUP_LEAVE = "group.leave"
 GROUP_REMOVE = "group.remove"
+GROUP_ADMIN_GRANT = "group.admin_grant"
+GROUP_ADMIN_REVOKE = "group.admin_revoke"
 # A message recalled by someone other than its sender (an admin or a group owner).
 MESSAGE_RECALL = "message.recall"
 # Background jobs.
@@ -52,8 +57,9 @@ DIRECTORY_SYNC = "directory.sync"
 
 ACTIONS = (SIGN_IN, PASSWORD_CHANGE, USER_CREATE, USER_DISABLE, USER_ENABLE,
            USER_RESET_PASSWORD, USER_SIGN_OUT, ADMIN_GRANT, ADMIN_REVOKE, SETTINGS_CHANGE, EXPORT,
-           GROUP_TRANSFER, GROUP_DISSOLVE, GROUP_JOIN, GROUP_LEAVE, GROUP_REMOVE, MESSAGE_RECALL,
-           RETENTION, DIRECTORY_SYNC)
+           GROUP_CREATE, GROUP_TRANSFER, GROUP_DISSOLVE, GROUP_JOIN, GROUP_ADD, GROUP_LEAVE,
+           GROUP_REMOVE, GROUP_ADMIN_GRANT, GROUP_ADMIN_REVOKE, MESSAGE_RECALL, RETENTION,
+           DIRECTORY_SYNC)
 
 MAX_PAGE = 500
 CSV_COLUMNS = ("id", "time_ms", "action", "actor_id", "actor", "target", "address", "success",

@@ -7,13 +7,15 @@ Each change and its notice (app/service/group_notices.py) are one transaction; a
 the hub is told, in the order that gives every member's sessions the notice: a new member is
 indexed before the notice is published, a leaving one after it.
 
-Audit hook: every change passes through app/service/group_notices.py's `after_change` once
-stored (nothing here depends on an audit log).
+Every change passes through app/service/group_notices.py's `after_change` once stored, which
+also records ownership and membership changes in the audit log; `address` is the client's.
+
+A site administrator (app/service/admin.py, which checks that role) may hand a group over or
+dissolve it from the admin console without any role in the group: `transfer_as_site_admin`,
+`dissolve_as_site_admin`, with the same notices and the same effect on members' sessions.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
@@ -21,7 +23,7 @@ from tortoise.exceptions import IntegrityError
 from app.model.tables import ROLE_ADMIN, ROLE_MEMBER, ROLE_OWNER, Community, Membership, User
 from app.service import access
 from app.service.context import ServiceContext
-from app.service.group_notices import Notice, after_change, store_notice
+from app.service.group_notices import Notice, Origin, Stored, after_change, store_notice
 from app.service.groups import changing, check_icon, check_room
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
 
@@ -43,13 +45,14 @@ async def _target(connection: BaseDBAsyncClient, group_id: int, user_id: int
     return user, membership
 
 
-async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: int) -> User:
+async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: int, *,
+                 address: str = "") -> User:
     """Add a user to the group (owner or admin); the only way into a private group."""
     invitee = await User.get_or_none(id=invitee_id)
     if invitee is None or invitee.disabled:
         raise NotFound("no such user")
     try:
-        async with changing(group_id) as (connection, _group):
+        async with changing(group_id) as (connection, group):
             await access.check_manage(actor.id, group_id)
             await access.check_invite(actor.id, invitee.id)  # not someone who blocked them
             if await _membership(connection, group_id, invitee.id) is not None:
@@ -57,27 +60,28 @@ async def invite(ctx: ServiceContext, actor: User, group_id: int, invitee_id: in
             await check_room(connection, ctx, group_id)
             membership = await Membership.create(community_id=group_id, user_id=invitee.id,
                                                  role=ROLE_MEMBER, using_db=connection)
-            row = await store_notice(connection, group_id, Notice("added", actor, invitee),
-                                     membership.created_ms)
+            stored = await store_notice(connection, group_id, Notice("added", actor, invitee),
+                                        membership.created_ms)
     except IntegrityError:
         raise Conflict("this user is already a member of the group") from None
-    after_change(ctx, [row], joined=invitee.id, group_id=group_id)
+    await after_change(ctx, [stored], group=group, origin=Origin(address), joined=invitee.id)
     return invitee
 
 
-async def remove_member(ctx: ServiceContext, actor: User, group_id: int, target_id: int) -> None:
+async def remove_member(ctx: ServiceContext, actor: User, group_id: int, target_id: int, *,
+                        address: str = "") -> None:
     if target_id == actor.id:
         raise BadRequest("to leave a group, use leave")
-    async with changing(group_id) as (connection, _group):
+    async with changing(group_id) as (connection, group):
         actor_role = await access.check_manage(actor.id, group_id)
         target, membership = await _target(connection, group_id, target_id)
         access.check_remove(actor_role, membership.role)
         await membership.delete(using_db=connection)
-        row = await store_notice(connection, group_id, Notice("removed", actor, target))
-    after_change(ctx, [row], left=target.id, group_id=group_id)
+        stored = await store_notice(connection, group_id, Notice("removed", actor, target))
+    await after_change(ctx, [stored], group=group, origin=Origin(address), left=target.id)
 
 
-async def leave(ctx: ServiceContext, user: User, group_id: int) -> None:
+async def leave(ctx: ServiceContext, user: User, group_id: int, *, address: str = "") -> None:
     """Leave the group. The owner hands it over first, unless they are its last member: then
     leaving dissolves it."""
     async with changing(group_id) as (connection, group):
@@ -88,41 +92,56 @@ async def leave(ctx: ServiceContext, user: User, group_id: int) -> None:
             if await Membership.filter(community_id=group_id).using_db(connection).count() > 1:
                 raise Refused("hand the group over to another member before you leave it, "
                               "or dissolve it")
-            row = await _dissolve(connection, group, user)
+            stored = await _dissolve(connection, group, user)
             dissolved = True
         else:
             await Membership.filter(community_id=group_id, user_id=user.id).using_db(
                 connection).delete()
-            row = await store_notice(connection, group_id, Notice("left", user))
+            stored = await store_notice(connection, group_id, Notice("left", user))
             dissolved = False
-    after_change(ctx, [row], left=0 if dissolved else user.id, group_id=group_id,
-               dissolved=dissolved)
+    await after_change(ctx, [stored], group=group, origin=Origin(address),
+                       left=0 if dissolved else user.id, dissolved=dissolved)
 
 
-async def _dissolve(connection: BaseDBAsyncClient, group: Community, actor: User
-                    ) -> dict[str, Any]:
+async def _dissolve(connection: BaseDBAsyncClient, group: Community, actor: User) -> Stored:
     """Store the last notice and delete the group with its memberships (its messages stay in
     the table, readable by nobody: reading a group needs a membership)."""
-    row = await store_notice(connection, group.id, Notice("dissolved", actor))
+    stored = await store_notice(connection, group.id, Notice("dissolved", actor))
     await Membership.filter(community_id=group.id).using_db(connection).delete()
     await Community.filter(id=group.id).using_db(connection).delete()
-    return row
+    return stored
 
 
-async def dissolve(ctx: ServiceContext, actor: User, group_id: int) -> None:
+async def dissolve(ctx: ServiceContext, actor: User, group_id: int, *, address: str = ""
+                   ) -> None:
+    """Dissolve the group (its owner only): every member is told and removed."""
+    await _dissolve_group(ctx, actor, group_id, Origin(address))
+
+
+async def dissolve_as_site_admin(ctx: ServiceContext, admin: User, group_id: int, *,
+                                 address: str = "") -> None:
+    """Dissolve the group from the admin console (the caller checked the admin role), with
+    the same notice and effect as its owner's dissolving."""
+    await _dissolve_group(ctx, admin, group_id, Origin(address, console=True))
+
+
+async def _dissolve_group(ctx: ServiceContext, actor: User, group_id: int, origin: Origin
+                          ) -> None:
     async with changing(group_id) as (connection, group):
-        await access.check_owner(actor.id, group_id)
-        row = await _dissolve(connection, group, actor)
-    after_change(ctx, [row], group_id=group_id, dissolved=True)
+        if not origin.console:
+            await access.check_owner(actor.id, group_id)
+        stored = await _dissolve(connection, group, actor)
+    await after_change(ctx, [stored], group=group, origin=origin, dissolved=True)
 
 
 async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
                        name: str | None = None, icon: str | None = None,
-                       memo: str | None = None, private: bool | None = None) -> Community:
+                       memo: str | None = None, private: bool | None = None,
+                       address: str = "") -> Community:
     """Rename, change the icon, the notice (memo) or the privacy (owner or admin): one notice
     for each field that changes."""
     if icon is not None:
-        check_icon(icon)
+        await check_icon(actor.id, icon)
     if name is not None and not name:
         raise BadRequest("name is required")
     try:
@@ -134,10 +153,10 @@ async def update_group(ctx: ServiceContext, actor: User, group_id: int, *,
                 raise Conflict("a group with this name already exists")
             if notices:
                 await group.save(using_db=connection)
-            rows = [await store_notice(connection, group_id, n) for n in notices]
+            stored = [await store_notice(connection, group_id, n) for n in notices]
     except IntegrityError:
         raise Conflict("a group with this name already exists") from None
-    after_change(ctx, rows, group_id=group_id)
+    await after_change(ctx, stored, group=group, origin=Origin(address))
     return group
 
 
@@ -161,9 +180,9 @@ def _changes(group: Community, actor: User, name: str | None, icon: str | None,
 
 
 async def set_admin(ctx: ServiceContext, actor: User, group_id: int, target_id: int,
-                    admin: bool) -> None:
+                    admin: bool, *, address: str = "") -> None:
     """Make a member an admin, or an admin a member again (the owner only)."""
-    async with changing(group_id) as (connection, _group):
+    async with changing(group_id) as (connection, group):
         await access.check_owner(actor.id, group_id)
         target, membership = await _target(connection, group_id, target_id)
         if membership.role == ROLE_OWNER:
@@ -173,24 +192,42 @@ async def set_admin(ctx: ServiceContext, actor: User, group_id: int, target_id: 
             return
         membership.role = wanted
         await membership.save(using_db=connection, update_fields=["role"])
-        row = await store_notice(connection, group_id,
-                                 Notice("admin" if admin else "unadmin", actor, target))
-    after_change(ctx, [row], group_id=group_id)
+        stored = await store_notice(connection, group_id,
+                                    Notice("admin" if admin else "unadmin", actor, target))
+    await after_change(ctx, [stored], group=group, origin=Origin(address))
 
 
-async def transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: int) -> None:
+async def transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: int, *,
+                   address: str = "") -> None:
     """Hand the group over to another member (the owner only); the former owner stays as a
     plain member."""
     if target_id == actor.id:
         raise BadRequest("you already own this group")
+    await _transfer(ctx, actor, group_id, target_id, Origin(address))
+
+
+async def transfer_as_site_admin(ctx: ServiceContext, admin: User, group_id: int,
+                                 target_id: int, *, address: str = "") -> None:
+    """Make a member the owner from the admin console (the caller checked the admin role);
+    the former owner stays as a plain member, as when the owner hands the group over."""
+    await _transfer(ctx, admin, group_id, target_id, Origin(address, console=True))
+
+
+async def _transfer(ctx: ServiceContext, actor: User, group_id: int, target_id: int,
+                    origin: Origin) -> None:
     async with changing(group_id) as (connection, group):
-        await access.check_owner(actor.id, group_id)
+        if not origin.console:
+            await access.check_owner(actor.id, group_id)
         target, membership = await _target(connection, group_id, target_id)
+        if membership.role == ROLE_OWNER:
+            raise Refused("this member already owns the group")
+        former = group.owner_id  # type: ignore[attr-defined]
+        await Membership.filter(community_id=group_id, role=ROLE_OWNER).using_db(
+            connection).update(role=ROLE_MEMBER)
         membership.role = ROLE_OWNER
         await membership.save(using_db=connection, update_fields=["role"])
-        await Membership.filter(community_id=group_id, user_id=actor.id).using_db(
-            connection).update(role=ROLE_MEMBER)
         group.owner_id = target.id  # type: ignore[attr-defined]
         await group.save(using_db=connection, update_fields=["owner_id"])
-        row = await store_notice(connection, group_id, Notice("owner", actor, target))
-    after_change(ctx, [row], group_id=group_id)
+        stored = await store_notice(connection, group_id, Notice("owner", actor, target))
+    await after_change(ctx, [stored], group=group, origin=origin,
+                       detail=f"former owner {former}")

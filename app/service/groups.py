@@ -14,9 +14,9 @@ from tortoise.transactions import in_transaction
 
 from app.model.database import within_deadline
 from app.model.tables import ROLE_MEMBER, ROLE_OWNER, Community, Membership, User, now_ms
-from app.service import access
+from app.service import access, audit, file_access
 from app.service.context import ServiceContext
-from app.service.group_notices import Notice, after_change, store_notice
+from app.service.group_notices import Notice, Origin, after_change, store_notice
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused
 from app.util.security import check_local_link
 
@@ -43,8 +43,11 @@ def public_group(group: Community, role: int | None = None) -> dict[str, Any]:
     return answer
 
 
-def check_icon(icon: str) -> str:
-    return check_local_link(icon, "icon")
+async def check_icon(user_id: int, icon: str) -> str:
+    """A local link to a file the user may download."""
+    check_local_link(icon, "icon")
+    await file_access.check_links(user_id, "icon", icon)
+    return icon
 
 
 @contextlib.asynccontextmanager
@@ -70,11 +73,11 @@ async def check_room(connection: BaseDBAsyncClient, ctx: ServiceContext, group_i
 
 async def create_group(
     ctx: ServiceContext, owner: User, name: str, icon: str = "", memo: str = "", cate: int = 1,
-    private: bool = False,
+    private: bool = False, address: str = "",
 ) -> Community:
     if not name:
         raise BadRequest("name is required")
-    check_icon(icon)
+    await check_icon(owner.id, icon)
     if await Community.filter(name=name).exists():
         raise Conflict("a group with this name already exists")
     try:
@@ -85,10 +88,14 @@ async def create_group(
     except IntegrityError:
         raise Conflict("a group with this name already exists") from None
     ctx.hub.member_joined(group.id, owner.id)
+    await audit.record_quietly(audit.GROUP_CREATE, actor=owner,
+                               target=f"group {group.id} {group.name}", address=address,
+                               detail="private" if private else "public")
     return group
 
 
-async def join_group(ctx: ServiceContext, user: User, name: str) -> Community:
+async def join_group(ctx: ServiceContext, user: User, name: str, address: str = ""
+                     ) -> Community:
     """Join a public group by its name. Joining a group one is already in is harmless and
     answers the group; a private group is refused (by invitation only)."""
     found = await Community.get_or_none(name=name)
@@ -109,10 +116,10 @@ async def join_group(ctx: ServiceContext, user: User, name: str) -> Community:
             joined_ms = now_ms()
             await Membership.create(community=group, user=user, role=ROLE_MEMBER,
                                     created_ms=joined_ms, using_db=connection)
-            row = await store_notice(connection, group.id, Notice("joined", user), joined_ms)
+            stored = await store_notice(connection, group.id, Notice("joined", user), joined_ms)
     except IntegrityError:
         return found  # joined concurrently: the same outcome
-    after_change(ctx, [row], joined=user.id, group_id=group.id)
+    await after_change(ctx, [stored], group=group, origin=Origin(address), joined=user.id)
     return group
 
 

@@ -109,6 +109,13 @@ class Metrics:
             "imchat_signin_failures", "Refused sign-ins, by reason (refused: wrong name or "
             "password; forbidden: disabled account; throttled: too many attempts)",
             ["reason"], registry=self.registry)
+        upgrades = Counter(
+            "imchat_chat_upgrades", "Chat sockets opened, by the way in (direct: answered "
+            "from the connection's first bytes; http: through the HTTP request cycle, for a "
+            "head split across packets or unusual, or behind a configured proxy)",
+            ["way"], registry=self.registry)
+        self.direct_upgrades = upgrades.labels("direct")
+        self.http_upgrades = upgrades.labels("http")
         self.delivery_latency = PlainHistogram(LATENCY_BUCKETS)
         self._latency_bounds_ms = tuple(bound * 1000.0 for bound in LATENCY_BUCKETS)
         self.batch_sizes = PlainHistogram(BATCH_BUCKETS)

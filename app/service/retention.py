@@ -18,7 +18,7 @@ from pathlib import Path
 from tortoise.transactions import in_transaction
 
 from app.model.database import connection_name, fetch_all
-from app.model.tables import Attachment, Message, now_ms
+from app.model.tables import Attachment, Message, Upload, now_ms
 from app.service import audit, search
 from app.settings import Settings
 from app.util.periodic import PeriodicJob
@@ -100,6 +100,7 @@ async def delete_unreferenced_uploads(upload_dir: Path, uploaded_before_ms: int)
             await asyncio.to_thread((upload_dir / name).unlink)
     ids = sorted(set(doomed.values()))
     for start in range(0, len(ids), BATCH):
+        await Upload.filter(attachment_id__in=ids[start:start + BATCH]).delete()
         await Attachment.filter(id__in=ids[start:start + BATCH]).delete()
     return len(ids)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import threading
+from collections.abc import Iterator
 
 from app.model.tables import Attachment, now_ms
 from app.settings import StorageSettings
@@ -57,6 +60,27 @@ class PixelBudget:
             future.set_result(None)
 
 
+class DecodeGauge:
+    """Pixels being decoded right now, counted by the decoding threads themselves, and the
+    most seen at once: what the budget promises, measured apart from the budget's own books."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def decoding(self, pixels: int) -> Iterator[None]:
+        with self._lock:
+            self.now += pixels
+            self.peak = max(self.peak, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= pixels
+
+
 class UploadLimits:
     """The app's upload throttles (one per app, on the ServiceContext)."""
 
@@ -64,6 +88,7 @@ class UploadLimits:
         self.per_minute = SlidingWindowLimiter(storage.uploads_per_minute, 60.0)
         self.bytes_per_day = storage.upload_mb_per_day * 1024 * 1024
         self.decoding = PixelBudget(storage.max_decode_pixels_in_flight)
+        self.decoding_now = DecodeGauge()
         # Bytes of each user's uploads being processed now, not yet in the table.
         self.in_progress: dict[int, int] = {}
 

@@ -10,6 +10,7 @@ from tortoise.exceptions import IntegrityError
 
 from app.model import sign_ins
 from app.model.tables import AuthToken, Friendship, User, now_ms
+from app.service import audit, file_access
 from app.service.context import ServiceContext
 from app.util.errors import BadRequest, Conflict, Forbidden, NotFound, Refused, Throttled, Unauthorized
 from app.util.ratelimit import SlidingWindowLimiter
@@ -57,8 +58,11 @@ def check_password(password: str) -> str:
     return password
 
 
-def check_avatar(avatar: str) -> str:
-    return check_local_link(avatar, "avatar")
+async def check_avatar(user_id: int | None, avatar: str) -> str:
+    """A local link to a file the user may download (None: an account being made)."""
+    check_local_link(avatar, "avatar")
+    await file_access.check_links(user_id, "avatar", avatar)
+    return avatar
 
 
 async def issue_token(ctx: ServiceContext, user: User) -> str:
@@ -82,7 +86,7 @@ async def create_user(
     check_password(password)
     if sex not in SEXES:
         raise BadRequest("sex must be M, W or U")
-    check_avatar(avatar)
+    await check_avatar(None, avatar)
     if await User.filter(mobile=mobile).exists():
         raise Conflict("this mobile is already registered")
     passwd_hash = await ctx.passwords.hash(password)
@@ -195,7 +199,7 @@ async def update_profile(user: User, changes: dict[str, str]) -> User:
     if "sex" in changes and changes["sex"] not in SEXES:
         raise BadRequest("sex must be M, W or U")
     if "avatar" in changes:
-        check_avatar(changes["avatar"])
+        await check_avatar(user.id, changes["avatar"])
     if "nickname" in changes and not changes["nickname"]:
         raise BadRequest("nickname cannot be empty")
     for name, value in changes.items():
@@ -249,12 +253,17 @@ async def reset_password(ctx: ServiceContext, user: User, password: str) -> None
 
 
 async def change_password(ctx: ServiceContext, user: User, old: str, new: str,
-                          current_token: str) -> None:
+                          current_token: str, address: str = "") -> None:
     """The owner's own change: the old password must be right (guesses are throttled like
-    logins); every other sign-in of the account ends, this one stays."""
+    logins); every other sign-in of the account ends, this one stays. Changes and wrong
+    current passwords are recorded in the audit log."""
     key = f"passwd:{user.id}"
     _count_attempt(ctx.login_limiter, (key,))
+    target = f"user {user.id} {user.mobile}"
     if not await ctx.passwords.verify(user.passwd_hash, old):
+        await audit.record_quietly(audit.PASSWORD_CHANGE, actor=user, target=target,
+                                   address=address, success=False,
+                                   detail="the current password is wrong")
         raise Refused("the current password is wrong")
     ctx.login_limiter.reset(key)
     check_password(new)
@@ -267,3 +276,5 @@ async def change_password(ctx: ServiceContext, user: User, old: str, new: str,
     for token_hash in others:
         ctx.hub.session_ended(user.id, token_hash)
     log.info("user %s changed their password; %d other sign-ins ended", user.id, len(others))
+    await audit.record_quietly(audit.PASSWORD_CHANGE, actor=user, target=target,
+                               address=address, detail=f"{len(others)} other sessions ended")

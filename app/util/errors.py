@@ -18,6 +18,8 @@ class AppError(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         self.detail = message or self.message
+        # Headers the refusal goes out with (a 416 names the file's length).
+        self.headers: dict[str, str] = {}
         super().__init__(self.detail)
 
 
@@ -50,6 +52,18 @@ class NoSuchFile(AppError):
     status = 404
     message = "no such file"
     reason = "not_found"
+
+
+class RangeNotSatisfiable(AppError):
+    """A /resource/ byte range outside the file: 416, naming the file's length."""
+
+    status = 416
+    message = "the range asked for is not in the file"
+    reason = "range_not_satisfiable"
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.headers["Content-Range"] = f"bytes */{total}"
 
 
 class Conflict(Refused):

@@ -2,7 +2,10 @@
 
 Owns the public names the chat code uses. Routing, middleware and authentication stay
 Sanic's; after :func:`accept_websocket` the socket is served by the ``websockets`` sans-io
-core, synchronously in ``data_received`` (see ``protocol.py`` and ``connection.py``).
+core, synchronously in ``data_received`` (see ``protocol.py`` and ``connection.py``). A path
+registered with :func:`register_direct_upgrade` is also served without Sanic's request cycle
+when its handshake arrives whole and plain (``direct.py``); everything else still goes through
+Sanic.
 
 Usage::
 
@@ -21,6 +24,7 @@ from app.websocket.connection import (
     WsHandler,
     encode_text_frame,
 )
+from app.websocket.direct import SocketOptions, UpgradeHead, register_direct_upgrade
 from app.websocket.protocol import (
     CLOSE_TIMEOUT,
     HandshakeRejected,
@@ -36,6 +40,8 @@ __all__ = [
     "BinaryWsHandler",
     "HandshakeRejected",
     "ImchatHttpProtocol",
+    "SocketOptions",
+    "UpgradeHead",
     "WriteCoalescer",
     "WsConnection",
     "WsHandler",
@@ -44,4 +50,5 @@ __all__ = [
     "coalesced_writes",
     "encode_text_frame",
     "open_connections",
+    "register_direct_upgrade",
 ]

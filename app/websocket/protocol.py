@@ -37,6 +37,7 @@ from typing import Any
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException, ServerError
 from sanic.http import Http, Stage
+from sanic.models.server_types import ConnInfo
 from sanic.response.types import BaseHTTPResponse
 from sanic.server.protocols.http_protocol import HttpProtocol
 from websockets.datastructures import Headers
@@ -49,6 +50,15 @@ from app.websocket.connection import (
     WriteCoalescer,
     WsConnection,
     WsHandler,
+)
+from app.websocket.direct import (
+    Opener,
+    SocketOptions,
+    UpgradeHead,
+    direct_opener,
+    has_direct_upgrades,
+    parse_upgrade_head,
+    switching_protocols,
 )
 
 __all__ = [
@@ -149,7 +159,8 @@ class ImchatHttpProtocol(HttpProtocol):
 
     HTTP_CLASS = _HeadTimedHttp
 
-    __slots__ = ("ws", "_head_timer", "_head_address", "_head_deadline")
+    __slots__ = ("ws", "_head_timer", "_head_address", "_head_deadline", "_deferred",
+                 "_opening")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,6 +169,71 @@ class ImchatHttpProtocol(HttpProtocol):
         # Set while the head counts as slow against its address (see _head_is_slow).
         self._head_address: str | None = None
         self._head_deadline = 0.0
+        # True until the first bytes show whether Sanic's HTTP cycle is needed at all (an
+        # app with direct upgrades starts it only then; see app/websocket/direct.py).
+        self._deferred = False
+        # The opener judging a direct upgrade, while it runs.
+        self._opening: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ direct upgrades
+
+    def _first_bytes(self, data: bytes) -> None:
+        """The connection's first bytes: a plain upgrade of a direct path, or Sanic's way."""
+        if self._opening is not None:  # kept for the socket, or for Sanic after a refusal
+            self.recv_buffer += data
+            return
+        found = direct_opener(self.app, data)
+        parsed = parse_upgrade_head(data, found[1]) if found is not None else None
+        transport = self.transport
+        if parsed is None or transport is None or found is None:
+            self._start_http(data)
+            return
+        path, args, headers, leftover = parsed
+        response = switching_protocols(headers)
+        if response is None:  # Sanic's way answers with websockets' own refusal
+            self._start_http(data)
+            return
+        peer = transport.get_extra_info("peername")
+        ip, port = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("", 0)
+        head = UpgradeHead(path, args, headers, headers.get("host", ""),
+                           transport.get_extra_info("sslcontext") is not None, ip, port)
+        self._head_finished()
+        transport.pause_reading()  # nothing more is read until the opener has decided
+        self.recv_buffer = bytearray(leftover)
+        head_bytes = data[: len(data) - len(leftover)]
+        self._opening = self.loop.create_task(
+            self._open_direct(found[0], head, head_bytes, response), context=contextvars.Context())
+
+    async def _open_direct(self, opener: Opener, head: UpgradeHead, head_bytes: bytes,
+                           response: bytes) -> None:
+        handler: WsHandler | None = None
+        try:
+            handler, options = await opener(head)
+        except Exception:  # noqa: BLE001 - Sanic's way answers (or logs) it properly
+            handler = None
+        self._opening = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the client left meanwhile
+        if handler is None:
+            # Sanic's way gets every byte, as if it had had the connection from the start.
+            self._start_http(head_bytes + bytes(self.recv_buffer))
+            return
+        transport.write(response)
+        # The handshake was judged above: the core starts at frames (as in _handshake).
+        proto = ImchatServerProtocol(max_size=options.max_message_bytes, state=OPEN,
+                                     logger=SANSIO_LOG)
+        conn = _new_connection(self.app, transport, proto, handler,
+                               f"{head.client_ip}:{head.port}", self.loop, options)
+        self._upgrade(conn, options.max_buffered_bytes)
+
+    def _start_http(self, data: bytes) -> None:
+        """Hand the connection to Sanic's HTTP cycle, as if it had had it from the start."""
+        self._deferred = False
+        self.conn_info = ConnInfo(self.transport, unix=self._unix)
+        self._task = self.loop.create_task(self.connection_task())
+        self.recv_buffer = bytearray()
+        super().data_received(data)
 
     # ------------------------------------------------------------ request heads
 
@@ -245,6 +321,8 @@ class ImchatHttpProtocol(HttpProtocol):
         # Bytes the client sent right after its handshake are frames, not HTTP.
         leftover = bytes(self.recv_buffer)
         self.recv_buffer.clear()
+        if task is None:  # a direct upgrade: Sanic's cycle never ran
+            self._drop_http_state()
         # HttpProtocol pauses reading when its request buffer fills; frames must flow.
         transport.resume_reading()
         conn._start(leftover)
@@ -260,15 +338,27 @@ class ImchatHttpProtocol(HttpProtocol):
     # --------------------------------------------------- asyncio.Protocol callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        if has_direct_upgrades(self.app):
+            # Sanic's cycle (its task, its connection info) starts with the first bytes, and
+            # only if they are not a direct upgrade.
+            # (uvloop's transports are not asyncio.Transport subclasses: no isinstance check)
+            transport.set_write_buffer_limits(low=16384, high=65536)
+            self.connections.add(self)
+            self.transport = transport  # type: ignore[assignment]
+            self.recv_buffer = bytearray()
+            self._deferred = True
+        else:
+            super().connection_made(transport)
         self._head_started()
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
-        if ws is None:
-            super().data_received(data)
-        else:
+        if ws is not None:
             ws._feed(data)
+        elif self._deferred:
+            self._first_bytes(data)
+        else:
+            super().data_received(data)
 
     def eof_received(self) -> bool | None:
         ws = self.ws
@@ -280,6 +370,11 @@ class ImchatHttpProtocol(HttpProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_finished()
         ws = self.ws
+        if ws is None and self._deferred:
+            self.connections.discard(self)
+            if self._opening is not None:
+                self._opening.cancel()
+            return
         if ws is None:
             super().connection_lost(exc)
             return
@@ -381,14 +476,15 @@ def _upgradable(request: Request) -> tuple[Any, ImchatHttpProtocol, Any]:
     return transport, protocol, stream
 
 
-def _handshake(request: Request, max_message_bytes: int) -> tuple[ImchatServerProtocol, Any]:
+def _handshake(path: str, headers: Headers, max_message_bytes: int
+               ) -> tuple[ImchatServerProtocol, Any]:
     """The sans-io core for the socket and its 101 response; HandshakeRejected (4xx) when the
     request is not a valid WebSocket handshake."""
     # state=OPEN: the HTTP request was already parsed by Sanic, so the core's parser must
     # start at frames (in CONNECTING it would wait for a request line); accept() only
     # validates the handshake and builds the response, which we write ourselves.
     proto = ImchatServerProtocol(max_size=max_message_bytes, state=OPEN, logger=SANSIO_LOG)
-    response = proto.accept(WsRequest(request.path, Headers(request.headers.items())))
+    response = proto.accept(WsRequest(path, headers))
     if response.status_code != 101:
         headers = {k: v for k, v in response.headers.raw_items() if k.lower() == "upgrade"}
         raise HandshakeRejected(
@@ -397,6 +493,26 @@ def _handshake(request: Request, max_message_bytes: int) -> tuple[ImchatServerPr
             headers=headers,
         )
     return proto, response
+
+
+def _new_connection(app: Sanic, transport: Any, proto: ImchatServerProtocol,
+                    handler: WsHandler, peer: str, loop: asyncio.AbstractEventLoop,
+                    options: SocketOptions, close_timeout: float = CLOSE_TIMEOUT) -> WsConnection:
+    conn = WsConnection(
+        transport,
+        proto,
+        handler,
+        peer=peer,
+        loop=loop,
+        registry=_registry(app),
+        coalescer=coalesced_writes(app),
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        close_timeout=close_timeout,
+        max_buffered_bytes=options.max_buffered_bytes,
+    )
+    log.debug("websocket open %s", peer)
+    return conn
 
 
 async def accept_websocket(
@@ -420,8 +536,10 @@ async def accept_websocket(
     keepalive (None disables). ``max_buffered_bytes``: a client whose unsent backlog exceeds
     this is closed with 1013.
     """
+    options = SocketOptions(max_message_bytes, ping_interval, ping_timeout, max_buffered_bytes)
     transport, protocol, stream = _upgradable(request)
-    proto, response = _handshake(request, max_message_bytes)
+    proto, response = _handshake(request.path, Headers(request.headers.items()),
+                                 options.max_message_bytes)
     # From here on the request counts as answered, whatever happens to the socket.
     stream.response = _SwitchedProtocols()
     stream.stage = Stage.RESPONSE
@@ -432,19 +550,7 @@ async def accept_websocket(
     if transport.is_closing():
         return  # The client left during authentication: there is nobody to open for.
     transport.write(response.serialize())
-
-    conn = WsConnection(
-        transport,
-        proto,
-        handler,
-        peer=f"{request.client_ip}:{request.port}",
-        loop=protocol.loop,
-        registry=_registry(request.app),
-        coalescer=coalesced_writes(request.app),
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        close_timeout=close_timeout,
-        max_buffered_bytes=max_buffered_bytes,
-    )
-    log.debug("websocket open %s %s", conn.peer, request.path)
-    protocol._upgrade(conn, max_buffered_bytes)
+    conn = _new_connection(request.app, transport, proto, handler,
+                           f"{request.client_ip}:{request.port}", protocol.loop, options,
+                           close_timeout)
+    protocol._upgrade(conn, options.max_buffered_bytes)

@@ -1,7 +1,8 @@
 """The admin console (/admin) in a real chromium against a real server: an administrator finds
 it in the chat's menu, reads the dashboard, manages an account (disable, enable, new password,
-admin role, a new account), a group (members, new owner, export download), reads and filters the
-audit log and downloads it as CSV, and closes sign-up; a user without the role never sees it."""
+admin role, a new account), a group (members, new owner, export download, dissolving it after a
+confirmation), reads and filters the audit log and downloads it as CSV, and closes sign-up; a
+user without the role never sees it."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from app.model.tables import User
+from app.model.tables import Community, User
 from app.service import admin
 from tests.browser.conftest import DESKTOP, Person, ServerBox
-from tests.factories import close_all, make_group, register, send_texts
+from tests.factories import close_all, connect, make_group, recv_until, register, send_texts
 
 pytestmark = pytest.mark.browser
 
@@ -42,6 +43,7 @@ async def test_an_administrator_manages_accounts_groups_audit_and_sign_up(
     await admin.grant_admin(admin.COMMAND_LINE, await User.get(id=boss.id))
     ann, bob = await register(server, "Ann"), await register(server, "Bob")
     group = await make_group(ann, "ops team", bob)
+    closing = await make_group(ann, "to close", bob)
     await send_texts(server, bob, 11, group, ["deploy at five"])
     await close_all(boss, ann, bob)
 
@@ -102,6 +104,21 @@ async def test_an_administrator_manages_accounts_groups_audit_and_sign_up(
     await (await download_info.value).save_as(archive)
     with zipfile.ZipFile(archive) as opened:
         assert opened.read("messages.jsonl").decode().count("deploy at five") == 1
+    # Dissolve the other group: asked once more, then its members are told at once.
+    bob_phone = await connect(server, bob)
+    closing_row = page.locator(f"[data-test=admin-group-{closing}]")
+    await closing_row.locator("[data-test=group-dissolve]").click()
+    await page.locator("[data-test=group-dissolve-confirm]", has_text="to close").wait_for()
+    await page.click("[data-test=dissolve-cancel]")
+    assert await Community.filter(id=closing).exists()
+    await closing_row.locator("[data-test=group-dissolve]").click()
+    await person.screenshot(shots / "admin-dissolve.png")
+    await page.click("[data-test=dissolve-yes]")
+    await closing_row.wait_for(state="detached")
+    told = await recv_until(bob_phone, lambda f: f.get("memo") == "dissolved")
+    assert (told["dstid"], told["userid"]) == (closing, boss.id)
+    await bob_phone.close()
+    assert not await Community.filter(id=closing).exists()
 
     # Audit: what was just done, filtered by action, and as CSV.
     await page.click("[data-test=admin-tab-audit]")

@@ -1,6 +1,6 @@
 /* imchat web client: the admin console's groups tab — find groups, see a group's members, make
- * a member the owner, and download the group's export archive (a plain link: the browser
- * saves the zip). */
+ * a member the owner, dissolve a group (after a confirmation), and download the group's export
+ * archive (a plain link: the browser saves the zip). */
 (function () {
   'use strict';
 
@@ -11,7 +11,7 @@
     render: IM.templates['admin-groups'],
     mixins: [IM.ui.i18nMixin],
     data: function () {
-      return { q: '', rows: [], total: 0, open: null, members: [], owner: '' };
+      return { q: '', rows: [], total: 0, open: null, members: [], owner: '', dissolving: null, busy: false };
     },
     created: function () { this.search(); },
     methods: {
@@ -37,6 +37,17 @@
           IM.ui.toast(self.t('adminOwnerDone'), 'success');
           group.ownerid = Number(self.owner);
         }, function (error) { IM.ui.toast(error.message, 'error'); });
+      },
+      dissolve: function (group) {
+        var self = this;
+        self.busy = true;
+        api.dissolve(group.id).then(function () {
+          IM.ui.toast(self.t('adminDissolvedDone'), 'success');
+          self.dissolving = null;
+          if (self.open === group.id) self.open = null;
+          self.rows = self.rows.filter(function (row) { return row.id !== group.id; });
+          self.total -= 1;
+        }, function (error) { IM.ui.toast(error.message, 'error'); }).then(function () { self.busy = false; });
       },
       exportUrl: function (group) { return api.groupExportUrl(group.id); }
     }

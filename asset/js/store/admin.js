@@ -51,6 +51,9 @@
     transfer: function (groupId, owner) {
       return util.api('/admin/groups/' + encodeURIComponent(groupId) + '/transfer', { owner: owner });
     },
+    dissolve: function (groupId) {
+      return util.api('/admin/groups/' + encodeURIComponent(groupId) + '/dissolve', {});
+    },
     groupExportUrl: function (groupId) {
       return util.withQuery('/admin/export', { cmd: IM.protocol.CMD.GROUP, dstid: groupId });
     },
