@@ -609,6 +609,20 @@ class ImchatBaseline(Imchat):
         return Path(os.environ.get("IMCHAT_BENCH_BASELINE", "/nonexistent")).resolve()
 
 
+
+class ImchatBaselineNoSearch(ImchatBaseline):
+    """The baseline checkout with its search indexer off: with `imchat-base`, the indexing cost
+    of the baseline code, beside `imchat` and `imchat-nosearch` in one invocation."""
+
+    name = "imchat-base-nosearch"
+    title = "imchat from $IMCHAT_BENCH_BASELINE, search indexer off"
+
+    def write_config(self, path: Path, db: Path) -> None:
+        super().write_config(path, db)
+        with path.open("a") as config:
+            config.write("[search]\nenabled = false\n")
+
+
 ADAPTERS: dict[str, type[ServerAdapter]] = {
     "lean": LeanRelay,
     "sanic": SanicRelay,
@@ -616,4 +630,5 @@ ADAPTERS: dict[str, type[ServerAdapter]] = {
     "imchat2": ImchatCluster,
     "imchat-nosearch": ImchatNoSearch,
     "imchat-base": ImchatBaseline,
+    "imchat-base-nosearch": ImchatBaselineNoSearch,
 }

@@ -489,3 +489,53 @@ async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(ol
                 assert [m["id"] for m in found["rows"]] == expected, found
     finally:
         await server.stop()
+
+
+def _edit_as_schema_10_did(old: Any, message_id: int, text: str) -> None:
+    """An edit stored as before schema 11: the row rewritten, the edit entry and its relation,
+    and the search index left as it was."""
+    [(cmd, sender, peer, group)] = old.query(
+        "SELECT cmd, sender_id, dst_user_id, community_id FROM im_message "
+        f"WHERE id = {message_id}")
+    old.query(f"UPDATE im_message SET content = '{text}' WHERE id = {message_id}")
+    null = lambda value: "NULL" if value is None else str(value)  # noqa: E731
+    old.query("INSERT INTO im_message (cmd, sender_id, dst_user_id, community_id, cid, media, "
+              "content, pic, url, memo, amount, created_ms) VALUES "
+              f"({cmd}, {sender}, {null(peer)}, {null(group)}, 'edit-before-11', 101, '{text}', "
+              f"'', '', '', 0, {int(time.time() * 1000)})")
+    [(entry,)] = old.query("SELECT id FROM im_message WHERE cid = 'edit-before-11'")
+    old.query("INSERT INTO im_message_relation (message_id, ref_id, mentions) VALUES "
+              f"({entry}, {message_id}, '')")
+
+
+async def test_messages_edited_before_schema_11_are_indexed_as_they_now_read(old_database):
+    """Step 11: a message edited while edits did not update the search index is found by its
+    new words after the upgrade (on SQLite the index is rebuilt: its old words are gone)."""
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
+    _edit_as_schema_10_did(old, meeting["id"], "会议取消 cancelled")
+    old.query("UPDATE im_schema SET version = 10")
+    upgraded = old.cli("migrate")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "step 10 -> 11:" in upgraded.stdout, upgraded.stdout
+    assert "1 edited or recalled messages: indexed as they now read" in upgraded.stdout
+    if old.engine == "sqlite":
+        def indexed(words: str) -> list[tuple[Any, ...]]:
+            return old.query(f"SELECT rowid FROM im_search_fts WHERE im_search_fts MATCH "
+                             f"'{{body}}: \"{words}\"' AND rowid = {meeting['id']}")
+
+        assert indexed("取 消") == [(meeting["id"],)] and indexed("三 点") == []
+    alice = old.facts["users"][0]
+    server = await start_server(old.settings)
+    try:
+        async with server.client() as client:
+            login = await client.post("/user/login", data={
+                "mobile": alice["mobile"], "passwd": old.facts["password"]})
+            assert login.json()["code"] == 0
+            for q, expected in (("cancelled", [meeting["id"]]), ("取消", [meeting["id"]]),
+                                ("三点", [])):
+                found = (await client.post("/message/search", data={"q": q})).json()
+                assert [m["id"] for m in found["rows"]] == expected, (q, found)
+    finally:
+        await server.stop()

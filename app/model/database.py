@@ -29,6 +29,16 @@ log = logging.getLogger("imchat.db")
 MODEL_MODULES = ["app.model.tables"]
 
 
+# Checkpoints as the message writer's connection (app/model/sqlite_writer.py, which takes these
+# pragmas) makes them: at 10,000 pages of WAL, the file cut back to 64 MB after. With SQLite's
+# default (1,000 pages, and Tortoise's 16 KB limit) a commit of the search indexer on this
+# connection finds more than 1,000 pages in the WAL nearly every time and checkpoints, which
+# the writer's setting means to do ten times less often (bench/NOTES.md, "write path"). The
+# indexer also merges FTS5 segments through this connection's page cache.
+_SQLITE_CHECKPOINTS = {"wal_autocheckpoint": 10_000, "journal_size_limit": 64 * 1024 * 1024,
+                       "cache_size": -16_000}
+
+
 def tortoise_config(settings: Settings) -> dict[str, Any]:
     db = settings.database
     if db.engine == "sqlite":
@@ -46,6 +56,7 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
                 # the aiosqlite thread cannot be interrupted, and what follows waits for it.
                 "busy_timeout": min(5000, int(db.query_timeout_seconds * 1000)),
                 "foreign_keys": "ON",
+                **_SQLITE_CHECKPOINTS,
             },
         }
     else:

@@ -3,7 +3,9 @@ transaction (so the entry and its effect commit together, or neither does):
 
 - every such message gets its im_message_relation row (what it refers to, whom it mentions);
 - an edit rewrites the edited message's text, a recall empties the recalled message (and the
-  text of its edits) so that history, search and the offline push answer its current state.
+  text of its edits) so that history, search and the offline push answer its current state;
+  the writer takes that message out of the search index before, and puts it back as it now
+  reads after (`changed_message`).
 
 Reactions change nothing stored: they are counted from their entries when history is read.
 Plain messages have none of this (the writer asks `has_relations` first), so its hot path
@@ -27,6 +29,12 @@ class Related(Protocol):
 
 def has_relations(draft: Related) -> bool:
     return bool(draft.ref_id or draft.mentions)
+
+
+def changed_message(draft: Related) -> int:
+    """The message whose text an edit or a recall changes (its search index entry with it:
+    app/service/search/, taken out before, put back after); 0 for anything else."""
+    return draft.ref_id if draft.media in (MEDIA_EDIT, MEDIA_RECALL) else 0
 
 
 def statements(draft: Related, message_id: int) -> Iterator[tuple[str, tuple[Any, ...]]]:

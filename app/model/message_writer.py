@@ -31,6 +31,7 @@ from app.model.message_store import COLUMNS as _COLUMNS
 from app.model.message_store import ROW_KEYS as _ROW_KEYS
 from app.model.message_store import SELECT as _SELECT
 from app.model.tables import now_ms
+from app.service.search import mysql_index, sqlite_index
 
 log = logging.getLogger("imchat.messages")
 
@@ -410,9 +411,7 @@ class _SqliteBatch:
             self._read_back(connection)
         for draft in self.fresh:
             if message_changes.has_relations(draft):
-                message_id = self.ids[(draft.cid, draft.sender_id)]
-                for statement, values in message_changes.statements(draft, message_id):
-                    connection.execute(statement, values)
+                _relations_now(connection, draft, self.ids[(draft.cid, draft.sender_id)])
 
     def _insert_returning(self, connection: Any) -> None:
         # One statement for the batch (or a few, within SQLite's limit on parameters), rows in
@@ -446,15 +445,30 @@ class _SqliteBatch:
         self.fresh = kept
 
 
+def _relations_now(connection: Any, draft: Draft, message_id: int) -> None:
+    """The relation row and effects of a reply or change just inserted (the writer's thread);
+    the message a change changes leaves the search index and comes back as it now reads."""
+    changed = [c for c in [message_changes.changed_message(draft)] if c]
+    sqlite_index.unindex_now(connection, changed)
+    for statement, values in message_changes.statements(draft, message_id):
+        connection.execute(statement, values)
+    sqlite_index.index_again_now(connection, changed)
+
+
 async def _apply_relations(connection: Any, sql: _Sql, fresh: Sequence[Draft],
                            stored: dict[tuple[str, int], dict[str, Any]]) -> None:
-    """The relation rows and effects of the replies and changes just inserted."""
+    """The relation rows and effects of the replies and changes just inserted (and the search
+    index of the messages changed, as _relations_now)."""
+    index = sqlite_index if sql.mark == "?" else mysql_index
     for draft in fresh:
         row = stored.get((draft.cid, draft.sender_id))
         if row is not None and message_changes.has_relations(draft):
             row["ref_id"], row["mentions"] = draft.ref_id or None, draft.mentions
+            changed = [c for c in [message_changes.changed_message(draft)] if c]
+            await index.unindex(connection, changed)
             for statement, values in message_changes.statements(draft, row["id"]):
                 await connection.execute_query(statement.replace("?", sql.mark), list(values))
+            await index.index_again(connection, changed)
 
 
 def _row(draft: Draft, message_id: int) -> dict[str, Any]:

@@ -36,9 +36,9 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # The release that introduced each schema version, for messages that name both sides.
-RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, 10)}}
+RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, SCHEMA_VERSION + 1)}}
 
 Progress = Callable[[str], None]
 
@@ -159,6 +159,17 @@ async def _membership_index(connection: BaseDBAsyncClient, progress: Progress) -
     await membership_index(connection, progress)
 
 
+async def _search_after_changes(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # Until now an edit or a recall left the search index as it was: the messages changed so
+    # far are indexed as they now read (app/service/search/indexer.py). Coming from before
+    # schema 7 there is nothing to do: edits and recalls came with it (and its tables are made
+    # when the upgrade ends).
+    from app.service.search import index_changed_messages
+
+    if "im_message_relation" in await _tables(connection):
+        await index_changed_messages(connection, progress)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
@@ -175,6 +186,8 @@ STEPS: tuple[Step, ...] = (
     Step(9, "file downloads for those a file was shared with: link indexes, a table of "
             "uploaders", _file_access),
     Step(10, "catch-up: memberships by user (an index)", _membership_index),
+    Step(11, "message search: messages edited or recalled so far, indexed as they now read",
+         _search_after_changes),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -7,6 +7,7 @@ changing messages) is the chat socket's (app/chat/).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.chat.wire import (
@@ -61,10 +62,13 @@ async def history_page(user_id: int, cmd: int, peer_id: int, before_id: int | No
     return await current_state(list(reversed(kept)), since_ms), cut_short
 
 
-async def current_state(rows: list[dict[str, Any]], since_ms: int) -> list[dict[str, Any]]:
+async def current_state(rows: list[dict[str, Any]], since_ms: int,
+                        may_read: Callable[[dict[str, Any]], bool] | None = None
+                        ) -> list[dict[str, Any]]:
     """Stored rows as wire messages in their current state: `edited` (ms of the last edit),
     `reactions` ([{emoji, users}] in the fixed order) and a reply's `quote` (the answered
-    message as it is now, when the reader may see it: in a group, sent since they joined)."""
+    message as it is now, when the reader may see it: in a group, sent since they joined;
+    `may_read(row)` says it instead for rows of several conversations, as search's)."""
     await message_store.with_relations(rows)
     messages = [wire_message(r) for r in rows]
     edited: dict[int, int] = {}
@@ -82,13 +86,15 @@ async def current_state(rows: list[dict[str, Any]], since_ms: int) -> list[dict[
     refs = [m["ref"] for m in messages if m.get("rel") == "reply"]
     quoted = await message_store.messages_by_id(sorted(set(refs)))
     for message in messages:
-        _add_state(message, edited, reacted, quoted, since_ms)
+        _add_state(message, edited, reacted, quoted,
+                   may_read or (lambda row: int(row["created_ms"]) >= since_ms))
     return messages
 
 
 def _add_state(message: dict[str, Any], edited: dict[int, int],
                reacted: dict[int, dict[str, dict[int, None]]],
-               quoted: dict[int, dict[str, Any]], since_ms: int) -> None:
+               quoted: dict[int, dict[str, Any]],
+               may_read: Callable[[dict[str, Any]], bool]) -> None:
     if message.get("recalled"):
         return
     if message["id"] in edited:
@@ -100,7 +106,7 @@ def _add_state(message: dict[str, Any], edited: dict[int, int],
         if shown:
             message["reactions"] = shown
     original = quoted.get(message.get("ref", 0)) if message.get("rel") == "reply" else None
-    if original is not None and original["created_ms"] >= since_ms:
+    if original is not None and may_read(original):
         message["quote"] = quote_of(original, QUOTE_CHARS)
 
 

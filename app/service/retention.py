@@ -15,9 +15,11 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from app.model.database import fetch_all
+from tortoise.transactions import in_transaction
+
+from app.model.database import connection_name, fetch_all
 from app.model.tables import Attachment, Message, Upload, now_ms
-from app.service import audit
+from app.service import audit, search
 from app.settings import Settings
 from app.util.periodic import PeriodicJob
 
@@ -45,7 +47,10 @@ async def delete_old_messages(older_than_ms: int) -> int:
                                "ORDER BY id LIMIT ?", (after, BATCH))
         old = [row["id"] for row in rows if row["created_ms"] < older_than_ms]
         if old:
-            deleted += await Message.filter(id__in=old).delete()
+            # With their search index entries (made from the rows: taken out first).
+            async with in_transaction(connection_name()) as connection:
+                await search.unindex(connection, old)
+                deleted += await Message.filter(id__in=old).using_db(connection).delete()
         if len(old) < len(rows) or len(rows) < BATCH:
             return deleted
         after = rows[-1]["id"]

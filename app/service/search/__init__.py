@@ -13,12 +13,14 @@ from app.service.search.indexer import (
     Indexer,
     create_tables,
     forget_index,
+    index_changed_messages,
     index_pending,
     reindex,
+    unindex,
 )
 from app.service.search.query import Budget, search
 from app.service.search.text import Query, fold, match_of, normalise, parse_query, spaced
 
 __all__ = ["CMD_GROUP", "CMD_SINGLE", "SEARCH_TABLES", "Budget", "Indexer", "Query",
-           "create_tables", "fold", "forget_index", "index_pending", "match_of", "normalise",
-           "parse_query", "reindex", "search", "spaced"]
+           "create_tables", "fold", "forget_index", "index_changed_messages", "index_pending",
+           "match_of", "normalise", "parse_query", "reindex", "search", "spaced", "unindex"]

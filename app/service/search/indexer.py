@@ -13,6 +13,7 @@ from types import ModuleType
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from app.chat.wire import MEDIA_EDIT, MEDIA_RECALL
 from app.model.database import connection_name, database_unavailable
 from app.service.search import mysql_index, sqlite_index
 
@@ -36,6 +37,11 @@ async def create_tables(connection: BaseDBAsyncClient) -> None:
 async def forget_index(connection: BaseDBAsyncClient) -> None:
     """Empty the search index: the indexer then starts again from the first message."""
     await engine(connection).forget(connection)
+
+
+async def unindex(connection: BaseDBAsyncClient, ids: list[int]) -> None:
+    """Take messages out of the index before they are deleted, in the deleting transaction."""
+    await engine(connection).unindex(connection, ids)
 
 
 async def index_pending(connection: BaseDBAsyncClient, batch: int | None = None,
@@ -67,6 +73,29 @@ async def reindex(connection: BaseDBAsyncClient, progress: Callable[[str], None]
             progress(f"  indexed {done}/{total} messages (up to id {last_id})")
 
     return await index_pending(connection, REINDEX_BATCH, each_batch)
+
+
+# Messages that an edit or a recall changed (the entries' im_message_relation rows).
+_CHANGED_SQL = ("SELECT DISTINCT r.ref_id AS id FROM im_message_relation r JOIN im_message m "
+                f"ON m.id = r.message_id WHERE m.media IN ({MEDIA_EDIT}, {MEDIA_RECALL})")
+
+
+async def index_changed_messages(connection: BaseDBAsyncClient,
+                                 progress: Callable[[str], None]) -> None:
+    """The upgrade to the version whose edits and recalls update the index: the messages
+    changed before it are indexed as they now read. On SQLite the index is rebuilt (a
+    document made from the first text cannot be deleted given the current one: a few seconds
+    a million messages); on MySQL their current text's tokens are added (the old text's stay,
+    a candidate the text check turns down: deleting them would mean reading the whole table)."""
+    ids = sorted(int(r["id"]) for r in await connection.execute_query_dict(_CHANGED_SQL))
+    if not ids:
+        return
+    progress(f"  {len(ids)} edited or recalled messages: indexed as they now read")
+    if engine(connection) is sqlite_index:
+        await reindex(connection, progress, from_scratch=True)
+        return
+    for start in range(0, len(ids), 1000):
+        await mysql_index.index_again(connection, ids[start:start + 1000])
 
 
 class Indexer:

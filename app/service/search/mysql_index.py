@@ -35,7 +35,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from app.chat.wire import CMD_GROUP
+from app.chat.wire import CMD_GROUP, MEDIA_EDIT, MEDIA_RECALL
 from app.model.collation import exact_collation
 from app.model.database import fetch_all
 from app.model.tables import now_ms
@@ -124,6 +124,69 @@ async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
     return len(token_rows)
 
 
+_ROWS_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
+             "FROM im_message WHERE id IN ({})")
+
+
+async def _rows_of(connection: BaseDBAsyncClient, ids: Sequence[int]) -> list[dict[str, Any]]:
+    return await connection.execute_query_dict(
+        _ROWS_SQL.format(", ".join(["%s"] * len(ids))), list(ids))
+
+
+async def _delete_tokens(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    token_rows, _ = await asyncio.to_thread(_token_rows, rows)
+    delete = "DELETE FROM im_search_token WHERE token = %s AND conv = %s AND message_id = %s"
+    for start in range(0, len(token_rows), STATEMENT_ROWS):
+        await connection.execute_many(delete, token_rows[start:start + STATEMENT_ROWS])
+
+
+async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """Before rows change or go (in the transaction that changes them): the token rows of
+    their text as it is now, by primary key. (An indexer that read a row before the change
+    and wrote after it put that text's tokens back: `_index_changed_again` takes them out.)"""
+    if ids:
+        await _delete_tokens(connection, await _rows_of(connection, ids))
+
+
+# Messages of an indexed range that an edit or a recall changed (im_message_relation.ref_id is
+# indexed; such entries are few).
+_CHANGED_SQL = ("SELECT DISTINCT r.ref_id FROM im_message_relation r JOIN im_message m "
+                "ON m.id = r.message_id WHERE r.ref_id BETWEEN %s AND %s "
+                f"AND m.media IN ({MEDIA_EDIT}, {MEDIA_RECALL})")
+
+
+async def _has_changes_table(connection: BaseDBAsyncClient) -> bool:
+    """Whether im_message_relation exists: not yet while an upgrade from before schema 7
+    indexes the messages (its tables are made when the upgrade ends). One lookup of the
+    table's name a batch (MariaDB opens only that table's definition for it)."""
+    rows = await connection.execute_query_dict(
+        "SELECT COUNT(*) AS n FROM information_schema.tables "
+        "WHERE table_schema = DATABASE() AND table_name = 'im_message_relation'")
+    return bool(rows[0]["n"])
+
+
+async def _index_changed_again(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    """After indexing `rows` as they were read: those an edit or a recall changed (maybe after
+    the read, its own unindex then finding nothing to delete) lose the tokens of the text read
+    and get those of the text as it is now. Messages changed before the read are redone for
+    nothing: changes are rare. (MySQL's writer and indexer are separate connections; on SQLite
+    the indexer's transaction holds the write lock, so this cannot happen there.)"""
+    if not await _has_changes_table(connection):
+        return
+    changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
+        _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
+    if changed:
+        await _delete_tokens(connection, [r for r in rows if int(r["id"]) in changed])
+        await index_again(connection, sorted(changed))
+
+
+async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """After rows changed: the tokens of those that still have text, indexed or not yet (the
+    indexer adds none twice)."""
+    if ids:
+        await index_rows(connection, await _rows_of(connection, ids))
+
+
 async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
     rows = await connection.execute_query_dict("SELECT last_id FROM im_search_state WHERE id = 1")
     return int(rows[0]["last_id"]) if rows else 0
@@ -161,6 +224,7 @@ async def index_pending(connection: BaseDBAsyncClient, batch: int,
         if not rows:
             return done
         await index_rows(connection, rows)
+        await _index_changed_again(connection, rows)
         done += len(rows)
         safe = safe_point(start, rows, now_ms())
         if safe > start:

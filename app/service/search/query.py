@@ -12,16 +12,14 @@ from typing import Any
 
 from tortoise import Tortoise
 
-from app.chat.wire import wire_message
+from app.model import message_store
 from app.model.database import connection_name, fetch_all
-from app.service import access
+from app.service import access, messages
 from app.service.access import Readable
 from app.service.search import mysql_index, sqlite_index
 from app.service.search.text import Query, match_of
 from app.util.errors import Refused
 
-_ROW_COLUMNS = ("id, cmd, sender_id, dst_user_id, community_id, cid, media, content, pic, url, "
-                "memo, amount, created_ms")
 Found = tuple[bool, dict[str, Any], list[tuple[int, int]]]
 
 
@@ -54,7 +52,7 @@ async def _check(ids: list[int], readable: Readable, query: Query, scan: _Scan,
     (also against an index left stale by a restored or copied database) and hold the query."""
     ids = list(dict.fromkeys(ids))  # MySQL's candidates may repeat an id
     rows = await fetch_all(
-        f"SELECT {_ROW_COLUMNS} FROM im_message WHERE id IN ({', '.join('?' * len(ids))})", ids)
+        f"SELECT {message_store.SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(ids))})", ids)
     by_id = {int(r["id"]): r for r in rows}
     for message_id in ids:
         row = by_id.get(message_id)
@@ -101,11 +99,11 @@ async def search(user_id: int, query: Query, cmd: int | None, dstid: int | None,
     scan = _Scan(cursor=before or 2**62, deadline=time.monotonic() + budget.seconds)
     found = await _scan(readable, query, scan, limit, budget)
     found.sort(key=lambda f: (not f[0], -int(f[1]["id"])))
-    results = []
-    for exact, row, spans in found:
-        message = wire_message(row)
+    # As history shows them: a reply's rel/ref and quote, mentions, `edited`, reactions (the
+    # text is the stored one: an edit rewrites it, so it is the current text).
+    results = await messages.current_state([row for _, row, _ in found], 0, readable.allows)
+    for message, (exact, _, spans) in zip(results, found, strict=True):
         message["match"] = [list(span) for span in spans]
         message["exact"] = exact
-        results.append(message)
     return {"rows": results, "more": scan.more,
             "next_before": scan.cursor if scan.more else None}

@@ -27,11 +27,17 @@ The batch is one `INSERT ... SELECT` from im_message: SQLite computes the scope,
 `spaced` (registered on the connection as `imchat_spaced`) for the body, in the database
 connection's own thread: the event loop does not tokenise, and no row becomes Python objects
 but its text (≈7 µs a message in all for the benchmark's sentence, bench/NOTES.md).
+
+An edit or a recall changes a message already stored: the message writer takes its document
+out (`unindex_now`, FTS5's 'delete' given the row as it was) before the change and puts it
+back as it now reads after (`index_again_now`), in the writer's transaction; retention does
+the same before deleting (`unindex`). Both only for messages at or below the mark.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Sequence
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -45,19 +51,22 @@ TABLES = (FTS_TABLE, "im_search_state")
 # How many messages follow the mark (up to a batch), and the last one's id.
 _RANGE_SQL = ("SELECT COUNT(*), MAX(id) FROM (SELECT id FROM im_message WHERE id > ? "
               "ORDER BY id LIMIT ?)")
-# A batch's documents, made by SQLite from the rows (the scope in SQL, the body by spaced(),
+# A message's document, made by SQLite from its row (the scope in SQL, the body by spaced(),
 # registered as imchat_spaced on the connection): no row goes through Python but its text,
-# and printable ASCII text not even that (unicode61 folds its case as spaced() would).
-_INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT id, "
-               "CASE WHEN content GLOB '*[^ -~]*' THEN imchat_spaced(content) ELSE content END, "
-               "CASE "
-               f"WHEN cmd = {CMD_GROUP} THEN 'g' || community_id "
-               "WHEN sender_id = dst_user_id THEN 'u' || sender_id "
-               "ELSE 'u' || sender_id || ' u' || dst_user_id END "
-               "FROM im_message WHERE id > ? AND id <= ? AND media = 1 AND content <> ''")
+# and printable ASCII text not even that (unicode61 folds its case as spaced() would). Deleting
+# a document from a contentless table must give the same values: the same expressions.
+_DOCUMENT = ("id, CASE WHEN content GLOB '*[^ -~]*' THEN imchat_spaced(content) ELSE content "
+             f"END, CASE WHEN cmd = {CMD_GROUP} THEN 'g' || community_id "
+             "WHEN sender_id = dst_user_id THEN 'u' || sender_id "
+             "ELSE 'u' || sender_id || ' u' || dst_user_id END FROM im_message")
+_INDEXED = "media = 1 AND content <> ''"
+_INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT {_DOCUMENT} "
+               f"WHERE id > ? AND id <= ? AND {_INDEXED}")
 # Messages per batch of the server's indexer, one transaction each: bigger batches make fewer,
-# bigger FTS5 segments (less merging later).
-LIVE_BATCH = 2000
+# bigger FTS5 segments (less merging later). 20,000: one transaction a round at 25,000
+# messages a second (2,000 cost ≈ 1.5 µs a message more, bench/NOTES.md); the write lock is
+# then held ≈ 7 µs a message of the batch.
+LIVE_BATCH = 20_000
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
@@ -102,6 +111,52 @@ async def _index_batch(connection: BaseDBAsyncClient, batch: int) -> tuple[int, 
         await transaction.execute_query(
             "UPDATE im_search_state SET last_id = ? WHERE id = 1", [last])
     return int(count), int(last)
+
+
+# Taking messages out of the index and putting them back as they now read, for an edit, a
+# recall or retention's delete: only those at or below the mark (the indexer indexes the
+# others as they read when it gets there). Run in the transaction that changes the rows, which
+# holds SQLite's write lock: the mark cannot move meanwhile.
+_MARKED = "id <= (SELECT last_id FROM im_search_state WHERE id = 1)"
+
+
+def _change_sql(delete: bool, count: int) -> str:
+    columns, command = ((f"{FTS_TABLE}, rowid, body, scope", "'delete', ") if delete
+                        else ("rowid, body, scope", ""))
+    return (f"INSERT INTO {FTS_TABLE} ({columns}) SELECT {command}{_DOCUMENT} "
+            f"WHERE id IN ({', '.join('?' * count)}) AND {_INDEXED} AND {_MARKED}")
+
+
+def unindex_now(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Before rows change or go (the writer's thread): their documents out of the index. A
+    contentless table deletes a document given what it was made from: the row as it is now."""
+    if ids:
+        connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
+        connection.execute(_change_sql(True, len(ids)), list(ids))
+
+
+def index_again_now(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """After rows changed (the writer's thread): the documents of those that still have text."""
+    if ids:
+        connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
+        connection.execute(_change_sql(False, len(ids)), list(ids))
+
+
+async def _change(connection: BaseDBAsyncClient, delete: bool, ids: Sequence[int]) -> None:
+    if ids:
+        await connection._connection.create_function(  # noqa: SLF001 (as in _index_batch)
+            "imchat_spaced", 1, spaced, deterministic=True)
+        await connection.execute_query(_change_sql(delete, len(ids)), list(ids))
+
+
+async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """unindex_now on a Tortoise connection, in the transaction that changes the rows."""
+    await _change(connection, True, ids)
+
+
+async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
+    """index_again_now on a Tortoise connection, in the transaction that changed the rows."""
+    await _change(connection, False, ids)
 
 
 async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
