@@ -448,14 +448,13 @@ async def test_search_rows_are_history_rows_with_the_match(server):
     await close_all(alice, bob)
 
 
+@pytest.mark.parametrize("db_backend", ["mysql"])
 async def test_an_indexer_that_read_a_message_before_its_edit_leaves_no_old_words(server,
                                                                                   settings):
     """MySQL's indexer reads a batch, then writes its tokens: an edit committed in between
     finds no tokens to take out, and the indexer writes the old text's. After a batch it takes
     out the tokens of what it read of any message changed, and indexes it as it now reads.
     (On SQLite the indexer's transaction holds the write lock: no edit commits in between.)"""
-    if settings.database.engine == "sqlite":
-        pytest.skip("SQLite's indexer reads and writes under the write lock")
     from tortoise import Tortoise
 
     from app.model.database import connection_name, fetch_all
