@@ -98,6 +98,8 @@ async def check_links(user_id: int | None, label: str, *links: str) -> None:
             raise NotFound(NOT_SHAREABLE.format(label=label))
 
 
-def links_uploads(*links: str) -> bool:
-    """Whether any of `links` is a stored upload's (a check with the database is needed)."""
-    return any(link.startswith(RESOURCE_PREFIX) for link in links)
+def links_uploads(url: str, pic: str) -> bool:
+    """Whether a message's `url` or `pic` is a stored upload's (a check with the database is
+    needed). Called for every chat message: two plain tests, no generator."""
+    return (bool(url) and url.startswith(RESOURCE_PREFIX)) or (
+        bool(pic) and pic.startswith(RESOURCE_PREFIX))
