@@ -96,7 +96,7 @@ def test_retryable_reasons_are_server_reasons(protocol: dict[str, Any]) -> None:
 
 def test_protocol_version_is_the_one_the_server_serves(protocol: dict[str, Any]) -> None:
     source = (REPO / "app" / "controller" / "chat.py").read_text(encoding="utf-8")
-    assert f'request.args.get("v") == "{protocol["VERSION"]}"' in source
+    assert f'query.get("v") == "{protocol["VERSION"]}"' in source
 
 
 def test_media_kinds_are_the_documented_ones(protocol: dict[str, Any]) -> None:

@@ -20,8 +20,14 @@ from app.controller.session import credential, origin_matches
 from app.service import users
 from app.service.context import ServiceContext
 from app.util.binding import id_field
-from app.util.errors import Forbidden
-from app.websocket import SocketOptions, UpgradeHead, accept_websocket, register_direct_upgrade
+from app.util.errors import AppError, Forbidden
+from app.websocket import (
+    SocketOptions,
+    UpgradeHead,
+    accept_websocket,
+    direct_refusal,
+    register_direct_upgrade,
+)
 
 chat_bp = Blueprint("chat")
 
@@ -29,6 +35,9 @@ chat_bp = Blueprint("chat")
 @chat_bp.get("/chat")
 @openapi.summary("The chat WebSocket (id, token, v=2, since); see docs/protocol.md")
 async def chat(request: Request) -> None:
+    refusal = direct_refusal(request)
+    if isinstance(refusal, AppError):
+        raise refusal  # decided already, from the same head
     handler, options = await open_chat(request.app, UpgradeHead.of_request(request))
     await accept_websocket(
         request,

@@ -24,7 +24,12 @@ from app.websocket.connection import (
     WsHandler,
     encode_text_frame,
 )
-from app.websocket.direct import SocketOptions, UpgradeHead, register_direct_upgrade
+from app.websocket.direct import (
+    SocketOptions,
+    UpgradeHead,
+    direct_refusal,
+    register_direct_upgrade,
+)
 from app.websocket.protocol import (
     CLOSE_TIMEOUT,
     HandshakeRejected,
@@ -48,6 +53,7 @@ __all__ = [
     "accept_websocket",
     "close_all",
     "coalesced_writes",
+    "direct_refusal",
     "encode_text_frame",
     "open_connections",
     "register_direct_upgrade",

@@ -39,6 +39,7 @@ __all__ = [
     "SocketOptions",
     "UpgradeHead",
     "direct_opener",
+    "direct_refusal",
     "has_direct_upgrades",
     "parse_upgrade_head",
     "register_direct_upgrade",
@@ -180,6 +181,16 @@ def register_direct_upgrade(app: Sanic, path: str, opener: Opener) -> bool:
         setattr(app.ctx, _APP_ATTR, table)
     table[path] = opener
     return True
+
+
+def direct_refusal(request: Request) -> Exception | None:
+    """The exception the direct way's opener refused this request with, once (else None)."""
+    transport = request.transport
+    protocol = transport.get_protocol() if transport is not None else None
+    refusal = getattr(protocol, "refusal", None)
+    if refusal is not None:
+        protocol.refusal = None  # type: ignore[union-attr]
+    return refusal
 
 
 def has_direct_upgrades(app: Sanic) -> bool:

@@ -160,7 +160,7 @@ class ImchatHttpProtocol(HttpProtocol):
     HTTP_CLASS = _HeadTimedHttp
 
     __slots__ = ("ws", "_head_timer", "_head_address", "_head_deadline", "_deferred",
-                 "_opening")
+                 "_opening", "refusal")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -174,6 +174,9 @@ class ImchatHttpProtocol(HttpProtocol):
         self._deferred = False
         # The opener judging a direct upgrade, while it runs.
         self._opening: asyncio.Task[None] | None = None
+        # Why the direct way's opener refused this connection's upgrade: the route raises it
+        # again instead of deciding twice (a frozen database would cost two deadlines).
+        self.refusal: Exception | None = None
 
     # ------------------------------------------------------------ direct upgrades
 
@@ -209,8 +212,9 @@ class ImchatHttpProtocol(HttpProtocol):
         handler: WsHandler | None = None
         try:
             handler, options = await opener(head)
-        except Exception:  # noqa: BLE001 - Sanic's way answers (or logs) it properly
+        except Exception as error:  # noqa: BLE001 - Sanic's way answers (or logs) it properly
             handler = None
+            self.refusal = error
         self._opening = None
         transport = self.transport
         if transport is None or transport.is_closing():

@@ -240,7 +240,13 @@ def smoke_flow(base_url: str, ws_url: str) -> SmokeResult:
         upload = _ok(client.post("/attach/upload", headers=ann,
                                  files={"file": ("pic.png", picture, "image/png")}), "upload")
         url = upload["data"]
-        fetched = client.get(url)
+        # As its uploader: a file is served only to those it was shared with (the client's
+        # cookie is bob's, who logged in last and has not been sent it).
+        fetched = client.get(url, headers=ann)
+        # The same picture from bob: stored once, bob recorded as one more uploader.
+        again = _ok(client.post("/attach/upload", headers=bob,
+                                files={"file": ("same.png", picture, "image/png")}), "upload again")
+        assert client.get(again["data"], headers=bob).status_code == 200
         assert fetched.status_code == 200, f"GET {url}: {fetched.status_code}"
         from PIL import Image
 

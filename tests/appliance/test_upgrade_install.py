@@ -115,7 +115,8 @@ async def _still_chatting(base_url: str, ws_url: str, users: dict, upload_url: s
         history = (await client.post("/message/history", headers=auth,
                                      data={"cmd": 10, "dstid": bob["id"]})).json()["rows"]
         assert [m["content"] for m in history] == ["hello bob"], history
-        assert (await client.get(upload_url)).status_code == 200
+        # ann uploaded it: a file is served to those it was shared with.
+        assert (await client.get(upload_url, headers=auth)).status_code == 200
     async with (connect(f"{ws_url}/chat?token={bob['token']}&v=2") as bob_ws,
                 connect(f"{ws_url}/chat?token={ann['token']}&v=2") as ann_ws):
         await ann_ws.send(json.dumps({"cmd": 10, "dstid": bob["id"], "media": 1,
