@@ -609,18 +609,13 @@ class ImchatBaseline(Imchat):
         return Path(os.environ.get("IMCHAT_BENCH_BASELINE", "/nonexistent")).resolve()
 
 
-
-class ImchatBaselineNoSearch(ImchatBaseline):
+class ImchatBaselineNoSearch(ImchatBaseline, ImchatNoSearch):
     """The baseline checkout with its search indexer off: with `imchat-base`, the indexing cost
-    of the baseline code, beside `imchat` and `imchat-nosearch` in one invocation."""
+    of the baseline code, beside `imchat` and `imchat-nosearch` in one invocation (the tree is
+    ImchatBaseline's, the config ImchatNoSearch's)."""
 
     name = "imchat-base-nosearch"
     title = "imchat from $IMCHAT_BENCH_BASELINE, search indexer off"
-
-    def write_config(self, path: Path, db: Path) -> None:
-        super().write_config(path, db)
-        with path.open("a") as config:
-            config.write("[search]\nenabled = false\n")
 
 
 ADAPTERS: dict[str, type[ServerAdapter]] = {
