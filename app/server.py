@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -46,7 +45,7 @@ from app.settings import Settings
 from app.util.errors import AppError, BadRequest, Forbidden
 from app.util.ratelimit import SlidingWindowLimiter
 from app.util.responses import fail
-from app.websocket import close_all, coalesced_writes
+from app.websocket import HEADER_NAME, close_all, coalesced_writes
 
 log = logging.getLogger("imchat.server")
 
@@ -193,7 +192,6 @@ def _render_unexpected(request: Request, error: Exception) -> HTTPResponse:
     return fail("internal server error", status=500, reason="internal")
 
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -201,7 +199,7 @@ def _check_request(request: Request) -> None:
     """Refuse what no honest client sends, before any handler runs."""
     # A header name with spaces or a folded line is how requests get smuggled past a proxy
     # that reads the framing differently: answer 400 and close the connection.
-    if any(not _HEADER_NAME.match(name) for name in request.headers):
+    if any(not HEADER_NAME.fullmatch(name) for name in request.headers):
         if request.stream is not None:
             request.stream.keep_alive = False
         raise BadRequest("malformed header line")

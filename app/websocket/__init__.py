@@ -25,6 +25,7 @@ from app.websocket.connection import (
     encode_text_frame,
 )
 from app.websocket.direct import (
+    HEADER_NAME,
     SocketOptions,
     UpgradeHead,
     direct_refusal,
@@ -41,6 +42,7 @@ from app.websocket.protocol import (
 )
 
 __all__ = [
+    "HEADER_NAME",
     "CLOSE_TIMEOUT",
     "BinaryWsHandler",
     "HandshakeRejected",

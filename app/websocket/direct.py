@@ -48,7 +48,8 @@ __all__ = [
 
 # Larger heads (a very long cookie) take Sanic's way, which has its own limits.
 MAX_DIRECT_HEAD = 8 * 1024
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: An RFC 9110 token: what a header name may be (the app's request check uses it too).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Visible ASCII, space and tab only: no control characters, no obs-text.
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 # Headers that frame a body: their presence means the request is not the plain handshake the
@@ -108,7 +109,7 @@ def _header_lines(lines: list[str]) -> dict[str, str] | None:
     headers: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon or not _HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
+        if not colon or not HEADER_NAME.fullmatch(name) or not _HEADER_VALUE.fullmatch(value):
             return None
         lower = name.lower()
         if lower in _BODY_HEADERS or lower in headers:
