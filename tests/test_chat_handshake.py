@@ -196,3 +196,26 @@ async def test_the_catch_up_probe_finds_exactly_who_missed_something(server):
     # b received one; a sent one (its other devices catch it up); c's group got one.
     assert set(found) == {(b.id, 0), (a.id, direct - 1), (c.id, in_group - 1)}, found
     await close_all(a, b, c, d)
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"])
+async def test_the_catch_up_reads_a_users_groups_not_every_message_since(server):
+    """Schema 10: the group branch starts from the user's memberships (an index by user), not
+    from every message stored after the cursor (a scan that grew with the whole server)."""
+    import sqlite3
+
+    from app.model import message_store
+
+    database = sqlite3.connect(server.settings.database.path)
+    try:
+        sql = message_store._MISSED_SQL.format(columns="id", order="DESC", limit=1001)
+        plan = " | ".join(row[3] for row in database.execute(
+            "EXPLAIN QUERY PLAN " + sql, (1, 0, 1, 0, 0, 1)))
+        probe = message_store._ANY_MISSED_SQL.format(pairs="SELECT ? AS uid, ? AS since")
+        probe_plan = " | ".join(row[3] for row in database.execute(
+            "EXPLAIN QUERY PLAN " + probe, (1, 0)))
+    finally:
+        database.close()
+    for text in (plan, probe_plan):
+        assert "idx_im_membersh_user_id_991367 (user_id=?)" in text, text
+        assert "rowid>?" not in text, text
