@@ -24,9 +24,10 @@ stored mark (the last message id indexed) and indexes only what is above it: two
 server's, `imchat reindex`) never add a message twice. A hole in the ids seen inside that
 transaction is never filled later (SQLite has one writer), so the mark moves to the last row.
 The batch is one `INSERT ... SELECT` from im_message: SQLite computes the scope, and calls
-`spaced` (registered on the connection as `imchat_spaced`) for the body, in the database
-connection's own thread: the event loop does not tokenise, and no row becomes Python objects
-but its text (≈7 µs a message in all for the benchmark's sentence, bench/NOTES.md).
+`imchat_spaced` for the body, in the database connection's own thread: the event loop does not
+tokenise. `imchat_spaced` is `spaced()` in C (app/service/search/_spacing.c: no row becomes a
+Python object, and the GIL stays free) where that module was built and agrees with `spaced()`
+on every character of its table, else `spaced()` itself (bench/NOTES.md has the costs).
 
 An edit or a recall changes a message already stored: the message writer takes its document
 out (`unindex_now`, FTS5's 'delete' given the row as it was) before the change and puts it
@@ -36,6 +37,8 @@ the same before deleting (`unindex`). Both only for messages at or below the mar
 
 from __future__ import annotations
 
+import functools
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 
@@ -44,7 +47,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from app.chat.wire import CMD_GROUP
 from app.model.database import fetch_all
 from app.service.access import Readable
-from app.service.search.text import Query, spaced
+from app.service.search.text import Query, spaced, spacing_table
+
+log = logging.getLogger("imchat.search")
 
 FTS_TABLE = "im_search_fts"
 TABLES = (FTS_TABLE, "im_search_state")
@@ -67,6 +72,57 @@ _INSERT_SQL = (f"INSERT INTO {FTS_TABLE} (rowid, body, scope) SELECT {_DOCUMENT}
 # messages a second (2,000 cost ≈ 1.5 µs a message more, bench/NOTES.md); the write lock is
 # then held ≈ 7 µs a message of the batch.
 LIVE_BATCH = 20_000
+
+
+@functools.cache
+def spacing_in_c() -> bool:
+    """Whether imchat_spaced is registered in C: the module was built, and on a scratch
+    connection it gives what spaced() gives for every character of the table, and for CJK beyond
+    the BMP and text that is not in the table."""
+    try:
+        from app.service.search import _spacing
+    except ImportError:
+        log.info("search: imchat_spaced in Python (the C module was not built)")
+        return False
+    table = spacing_table()
+    # Both are a map per character, so one text of every character of the table checks each.
+    samples = ["".join(map(chr, table)), "明天的会议 Q3 预算 deploy \U00020001\U0002F800x\U0001D400 é\u00ad",
+                "\U00030000\U0010FFFF\U0001F600 ok"]
+    try:
+        _spacing.load_table(table)
+        scratch = sqlite3.connect(":memory:")
+        try:
+            _spacing.install(scratch)
+            agrees = all(scratch.execute("SELECT imchat_spaced(?)", [sample]).fetchone()[0]
+                         == spaced(sample) for sample in samples)
+        finally:
+            scratch.close()
+    except (RuntimeError, TypeError, ValueError, sqlite3.Error) as error:
+        log.warning("search: imchat_spaced in Python (the C module refused: %s)", error)
+        return False
+    if not agrees:
+        log.warning("search: imchat_spaced in Python (the C module differs from spaced())")
+        return False
+    log.info("search: imchat_spaced in C")
+    return True
+
+
+def install_spacing(connection: sqlite3.Connection) -> None:
+    """Register imchat_spaced on a connection (in the thread that uses it): in C when
+    spacing_in_c(), else spaced() itself."""
+    if spacing_in_c():
+        from app.service.search import _spacing
+
+        _spacing.install(connection)
+    else:
+        connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
+
+
+async def _install_spacing(connection: BaseDBAsyncClient) -> None:
+    """install_spacing on a Tortoise connection, run in its aiosqlite thread."""
+    aiosqlite_connection = connection._connection  # noqa: SLF001 (as in _index_batch)
+    await aiosqlite_connection._execute(  # noqa: SLF001 (aiosqlite's own way to its thread)
+        install_spacing, aiosqlite_connection._conn)  # noqa: SLF001
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
@@ -104,9 +160,8 @@ async def _index_batch(connection: BaseDBAsyncClient, batch: int) -> tuple[int, 
         [[count, last]] = (await transaction.execute_query(_RANGE_SQL, [mark, batch]))[1]
         if not count:
             return 0, int(mark)
-        # The aiosqlite connection runs the statement (and spaced()) in its own thread.
-        await transaction._connection.create_function(  # noqa: SLF001
-            "imchat_spaced", 1, spaced, deterministic=True)
+        # The aiosqlite connection runs the statement (and imchat_spaced) in its own thread.
+        await _install_spacing(transaction)
         await transaction.execute_query(_INSERT_SQL, [mark, last])
         await transaction.execute_query(
             "UPDATE im_search_state SET last_id = ? WHERE id = 1", [last])
@@ -131,21 +186,20 @@ def unindex_now(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
     """Before rows change or go (the writer's thread): their documents out of the index. A
     contentless table deletes a document given what it was made from: the row as it is now."""
     if ids:
-        connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
+        install_spacing(connection)
         connection.execute(_change_sql(True, len(ids)), list(ids))
 
 
 def index_again_now(connection: sqlite3.Connection, ids: Sequence[int]) -> None:
     """After rows changed (the writer's thread): the documents of those that still have text."""
     if ids:
-        connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
+        install_spacing(connection)
         connection.execute(_change_sql(False, len(ids)), list(ids))
 
 
 async def _change(connection: BaseDBAsyncClient, delete: bool, ids: Sequence[int]) -> None:
     if ids:
-        await connection._connection.create_function(  # noqa: SLF001 (as in _index_batch)
-            "imchat_spaced", 1, spaced, deterministic=True)
+        await _install_spacing(connection)
         await connection.execute_query(_change_sql(delete, len(ids)), list(ids))
 
 

@@ -98,6 +98,11 @@ def _spaced_table() -> dict[int, str]:
     return table
 
 
+def spacing_table() -> dict[int, str]:
+    """The table spaced() translates with (for its C twin, app/service/search/_spacing.c)."""
+    return _spaced_table()
+
+
 def fold(text: str) -> str:
     """The text normalised (NFKC, casefold) character by character."""
     if text.isascii():
