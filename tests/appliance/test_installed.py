@@ -210,6 +210,12 @@ def test_smoke_flow_through_the_installed_binary(server: ServerProcess) -> None:
     result = smoke_flow(server.base_url, server.ws_url)
     assert result.users["ann"]["id"] != result.users["bob"]["id"]
     assert result.chat_checked, "the WebSocket part of the smoke flow did not run"
+    # The search indexer's C part (app/service/search/_spacing.c) is in the binary: the indexer
+    # says which imchat_spaced it took when it indexes the flow's messages.
+    deadline = time.monotonic() + 10
+    while "search: imchat_spaced in" not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "search: imchat_spaced in C" in server.log_text(), server.log_text()
 
 
 def test_bundled_web_client_is_served(server: ServerProcess) -> None:

@@ -35,12 +35,17 @@ typedef struct {
     sqlite3 *db;
 } ConnectionHead;
 
-/* The table: for each code point of the BMP, where its replacement starts in `pool` and how
- * long it is (length 0xFF: the character is not in the table and stays as it is); beyond the
- * BMP, sorted code points and their replacements. */
-#define UNMAPPED 0xFF
+/* The table, as spaced() applies it: for each code point of the BMP what becomes of it (KEPT:
+ * itself, SPACED: itself between spaces, else the length of its replacement in `pool`, at
+ * bmp_start); beyond the BMP, sorted code points and their replacements. Replacements are
+ * stored as spaced() finally writes them, CJK beyond the BMP already between spaces. ASCII (every
+ * byte below 0x80 is in the table as one byte) has its own map. */
+#define KEPT 0xFF
+#define SPACED 0xFE
+#define LONGEST 0xFD
+static uint8_t bmp_kind[0x10000];
 static uint32_t bmp_start[0x10000];
-static uint8_t bmp_length[0x10000];
+static unsigned char ascii_map[0x80];
 static uint32_t *astral_code;
 static uint32_t *astral_start;
 static uint8_t *astral_length;
@@ -52,33 +57,10 @@ static int table_loaded;
  * _CJK_RANGES from 0x20000). */
 static int is_astral_cjk(uint32_t code) { return code >= 0x20000 && code <= 0x3134F; }
 
-typedef struct {
-    unsigned char *data;
-    sqlite3_uint64 length;
-    sqlite3_uint64 capacity;
-} Buffer;
-
-static int reserve(Buffer *buffer, sqlite3_uint64 more) {
-    if (buffer->length + more <= buffer->capacity) return 1;
-    sqlite3_uint64 capacity = buffer->capacity * 2 + more + 64;
-    unsigned char *data = sqlite3_realloc64(buffer->data, capacity);
-    if (data == NULL) return 0;
-    buffer->data = data;
-    buffer->capacity = capacity;
-    return 1;
-}
-
-static int put(Buffer *buffer, const unsigned char *bytes, sqlite3_uint64 length) {
-    if (!reserve(buffer, length)) return 0;
-    memcpy(buffer->data + buffer->length, bytes, length);
-    buffer->length += length;
-    return 1;
-}
-
 /* The length of the UTF-8 sequence starting at `text` (at most `left` bytes) and its code
  * point; a byte that starts no valid sequence is taken alone, as itself (never produced by
  * Python, which stores only valid UTF-8: kept, not dropped, so nothing is lost). */
-static int decode(const unsigned char *text, sqlite3_uint64 left, uint32_t *code) {
+static inline int decode(const unsigned char *text, sqlite3_uint64 left, uint32_t *code) {
     unsigned char first = text[0];
     int length;
     uint32_t value;
@@ -96,25 +78,6 @@ static int decode(const unsigned char *text, sqlite3_uint64 left, uint32_t *code
     return length;
 }
 
-/* Copy `bytes` (valid UTF-8 from the table or the input), putting each CJK character beyond
- * the BMP between spaces, as spaced()'s second step does to the translated text. */
-static int put_spacing_astral(Buffer *buffer, const unsigned char *bytes, sqlite3_uint64 length) {
-    sqlite3_uint64 at = 0;
-    while (at < length) {
-        uint32_t code;
-        int size = decode(bytes + at, length - at, &code);
-        if (size == 4 && is_astral_cjk(code)) {
-            if (!put(buffer, (const unsigned char *)" ", 1) || !put(buffer, bytes + at, 4)
-                || !put(buffer, (const unsigned char *)" ", 1))
-                return 0;
-        } else if (!put(buffer, bytes + at, size)) {
-            return 0;
-        }
-        at += size;
-    }
-    return 1;
-}
-
 static Py_ssize_t find_astral(uint32_t code) {
     Py_ssize_t low = 0, high = astral_count - 1;
     while (low <= high) {
@@ -125,6 +88,10 @@ static Py_ssize_t find_astral(uint32_t code) {
     }
     return -1;
 }
+
+/* Room for any one character's output: a replacement (at most LONGEST bytes) or a character of
+ * at most 4 bytes between spaces. */
+#define ROOM (LONGEST + 8)
 
 static void imchat_spaced(sqlite3_context *context, int argc, sqlite3_value **argv) {
     (void)argc;
@@ -138,35 +105,77 @@ static void imchat_spaced(sqlite3_context *context, int argc, sqlite3_value **ar
         sqlite3_result_error_nomem(context);
         return;
     }
-    Buffer buffer = {NULL, 0, 0};
-    if (!reserve(&buffer, length + length / 2 + 16)) {
+    sqlite3_uint64 capacity = length + length / 2 + ROOM;
+    unsigned char *out = sqlite3_malloc64(capacity);
+    sqlite3_uint64 used = 0, at = 0;
+    if (out == NULL) {
         sqlite3_result_error_nomem(context);
         return;
     }
-    sqlite3_uint64 at = 0;
     while (at < length) {
+        if (capacity - used < ROOM) {
+            capacity = capacity * 2;
+            unsigned char *grown = sqlite3_realloc64(out, capacity);
+            if (grown == NULL) {
+                sqlite3_free(out);
+                sqlite3_result_error_nomem(context);
+                return;
+            }
+            out = grown;
+        }
+        unsigned char byte = text[at];
+        if (byte < 0x80) {
+            out[used++] = ascii_map[byte];
+            at++;
+            continue;
+        }
         uint32_t code;
         int size = decode(text + at, length - at, &code);
-        int ok;
-        if (code < 0x10000 && bmp_length[code] != UNMAPPED) {
-            ok = put_spacing_astral(&buffer, pool + bmp_start[code], bmp_length[code]);
-        } else if (code >= 0x10000 && code != 0xFFFFFFFF) {
+        const unsigned char *from = text + at;
+        unsigned int kind = KEPT;
+        if (code < 0x10000) {
+            kind = bmp_kind[code];
+            if (kind < SPACED) from = pool + bmp_start[code];
+        } else if (code != 0xFFFFFFFF) {
             Py_ssize_t index = find_astral(code);
-            ok = index >= 0 ? put_spacing_astral(&buffer, pool + astral_start[index],
-                                                 astral_length[index])
-                            : put_spacing_astral(&buffer, text + at, size);
-        } else {
-            ok = put(&buffer, text + at, size);
+            if (index >= 0) {
+                kind = astral_length[index];
+                from = pool + astral_start[index];
+            } else if (is_astral_cjk(code)) {
+                kind = SPACED;
+            }
         }
-        if (!ok) {
-            sqlite3_free(buffer.data);
-            sqlite3_result_error_nomem(context);
-            return;
+        if (kind == KEPT) {
+            memcpy(out + used, from, size);
+            used += size;
+        } else if (kind == SPACED) {
+            out[used] = ' ';
+            memcpy(out + used + 1, from, size);
+            out[used + 1 + size] = ' ';
+            used += size + 2;
+        } else {
+            memcpy(out + used, from, kind);
+            used += kind;
         }
         at += size;
     }
-    sqlite3_result_text64(context, (const char *)buffer.data, buffer.length, sqlite3_free,
-                          SQLITE_UTF8);
+    sqlite3_result_text64(context, (const char *)out, used, sqlite3_free, SQLITE_UTF8);
+}
+
+/* `value` (valid UTF-8 of a table entry) as spaced() finally writes it: CJK beyond the BMP
+ * between spaces. Appended to pool at *used (room for it made by the caller); its length. */
+static Py_ssize_t store_final(const unsigned char *value, Py_ssize_t size, Py_ssize_t *used) {
+    Py_ssize_t start = *used, at = 0;
+    while (at < size) {
+        uint32_t code;
+        int step = decode(value + at, size - at, &code);
+        if (step == 4 && is_astral_cjk(code)) pool[(*used)++] = ' ';
+        memcpy(pool + *used, value + at, step);
+        *used += step;
+        if (step == 4 && is_astral_cjk(code)) pool[(*used)++] = ' ';
+        at += step;
+    }
+    return *used - start;
 }
 
 static PyObject *load_table(PyObject *module, PyObject *table) {
@@ -176,19 +185,21 @@ static PyObject *load_table(PyObject *module, PyObject *table) {
         return NULL;
     }
     if (table_loaded) Py_RETURN_NONE;  /* one table a process: text.py's, built once */
-    Py_ssize_t entries = PyDict_Size(table), astral = 0, total = 0, position = 0;
+    Py_ssize_t astral = 0, total = 0, position = 0;
     PyObject *key, *value;
     while (PyDict_Next(table, &position, &key, &value)) {
         long code = PyLong_AsLong(key);
         Py_ssize_t size;
         if (code == -1 && PyErr_Occurred()) return NULL;
+        /* A replacement at most a third of LONGEST: spacing CJK beyond the BMP adds at most
+         * half its bytes again. */
         if (code < 0 || code > 0x10FFFF || !PyUnicode_Check(value)
-            || PyUnicode_AsUTF8AndSize(value, &size) == NULL || size >= UNMAPPED) {
+            || PyUnicode_AsUTF8AndSize(value, &size) == NULL || size > LONGEST / 3) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_ValueError, "a table entry is not code point -> short str");
             return NULL;
         }
-        total += size;
+        total += size + size / 2 + 2;
         if (code >= 0x10000) astral++;
     }
     pool = PyMem_RawMalloc(total + 1);
@@ -196,18 +207,28 @@ static PyObject *load_table(PyObject *module, PyObject *table) {
     astral_start = PyMem_RawMalloc(sizeof(uint32_t) * (astral + 1));
     astral_length = PyMem_RawMalloc(astral + 1);
     if (!pool || !astral_code || !astral_start || !astral_length) return PyErr_NoMemory();
-    memset(bmp_length, UNMAPPED, sizeof bmp_length);
+    memset(bmp_kind, KEPT, sizeof bmp_kind);
     Py_ssize_t used = 0;
     astral_count = 0;
     position = 0;
     while (PyDict_Next(table, &position, &key, &value)) {
         long code = PyLong_AsLong(key);
         Py_ssize_t size;
-        const char *bytes = PyUnicode_AsUTF8AndSize(value, &size);
-        memcpy(pool + used, bytes, size);
+        const unsigned char *bytes = (const unsigned char *)PyUnicode_AsUTF8AndSize(value, &size);
+        Py_ssize_t start = used, final = store_final(bytes, size, &used);
         if (code < 0x10000) {
-            bmp_start[code] = (uint32_t)used;
-            bmp_length[code] = (uint8_t)size;
+            int own_size = code < 0x80 ? 1 : code < 0x800 ? 2 : 3;
+            if (final == own_size + 2 && pool[start] == ' ' && pool[start + final - 1] == ' '
+                && PyUnicode_GetLength(value) == 3
+                && PyUnicode_ReadChar(value, 1) == (Py_UCS4)code) {
+                bmp_kind[code] = SPACED;
+            } else if (PyUnicode_GetLength(value) == 1
+                       && PyUnicode_ReadChar(value, 0) == (Py_UCS4)code) {
+                bmp_kind[code] = KEPT;
+            } else {
+                bmp_kind[code] = (uint8_t)final;
+                bmp_start[code] = (uint32_t)start;
+            }
         } else {
             /* insertion into the sorted arrays: few entries beyond the BMP */
             Py_ssize_t at = astral_count;
@@ -218,13 +239,21 @@ static PyObject *load_table(PyObject *module, PyObject *table) {
                 at--;
             }
             astral_code[at] = (uint32_t)code;
-            astral_start[at] = (uint32_t)used;
-            astral_length[at] = (uint8_t)size;
+            astral_start[at] = (uint32_t)start;
+            astral_length[at] = (uint8_t)final;
             astral_count++;
         }
-        used += size;
     }
-    (void)entries;
+    /* ASCII: one byte each, from the table (a character not in it stays as it is). */
+    for (int code = 0; code < 0x80; code++) {
+        unsigned int kind = bmp_kind[code];
+        if (kind == KEPT) ascii_map[code] = (unsigned char)code;
+        else if (kind == 1) ascii_map[code] = pool[bmp_start[code]];
+        else {
+            PyErr_SetString(PyExc_ValueError, "an ASCII character's entry is not one byte");
+            return NULL;
+        }
+    }
     table_loaded = 1;
     Py_RETURN_NONE;
 }
