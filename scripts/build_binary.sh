@@ -36,6 +36,16 @@ if [ -f package.json ] && [ ! -f asset/vendor/.built ]; then
   make --no-print-directory -s assets
 fi
 
+# The search indexer's C part (app/service/search/_spacing.c, built by `pip install -e .` where
+# a C compiler and SQLite's headers are present): a binary without it would index in Python,
+# about twice the indexing's CPU (bench/NOTES.md), so a release is not built without it.
+if ! "$PYTHON" -c 'from app.service.search import sqlite_index as s; raise SystemExit(not s.spacing_in_c())' \
+    >/dev/null 2>&1; then
+  echo "build_binary: app/service/search/_spacing.c is not built for $PYTHON (needs gcc and" \
+       "libsqlite3-dev); install them and run: $PYTHON -m pip install -e '.[binary]'" >&2
+  exit 3
+fi
+
 started=$(date +%s)
 # --noconfirm: replace a previous build; the work folder is kept so a rebuild is incremental.
 "$PYTHON" -m PyInstaller --noconfirm --log-level WARN \
