@@ -618,6 +618,104 @@ class ImchatBaselineNoSearch(ImchatBaseline, ImchatNoSearch):
     title = "imchat from $IMCHAT_BENCH_BASELINE, search indexer off"
 
 
+class ImchatMysql(Imchat):
+    """The same server on the MySQL/MariaDB server at 127.0.0.1:3306 (user root, no password;
+    `IMCHAT_BENCH_MYSQL_HOST`/`_PORT`/`_USER`/`_PASSWORD` to change): the template is a database
+    of its own, dumped once (`mariadb-dump`) and loaded into a fresh run database before each
+    start. The database server's CPU is counted with the server's (most of what a message costs
+    on MySQL is spent there); it is shared, so nothing else should use it during a run. Its
+    RSS is counted too (mostly its buffer pool): read RSS of the SQLite runs only."""
+
+    name = "imchat-mysql"
+    title = "imchat on MariaDB (its CPU counted)"
+
+    def __init__(self, workdir: Path, cpus: list[int] | None, python: str = sys.executable):
+        super().__init__(workdir, cpus, python)
+        environ = os.environ
+        self.mysql = {"host": environ.get("IMCHAT_BENCH_MYSQL_HOST", "127.0.0.1"),
+                      "port": environ.get("IMCHAT_BENCH_MYSQL_PORT", "3306"),
+                      "user": environ.get("IMCHAT_BENCH_MYSQL_USER", "root"),
+                      "password": environ.get("IMCHAT_BENCH_MYSQL_PASSWORD", "")}
+        self.database_base = "imchat_bench_" + self.name.replace("-", "_")
+
+    def _database(self, db: Path) -> str:
+        return self.database_base + ("_template" if db == self.template_db else "_run")
+
+    def _client(self, program: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+        m = self.mysql
+        return subprocess.run(
+            [program, f"-h{m['host']}", f"-P{m['port']}", f"-u{m['user']}",
+             *([f"-p{m['password']}"] if m["password"] else []), *args],
+            check=True, timeout=600, **kwargs)
+
+    def _sql(self, statement: str) -> None:
+        self._client("mariadb", "-e", statement, capture_output=True)
+
+    def unavailable_reason(self) -> str | None:
+        if shutil.which("mariadb") is None or shutil.which("mariadb-dump") is None:
+            return "the mariadb and mariadb-dump clients are not installed"
+        try:
+            self._sql("SELECT 1")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            return f"MariaDB at {self.mysql['host']}:{self.mysql['port']} does not answer: {error}"
+        if self._database_server() is None:
+            return "no mariadbd/mysqld process on this machine to count the CPU of"
+        return super().unavailable_reason()
+
+    def write_config(self, path: Path, db: Path) -> None:
+        super().write_config(path, db)
+        m = self.mysql
+        text = path.read_text().replace(
+            f'engine = "sqlite"\npath = "{db}"\n',
+            f'engine = "mysql"\nhost = "{m["host"]}"\nport = {m["port"]}\nuser = "{m["user"]}"\n'
+            f'password = "{m["password"]}"\nname = "{self._database(db)}"\n')
+        path.write_text(text)
+
+    def prepare_in_db(self, users: int, pairs: int, group_members: int) -> None:
+        template = self._database(self.template_db)
+        self._sql(f"DROP DATABASE IF EXISTS {template}; CREATE DATABASE {template} "
+                  "CHARACTER SET utf8mb4")
+        super().prepare_in_db(users, pairs, group_members)
+        with (self.template_db.parent / "template.sql").open("wb") as dump:
+            self._client("mariadb-dump", "--single-transaction", template, stdout=dump)
+
+    def before_start(self) -> None:
+        super().before_start()
+        run = self._database(self.run_dir / "imchat.db")
+        self._sql(f"DROP DATABASE IF EXISTS {run}; CREATE DATABASE {run} CHARACTER SET utf8mb4")
+        with (self.template_db.parent / "template.sql").open("rb") as dump:
+            self._client("mariadb", run, stdin=dump)
+
+    @staticmethod
+    def _database_server() -> psutil.Process | None:
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] in ("mariadbd", "mysqld"):
+                return process
+        return None
+
+    def _tree(self) -> list[psutil.Process]:
+        tree = super()._tree()
+        server = self._database_server()
+        if tree and server is not None:
+            tree.append(server)
+        return tree
+
+
+class ImchatMysqlNoSearch(ImchatMysql, ImchatNoSearch):
+    """imchat on MariaDB with its search indexer off: beside `imchat-mysql`, the cost of the
+    token table on the write path, the database server's CPU included."""
+
+    name = "imchat-mysql-nosearch"
+    title = "imchat on MariaDB, search indexer off"
+
+
+class ImchatBaselineMysql(ImchatBaseline, ImchatMysql):
+    """The baseline checkout on MariaDB: beside `imchat-mysql`, what a change costs there."""
+
+    name = "imchat-base-mysql"
+    title = "imchat from $IMCHAT_BENCH_BASELINE on MariaDB (its CPU counted)"
+
+
 ADAPTERS: dict[str, type[ServerAdapter]] = {
     "lean": LeanRelay,
     "sanic": SanicRelay,
@@ -626,4 +724,7 @@ ADAPTERS: dict[str, type[ServerAdapter]] = {
     "imchat-nosearch": ImchatNoSearch,
     "imchat-base": ImchatBaseline,
     "imchat-base-nosearch": ImchatBaselineNoSearch,
+    "imchat-mysql": ImchatMysql,
+    "imchat-mysql-nosearch": ImchatMysqlNoSearch,
+    "imchat-base-mysql": ImchatBaselineMysql,
 }

@@ -481,3 +481,32 @@ async def test_an_indexer_that_read_a_message_before_its_edit_leaves_no_old_word
     assert stale != await token_rows(server) == await rebuilt_index(server, settings)
     assert await found_ids(alice, "staleword") == [] and await found_ids(alice, "steady") == [first]
     await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("db_backend", ["mysql"])
+async def test_mysql_token_rows_are_each_texts_tokens_whatever_its_characters(server):
+    """The indexer sends a batch's tokens to MySQL as one JSON document it expands: every
+    token arrives as it was made — CJK beyond the BMP, emoji, widths, a word cut at 32
+    characters, quotes and backslashes — for both participants of a one-to-one message and once
+    for a group's."""
+    from app.model.database import fetch_all
+    from app.service.search.mysql_index import conv_keys
+
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    group = await make_group(alice, "tokens", bob)
+    texts = ["𠀁𠀂 rare 会议", "👋 ＤＥＰＬＯＹ ok", "a" * 40 + " tail", 'quote"s and back\\slash 预算',
+             "!!!", "Q3预算 𠀁"]
+    sent = await send_texts(server, alice, 10, bob.id, texts[:4])
+    sent += await send_texts(server, alice, 11, group, texts[4:])
+    await wait_indexed(alice, "𠀁", sent[-1], time.monotonic())
+    rows = await fetch_all("SELECT id, cmd, sender_id, dst_user_id, community_id, content "
+                           f"FROM im_message WHERE id IN ({', '.join('?' * len(sent))})", sent)
+    expected = sorted((token, conv, int(row["id"])) for row in rows
+                      for token in tokens_of(row["content"]) for conv in conv_keys(row))
+    assert "𠀁" in {token for token, _, _ in expected} and "a" * 32 in {t for t, _, _ in expected}
+    stored = [row for row in await token_rows(server) if row[2] in set(sent)]
+    assert stored == expected
+    assert set(await found_ids(alice, "𠀁")) == {sent[0], sent[-1]}
+    await close_all(alice, bob)
