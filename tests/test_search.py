@@ -510,11 +510,3 @@ async def test_mysql_token_rows_are_each_texts_tokens_whatever_its_characters(se
     assert stored == expected
     assert set(await found_ids(alice, "𠀁")) == {sent[0], sent[-1]}
     await close_all(alice, bob)
-
-
-def test_a_busy_indexer_waits_longer_for_bigger_rounds_within_the_promise():
-    from app.service.search.indexer import BUSY_INTERVAL, BUSY_ROUND, Indexer
-
-    quiet, busy = Indexer(0.5).pause_after(BUSY_ROUND - 1), Indexer(0.5).pause_after(BUSY_ROUND)
-    assert (quiet, busy) == (0.5, BUSY_INTERVAL) and BUSY_INTERVAL <= 1.0
-    assert Indexer(1.5).pause_after(10 * BUSY_ROUND) == 1.5  # never shorter than configured

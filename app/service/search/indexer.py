@@ -98,18 +98,9 @@ async def index_changed_messages(connection: BaseDBAsyncClient,
         await mysql_index.index_again(connection, ids[start:start + 1000])
 
 
-# A round that indexed this many messages or more means a busy server: the next waits at least
-# BUSY_INTERVAL, so that rounds are bigger. On SQLite a round's batch becomes one FTS5 segment,
-# and bigger segments cost less to write and merge (≈ 2.5 µs a message less at 9,000 a round
-# than at 4,500, bench/NOTES.md); a message is still searchable within about 1 s of its
-# acknowledgement (the promise is 2 s). A quiet server keeps `interval` (0.5 s by default).
-BUSY_ROUND = 2_000
-BUSY_INTERVAL = 1.0
-
-
 class Indexer:
-    """The background task that indexes what is new every `interval` seconds (BUSY_INTERVAL
-    when busy); one per process, harmless when several run (see the engines' modules)."""
+    """The background task that indexes what is new every `interval` seconds; one per process,
+    harmless when several run (see the engines' modules)."""
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
@@ -134,15 +125,10 @@ class Indexer:
     async def run_forever(self) -> None:
         await self._run()
 
-    def pause_after(self, indexed: int) -> float:
-        """Seconds to wait after a round that indexed `indexed` messages."""
-        return max(self.interval, BUSY_INTERVAL) if indexed >= BUSY_ROUND else self.interval
-
     async def _run(self) -> None:
         while True:
-            indexed = 0
             try:
-                indexed = await self.run_once()
+                await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -153,4 +139,4 @@ class Indexer:
                                 "unavailable (%s)", error)
                 else:
                     log.exception("indexing messages for search failed; trying again")
-            await asyncio.sleep(self.pause_after(indexed))
+            await asyncio.sleep(self.interval)
