@@ -13,8 +13,9 @@
  *
  * `install(connection)` registers the function on a `sqlite3.Connection`. Python's sqlite3 module
  * offers no way to register a C function, so the database handle is read from the connection
- * object: `sqlite3 *db` is the first field after the object header in CPython 3.11 to 3.14
- * (Modules/_sqlite/connection.h). Python's `_sqlite3` and this module both link the system's
+ * object: `sqlite3 *db` is the first field after the object header in CPython 3.11 to 3.13
+ * (Modules/_sqlite/connection.h); built for a later Python, `install` refuses (the indexer then
+ * uses the Python function) until that is checked again. Python's `_sqlite3` and this module both link the system's
  * libsqlite3, so the handle and the functions called here belong to the same library; `install`
  * refuses a different library version, and sqlite_index.py checks the result against
  * `spaced()` through SQL before it relies on it.
@@ -325,6 +326,11 @@ static PyObject *install(PyObject *module, PyObject *connection) {
         PyErr_SetString(PyExc_RuntimeError, "load_table() first");
         return NULL;
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    PyErr_SetString(PyExc_RuntimeError,
+                    "the layout of sqlite3.Connection is checked for Python 3.11-3.13 only");
+    return NULL;
+#endif
     sqlite3 *db = ((ConnectionHead *)connection)->db;
     if (db == NULL) {
         PyErr_SetString(PyExc_ValueError, "the connection is closed");
