@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 import time
@@ -17,7 +19,16 @@ from typing import Any
 import pytest
 
 from app.service import retention
-from app.service.search.text import fold, match_of, normalise, parse_query, spaced, tokens_of
+from app.service.search.text import (
+    fold,
+    is_cjk,
+    match_of,
+    normalise,
+    parse_query,
+    runs,
+    spaced,
+    tokens_of,
+)
 from tests import factories
 from tests.factories import TestUser, befriend, close_all, make_group, register, send_texts
 
@@ -65,6 +76,32 @@ def test_tokens_and_matching_rules():
     assert match_of("redeploy", parse_query("deploy", 64)) is None  # a word's start only
     # Offsets count the original text's code points, whatever normalising did.
     assert match_of("👋 ＤＥＰＬＯＹment", parse_query("deploy", 64)) == (True, [(2, 8)])
+
+
+def _runs_by_definition(normalised: str) -> list[tuple[bool, str]]:
+    """What text.runs answers, the slow way: runs of letters and digits, cut where a CJK
+    character meets another."""
+    found = []
+    for match in re.finditer(r"[^\W_]+", normalised):
+        word, start = match.group(), 0
+        for index in range(1, len(word) + 1):
+            if index == len(word) or is_cjk(word[index]) != is_cjk(word[start]):
+                found.append((is_cjk(word[start]), word[start:index]))
+                start = index
+    return found
+
+
+def test_runs_are_letters_and_digits_cut_where_cjk_meets_another_script():
+    codes = [code for code in range(1, 0x110000) if not 0xD800 <= code < 0xE000]
+    for start in range(0, len(codes), 8192):
+        text = "".join(map(chr, codes[start:start + 8192]))
+        assert list(runs(text)) == _runs_by_definition(text), hex(codes[start])
+    pieces = ["会议", "q3", "・", "ー", "_", "deploy", "한국어", "ｶﾀｶﾅ", " ", "，", "x", "\U00020001",
+              "٣", "²", "ǅ", "\u3000", "゠", "〆"]
+    generator = random.Random(13)
+    for _ in range(3000):
+        text = "".join(generator.choice(pieces) for _ in range(generator.randrange(0, 12)))
+        assert list(runs(text)) == _runs_by_definition(text), text
 
 
 async def test_a_sent_message_is_found_within_two_seconds_chinese_english_widths_case(server):

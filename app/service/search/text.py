@@ -134,34 +134,50 @@ def normalise(text: str) -> tuple[str, list[int]]:
     return "".join(out), origin
 
 
-# Runs of CJK characters, runs of other letters/digits; everything else separates.
-_RUN = re.compile(r"[^\W_]+")
+def _class_of(codes: Iterable[int]) -> str:
+    """A regex character class body for these code points (ascending), as ranges."""
+    parts: list[str] = []
+    first = last = -2
+    for code in codes:
+        if code != last + 1:
+            if first >= 0:
+                parts.append(f"{re.escape(chr(first))}-{re.escape(chr(last))}")
+            first = code
+        last = code
+    if first >= 0:
+        parts.append(f"{re.escape(chr(first))}-{re.escape(chr(last))}")
+    return "".join(parts)
+
+
+@functools.cache
+def _runs_pattern() -> re.Pattern[str]:
+    """A maximal run of CJK letters (group 1) or of other letters and digits (group 2): what
+    the letters-and-digits runs (`[^\\W_]+`) cut where CJK meets another script are. Built
+    once (≈ 30 ms): the CJK ranges' letters, and all of their characters to keep out of words."""
+    cjk_letters = _class_of(code for low, high in _CJK_RANGES for code in range(low, high + 1)
+                            if chr(code).isalnum())
+    cjk_all = _class_of(code for low, high in _CJK_RANGES for code in range(low, high + 1))
+    return re.compile(f"([{cjk_letters}]+)|([^\\W_{cjk_all}]+)")
 
 
 def runs(normalised: str) -> Iterable[tuple[bool, str]]:
-    """(is_cjk, run) for each run of CJK characters or of other letters and digits."""
-    for match in _RUN.finditer(normalised):
-        word = match.group()
-        start = 0
-        current = is_cjk(word[0])
-        for index in range(1, len(word)):
-            kind = is_cjk(word[index])
-            if kind != current:
-                yield current, word[start:index]
-                start, current = index, kind
-        yield current, word[start:]
+    """(is_cjk, run) for each run of CJK characters or of other letters and digits;
+    everything else separates."""
+    for cjk, word in _runs_pattern().findall(normalised):
+        yield (True, cjk) if cjk else (False, word)
 
 
 def tokens_of(text: str) -> set[str]:
     """The tokens of MySQL's token table: each CJK character and each overlapping pair of
     characters ("明天会议" -> 明 天 会 议 明天 天会 会议), each other word (cut at MAX_TOKEN)."""
     tokens: set[str] = set()
-    for cjk, run in runs(fold(text)):
+    for cjk, word in _runs_pattern().findall(fold(text)):
         if cjk:
-            tokens.update(run)
-            tokens.update(run[i:i + 2] for i in range(len(run) - 1))
+            tokens.update(cjk)
+            tokens.update(map(cjk.__getitem__, map(slice, range(len(cjk) - 1),
+                                                   range(2, len(cjk) + 1))))
         else:
-            tokens.add(run[:MAX_TOKEN])
+            tokens.add(word[:MAX_TOKEN])
     return tokens
 
 
