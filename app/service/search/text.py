@@ -38,6 +38,11 @@ _CJK_RANGES = (
 )
 
 
+def _ranges_class(ranges: Iterable[tuple[int, int]]) -> str:
+    """A regex character class body for these (low, high) code point ranges."""
+    return "".join(f"{re.escape(chr(low))}-{re.escape(chr(high))}" for low, high in ranges)
+
+
 def is_cjk(char: str) -> bool:
     code = ord(char)
     return any(low <= code <= high for low, high in _CJK_RANGES)
@@ -82,8 +87,8 @@ def _space_cjk(text: str) -> str:
 # The CJK characters beyond the BMP (extensions B..G: rare) are spaced by a regex instead of
 # the table: 70,000 more entries would take another 10 MB.
 _ASTRAL = "\U00020000"
-_ASTRAL_CJK = re.compile("([" + "".join(f"{chr(low)}-{chr(high)}" for low, high in _CJK_RANGES
-                                        if low >= ord(_ASTRAL)) + "])")
+_ASTRAL_CJK = re.compile("([" + _ranges_class(r for r in _CJK_RANGES if r[0] >= ord(_ASTRAL))
+                         + "])")
 
 
 @functools.cache
@@ -136,17 +141,13 @@ def normalise(text: str) -> tuple[str, list[int]]:
 
 def _class_of(codes: Iterable[int]) -> str:
     """A regex character class body for these code points (ascending), as ranges."""
-    parts: list[str] = []
-    first = last = -2
+    ranges: list[tuple[int, int]] = []
     for code in codes:
-        if code != last + 1:
-            if first >= 0:
-                parts.append(f"{re.escape(chr(first))}-{re.escape(chr(last))}")
-            first = code
-        last = code
-    if first >= 0:
-        parts.append(f"{re.escape(chr(first))}-{re.escape(chr(last))}")
-    return "".join(parts)
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return _ranges_class(ranges)
 
 
 @functools.cache
@@ -156,8 +157,7 @@ def _runs_pattern() -> re.Pattern[str]:
     once (≈ 30 ms): the CJK ranges' letters, and all of their characters to keep out of words."""
     cjk_letters = _class_of(code for low, high in _CJK_RANGES for code in range(low, high + 1)
                             if chr(code).isalnum())
-    cjk_all = _class_of(code for low, high in _CJK_RANGES for code in range(low, high + 1))
-    return re.compile(f"([{cjk_letters}]+)|([^\\W_{cjk_all}]+)")
+    return re.compile(f"([{cjk_letters}]+)|([^\\W_{_ranges_class(_CJK_RANGES)}]+)")
 
 
 def runs(normalised: str) -> Iterable[tuple[bool, str]]:
@@ -174,8 +174,7 @@ def tokens_of(text: str) -> set[str]:
     for cjk, word in _runs_pattern().findall(fold(text)):
         if cjk:
             tokens.update(cjk)
-            tokens.update(map(cjk.__getitem__, map(slice, range(len(cjk) - 1),
-                                                   range(2, len(cjk) + 1))))
+            tokens.update(cjk[i:i + 2] for i in range(len(cjk) - 1))
         else:
             tokens.add(word[:MAX_TOKEN])
     return tokens
