@@ -41,6 +41,7 @@ import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
@@ -75,19 +76,19 @@ LIVE_BATCH = 20_000
 
 
 @functools.cache
-def spacing_in_c() -> bool:
-    """Whether imchat_spaced is registered in C: the module was built, and on a scratch
-    connection it gives what spaced() gives for every character of the table, and for CJK beyond
-    the BMP and text that is not in the table."""
+def _c_spacing() -> ModuleType | None:
+    """The C module for imchat_spaced, when it was built and, on a scratch connection, gives
+    what spaced() gives for every character of the table, for CJK beyond the BMP and for text
+    that is not in the table; else None (said once in the log)."""
     try:
         from app.service.search import _spacing
     except ImportError:
         log.info("search: imchat_spaced in Python (the C module was not built)")
-        return False
+        return None
     table = spacing_table()
     # Both are a map per character, so one text of every character of the table checks each.
     samples = ["".join(map(chr, table)), "明天的会议 Q3 预算 deploy \U00020001\U0002F800x\U0001D400 é\u00ad",
-                "\U00030000\U0010FFFF\U0001F600 ok"]
+               "\U00030000\U0010FFFF\U0001F600 ok"]
     try:
         _spacing.load_table(table)
         scratch = sqlite3.connect(":memory:")
@@ -99,21 +100,25 @@ def spacing_in_c() -> bool:
             scratch.close()
     except (RuntimeError, TypeError, ValueError, sqlite3.Error) as error:
         log.warning("search: imchat_spaced in Python (the C module refused: %s)", error)
-        return False
+        return None
     if not agrees:
         log.warning("search: imchat_spaced in Python (the C module differs from spaced())")
-        return False
+        return None
     log.info("search: imchat_spaced in C")
-    return True
+    return _spacing
+
+
+def spacing_in_c() -> bool:
+    """Whether imchat_spaced is registered in C (see _c_spacing)."""
+    return _c_spacing() is not None
 
 
 def install_spacing(connection: sqlite3.Connection) -> None:
     """Register imchat_spaced on a connection (in the thread that uses it): in C when
     spacing_in_c(), else spaced() itself."""
-    if spacing_in_c():
-        from app.service.search import _spacing
-
-        _spacing.install(connection)
+    module = _c_spacing()
+    if module is not None:
+        module.install(connection)
     else:
         connection.create_function("imchat_spaced", 1, spaced, deterministic=True)
 
