@@ -547,3 +547,16 @@ async def test_mysql_token_rows_are_each_texts_tokens_whatever_its_characters(se
     assert stored == expected
     assert set(await found_ids(alice, "𠀁")) == {sent[0], sent[-1]}
     await close_all(alice, bob)
+
+
+def test_mysql_token_statements_hold_at_most_statement_rows_each():
+    """A reindex batch has ~800,000 token rows: they go in statements of at most STATEMENT_ROWS
+    (one document alone when it is larger), every document once, in order."""
+    from app.service.search import mysql_index
+
+    sizes = [7, mysql_index.STATEMENT_ROWS - 10, 5, 20, mysql_index.STATEMENT_ROWS + 3, 1]
+    documents = [(number, -number, [f"t{i}" for i in range(size)])
+                 for number, size in enumerate(sizes, 1)]
+    chunks = [json.loads(bytes.fromhex(chunk)) for chunk in mysql_index._statements(documents)]
+    assert [[d[0] for d in chunk] for chunk in chunks] == [[1, 2], [3, 4], [5], [6]]
+    assert [[d[0], d[1], d[2]] for chunk in chunks for d in chunk] == [list(d) for d in documents]

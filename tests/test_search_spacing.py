@@ -83,3 +83,20 @@ def test_the_fts5_index_takes_c_and_python_documents_alike(tmp_path):
                      [text])
     database.execute("INSERT INTO t (t) VALUES ('integrity-check')")
     assert database.execute("SELECT rowid FROM t WHERE t MATCH 'abc OR 会'").fetchall() == []
+
+
+def test_a_connection_gets_the_function_once_even_inside_a_transaction(tmp_path):
+    """The indexer asks for the function in every batch, inside its transaction, where SQLite
+    refuses to replace one ("database is locked"): asking again is a no-op. A connection
+    opened after another closed (its handle may be the same memory) gets it afresh."""
+    assert sqlite_index.spacing_in_c()
+    for _ in range(3):
+        connection = sqlite3.connect(tmp_path / "db", isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        connection.execute("INSERT INTO t VALUES (1)")
+        for _ in range(3):
+            sqlite_index.install_spacing(connection)
+            assert c_spaced(connection, "会议") == " 会  议 "
+        connection.execute("COMMIT")
+        connection.close()
