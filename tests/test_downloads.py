@@ -264,6 +264,27 @@ async def test_avatars_and_group_icons_are_anyones_to_see(server):
     await close_all(alice, bob, carol, newcomer)
 
 
+async def test_a_private_groups_icon_is_its_members_only(server):
+    """Nothing shows a private group to a non-member, so neither does its icon's link; made
+    public again, the icon is anyone's again; a file that is also an avatar stays anyone's."""
+    owner, member, outsider = [await register(server) for _ in range(3)]
+    icon = await picture(owner, "purple")
+    group = await make_group(owner, "hidden-icons", member)
+    updated = await owner.post("/group/update", id=group, icon=icon["thumb"], private=1)
+    assert updated["code"] == 0 and updated["data"]["private"] == 1, updated
+    assert [await status(u, icon["thumb"]) for u in (owner, member, outsider)] == [
+        200, 200, 404]
+    assert (await member.post("/group/leave", id=group))["code"] == 0
+    assert await status(member, icon["thumb"]) == 404
+    assert (await owner.post("/group/update", id=group, private=0))["code"] == 0
+    assert [await status(u, icon["thumb"]) for u in (member, outsider)] == [200, 200]
+    assert (await owner.post("/group/update", id=group, private=1))["code"] == 0
+    assert await status(outsider, icon["thumb"]) == 404
+    assert (await owner.post("/user/update", avatar=icon["thumb"]))["code"] == 0
+    assert await status(outsider, icon["thumb"]) == 200
+    await close_all(owner, member, outsider)
+
+
 async def test_a_file_uploaded_again_by_another_is_theirs_to_send(server):
     alice, bob, carol = [await register(server) for _ in range(3)]
     await befriend(bob, carol)

@@ -3,8 +3,9 @@ avatar or a group icon.
 
 Files are stored once per content, so one file may be linked from many conversations. A
 signed-in user may download it when any of these holds:
-- it is someone's avatar or a group's icon (those show in contact lists, search and
-  invitations, to anyone signed in);
+- it is someone's avatar or a public group's icon (those show in contact lists, search and
+  invitations, to anyone signed in); a private group's icon only to its members (nothing
+  shows a private group to anyone else);
 - they uploaded it, first (`Attachment.uploader_id`) or again (`Upload`: the same content
   answered at once), so they can preview and send it;
 - they may read a message that links to it (`url`), by the history rule of
@@ -22,7 +23,7 @@ Every lookup is by an index (message url, avatar, icon, attachment name).
 from __future__ import annotations
 
 from app.chat.wire import CMD_GROUP
-from app.model.tables import Attachment, Community, Message, Upload, User
+from app.model.tables import Attachment, Community, Membership, Message, Upload, User
 from app.service import access
 from app.service.uploads import PICTURE_FORMATS, THUMB_SUFFIX
 from app.util.errors import NoSuchFile, NotFound
@@ -44,7 +45,12 @@ def family(name: str) -> list[str]:
 
 async def _is_public(links: list[str]) -> bool:
     return (await User.filter(avatar__in=links).exists()
-            or await Community.filter(icon__in=links).exists())
+            or await Community.filter(icon__in=links, is_private=False).exists())
+
+
+async def _is_own_groups_icon(user_id: int, links: list[str]) -> bool:
+    """Whether one of `links` is the icon of a (private) group the user belongs to."""
+    return await Membership.filter(user_id=user_id, community__icon__in=links).exists()
 
 
 async def _is_uploader(user_id: int, names: list[str]) -> bool:
@@ -81,7 +87,9 @@ async def may_download(user_id: int | None, name: str) -> bool:
     if user_id is not None and (await _is_uploader(user_id, names)
                                 or await _in_readable_message(user_id, links)):
         return True
-    return await _is_public(links)
+    if await _is_public(links):
+        return True
+    return user_id is not None and await _is_own_groups_icon(user_id, links)
 
 
 async def check_download(user_id: int, name: str) -> None:
