@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from app.model.tables import Attachment, AuditEntry, Message, now_ms
-from app.service import retention
+from app.service import retention, uploads
 from app.service.retention import RetentionJob
 from app.settings import Settings
 from tests.factories import befriend, close_all, png_bytes, register, send_texts
@@ -76,12 +76,12 @@ async def test_only_unreferenced_uploads_past_the_grace_period_are_deleted(serve
         folder = server.settings.upload_path
         orphan_name = orphan.rsplit("/", 1)[1]
         assert (folder / orphan_name).is_file()
-        assert (folder / retention.thumb_name(orphan_name)).is_file()
+        assert (folder / uploads.thumb_name(orphan_name)).is_file()
         server.settings.retention.delete_unreferenced_uploads = True
         outcome = await retention.run_once(server.settings)
         assert (outcome.messages, outcome.uploads) == (0, 1)
         assert not (folder / orphan_name).exists()
-        assert not (folder / retention.thumb_name(orphan_name)).exists()
+        assert not (folder / uploads.thumb_name(orphan_name)).exists()
         left = set(await Attachment.all().values_list("stored_name", flat=True))
         assert left == {u.rsplit("/", 1)[1] for u in (sent, avatar, young)}
         for url in (sent, avatar, young):

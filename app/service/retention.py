@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from app.model.database import connection_name, fetch_all
 from app.model.tables import Attachment, Message, Upload, now_ms
 from app.service import audit, search
+from app.service.uploads import thumb_name
 from app.settings import Settings
 from app.util.periodic import PeriodicJob
 
@@ -77,11 +78,6 @@ async def _referenced_names(candidates: dict[str, int]) -> set[str]:
         if len(rows) < BATCH:
             return found & set(candidates)
         after = rows[-1]["id"]
-
-
-def thumb_name(stored_name: str) -> str:
-    """The thumbnail beside a stored picture (app/service/uploads.py makes it)."""
-    return stored_name.rsplit(".", 1)[0] + "_t.webp"
 
 
 async def delete_unreferenced_uploads(upload_dir: Path, uploaded_before_ms: int) -> int:
