@@ -23,7 +23,8 @@ from tests.harness import (
 Sanic.test_mode = True
 
 _MYSQL_TABLES = ["im_upload", "im_admin", "im_audit", "im_directory_account", "im_friend_request", "im_block",
-                 "im_search_token", "im_search_word", "im_search_state", "im_readmark",
+                 "im_search_block", "im_search_token", "im_search_word", "im_search_state",
+                 "im_readmark",
                  "im_message_relation", "im_mute", "im_message", "im_attachment", "im_membership",
                  "im_friendship", "im_community", "im_token", "im_user"]
 

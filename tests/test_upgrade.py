@@ -258,7 +258,11 @@ def test_migrate_command_backs_up_and_shows_each_step(old_database):
     assert any(line.startswith("step 2 -> 3:") for line in lines), lines
     messages = len(old.rows()["im_message"])
     assert f"  indexing {messages} messages for search" in lines, lines
-    assert any(line.startswith(f"  indexed {messages}/{messages} messages") for line in lines)
+    if old.engine == "sqlite":
+        assert any(line.startswith(f"  indexed {messages}/{messages} messages") for line in lines)
+    else:  # fewer than a block: MySQL reads them from im_message (mysql_index's tail)
+        assert f"  the newest {messages} messages are searched as they are stored (the index " \
+               "takes them in whole blocks)" in lines, lines
     if old.engine == "sqlite":
         assert any("backing up the database to" in line for line in lines), lines
         assert old.sqlite_path.with_name("imchat.db.schema-1.bak").is_file()
@@ -472,10 +476,20 @@ async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(ol
     lines = upgraded.stdout.splitlines()
     messages = len(old.rows()["im_message"])
     assert any(line.startswith("step 3 -> 4:") for line in lines), lines
-    assert f"  indexed {messages}/{messages} messages" in " ".join(lines), lines
     if old.engine == "sqlite":
+        assert f"  indexed {messages}/{messages} messages" in " ".join(lines), lines
         names = {name for (name,) in old.query("SELECT name FROM sqlite_master")}
         assert "im_search_fts" in names and not names & {"im_search_token", "im_search_word"}
+    else:  # step 12 builds MySQL's index; fewer than a block are read from im_message
+        assert any(line.startswith("step 11 -> 12:") for line in lines), lines
+        assert f"  the newest {messages} messages are searched as they are stored" in (
+            " ".join(lines)), lines
+    await _found_by_meeting_words(old)
+
+
+async def _found_by_meeting_words(old: Any) -> None:
+    """Alice finds the old meeting message by a word of it; Carol, not in that conversation,
+    finds nothing."""
     alice, _bob, carol, _dave = old.facts["users"]
     meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
     server = await start_server(old.settings)
@@ -489,6 +503,41 @@ async def test_a_schema_3_search_index_is_replaced_and_finds_the_old_messages(ol
                 assert [m["id"] for m in found["rows"]] == expected, found
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("db_backend", ["mysql"], indirect=True)
+async def test_a_schema_11_mysql_token_index_becomes_sealed_blocks(old_database):
+    """Schema 11 kept MySQL's whole index as (token, conv, message) rows; step 12 empties them
+    (the table keeps edited texts only) and seals the stored messages in blocks, the last
+    partial block left to be read from im_message."""
+    from app.service.search.mysql_blocks import BLOCK
+
+    old = old_database
+    assert old.cli("migrate").returncode == 0
+    # As schema 11 left it: no blocks, every message's tokens as rows (one stands for all:
+    # a row that would show a message in another conversation if it were still read), the
+    # mark past the messages; and a block's worth of older messages sent long ago.
+    old.query("DROP TABLE im_search_block")
+    old.query("INSERT INTO im_search_token VALUES ('会议', 999, 1)")
+    old.query("UPDATE im_search_state SET last_id = 1000000")
+    first = int(old.query("SELECT MAX(id) FROM im_message")[0][0]) + 1
+    values = ", ".join(f"({i}, 10, 900001, 900002, NULL, 'filler-{i}', 1, '会议 filler', '', "
+                       "'', '', 0, 1)" for i in range(first, BLOCK + 2))
+    old.query("INSERT INTO im_message (id, cmd, sender_id, dst_user_id, community_id, cid, "
+              f"media, content, pic, url, memo, amount, created_ms) VALUES {values}")
+    old.query("UPDATE im_schema SET version = 11")
+    upgraded = old.cli("migrate")
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = upgraded.stdout.splitlines()
+    assert any(line.startswith("step 11 -> 12:") for line in lines), lines
+    assert f"  indexed {BLOCK}/{BLOCK + 1} messages (up to id {BLOCK})" in lines, lines
+    assert "  the newest 1 messages are searched as they are stored (the index takes them in " \
+           "whole blocks)" in lines, lines
+    assert old.query("SELECT last_id FROM im_search_state") == [(BLOCK,)]
+    assert old.query("SELECT COUNT(*) FROM im_search_token") == [(0,)]
+    assert old.query("SELECT COUNT(*) FROM im_search_block WHERE block = 0 AND token IN "
+                     "('会议', 'filler')") == [(2,)]
+    await _found_by_meeting_words(old)
 
 
 def _edit_as_schema_10_did(old: Any, message_id: int, text: str) -> None:

@@ -36,7 +36,7 @@ from app.settings import Settings
 
 log = logging.getLogger("imchat.db")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # The release that introduced each schema version, for messages that name both sides.
 RELEASE_OF_SCHEMA = {1: "0.1.0", **{version: "0.2.0" for version in range(2, SCHEMA_VERSION + 1)}}
 
@@ -93,12 +93,15 @@ _SQLITE_TOKEN_TABLES = ("im_search_token", "im_search_word", "im_search_state")
 async def _search_index(connection: BaseDBAsyncClient, progress: Progress) -> None:
     # The search index of every message stored so far (app/service/search/); the indexer of
     # the running server keeps it up to date from here on. SQLite: FTS5 instead of schema 3's
-    # token table, built from scratch. MySQL: the same token table, completed from its mark.
-    from app.service.search import reindex
+    # token table, built from scratch. MySQL: its tables; step 12 builds the index (it would
+    # be built twice on the way from 0.1.0).
+    from app.service.search import create_tables, reindex
 
-    if connection.capabilities.dialect == "sqlite":
-        for table in _SQLITE_TOKEN_TABLES:
-            await connection.execute_query(f"DROP TABLE IF EXISTS {table}")
+    if connection.capabilities.dialect != "sqlite":
+        await create_tables(connection)
+        return
+    for table in _SQLITE_TOKEN_TABLES:
+        await connection.execute_query(f"DROP TABLE IF EXISTS {table}")
     await reindex(connection, progress)
 
 
@@ -170,6 +173,16 @@ async def _search_after_changes(connection: BaseDBAsyncClient, progress: Progres
         await index_changed_messages(connection, progress)
 
 
+async def _search_blocks(connection: BaseDBAsyncClient, progress: Progress) -> None:
+    # MySQL/MariaDB: the index becomes posting lists sealed per block of message ids
+    # (app/service/search/mysql_blocks.py), the token table keeping edited texts only; built
+    # again from every stored message. SQLite: nothing changes.
+    from app.service.search import reindex
+
+    if connection.capabilities.dialect != "sqlite":
+        await reindex(connection, progress, from_scratch=True)
+
+
 STEPS: tuple[Step, ...] = (
     Step(2, "identifiers compare byte for byte on MySQL (message cids, mobiles)",
          _exact_identifiers),
@@ -188,6 +201,8 @@ STEPS: tuple[Step, ...] = (
     Step(10, "catch-up: memberships by user (an index)", _membership_index),
     Step(11, "message search: messages edited or recalled so far, indexed as they now read",
          _search_after_changes),
+    Step(12, "message search on MySQL/MariaDB: posting lists sealed per block of messages "
+             "(about one row a message instead of ~40-80)", _search_blocks),
 )
 assert [s.version for s in STEPS] == list(range(2, SCHEMA_VERSION + 1))
 

@@ -1,7 +1,8 @@
 """Message search for Chinese and English on SQLite and MySQL/MariaDB, with nothing for the
 administrator to install: imchat makes its own tokens (text.py) and stores them where each
-engine indexes them best (SQLite: an FTS5 table, sqlite_index.py; MySQL/MariaDB: a B-tree of
-tokens, mysql_index.py); a background indexer keeps the index up to date (indexer.py); a query
+engine indexes them best (SQLite: an FTS5 table, sqlite_index.py; MySQL/MariaDB: posting lists
+sealed per block of message ids, mysql_blocks.py, and the newest messages read as they are,
+mysql_index.py); a background indexer keeps the index up to date (indexer.py); a query
 asks the index for candidates in the conversations the caller may read (the rule is
 app/service/access.py's) and checks each on its stored text, within budgets (query.py).
 Why each engine stores what it does, and what it costs: bench/NOTES.md "Message search".

@@ -54,8 +54,9 @@ async def index_pending(connection: BaseDBAsyncClient, batch: int | None = None,
 async def reindex(connection: BaseDBAsyncClient, progress: Callable[[str], None],
                   from_scratch: bool = False) -> int:
     """Index every message not yet indexed (all of them with `from_scratch`), with a progress
-    line every 5 batches; answer how many messages were read. On MySQL, holes in the ids younger
-    than GAP_GRACE_MS stop it as they stop the server's indexer, which goes on from there."""
+    line every 5 batches; answer how many messages were read. On MySQL the messages after the
+    last whole block stay out (they are read from im_message, mysql_index), and a block is
+    sealed once the message after it is GAP_GRACE_MS old."""
     await create_tables(connection)
     if from_scratch:
         await forget_index(connection)
@@ -64,15 +65,29 @@ async def reindex(connection: BaseDBAsyncClient, progress: Callable[[str], None]
         f"SELECT COUNT(*) AS n FROM im_message WHERE id > {int(mark)}")
     total = int(total_rows[0]["n"])
     progress(f"  indexing {total} messages for search")
-    batches = 0
+    batches, unsaid = 0, ""
 
     def each_batch(done: int, last_id: int) -> None:
-        nonlocal batches
+        nonlocal batches, unsaid
         batches += 1
+        unsaid = f"  indexed {done}/{total} messages (up to id {last_id})"
         if batches % 5 == 0 or done >= total:
-            progress(f"  indexed {done}/{total} messages (up to id {last_id})")
+            progress(unsaid)
+            unsaid = ""
 
-    return await index_pending(connection, REINDEX_BATCH, each_batch)
+    done = await index_pending(connection, REINDEX_BATCH, each_batch)
+    if unsaid:
+        progress(unsaid)
+    mark = await engine(connection).indexed_up_to(connection)
+    if engine(connection) is mysql_index:
+        await mysql_index.index_changed_after(connection, mark)
+    left_rows = await connection.execute_query_dict(
+        f"SELECT COUNT(*) AS n FROM im_message WHERE id > {int(mark)}")
+    if int(left_rows[0]["n"]):
+        # MySQL's unsealed tail (mysql_index): found by reading im_message.
+        progress(f"  the newest {int(left_rows[0]['n'])} messages are searched as they are "
+                 "stored (the index takes them in whole blocks)")
+    return done
 
 
 # Messages that an edit or a recall changed (the entries' im_message_relation rows).

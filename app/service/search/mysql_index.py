@@ -1,69 +1,82 @@
-"""The search index on MySQL/MariaDB: imchat's own tokens in a plain InnoDB table.
+"""The search index on MySQL/MariaDB: imchat's own tokens, in posting lists sealed per block
+of message ids (mysql_blocks.py), a tail read from im_message, and a B-tree for edited texts.
 
 Why not InnoDB's FULLTEXT: MariaDB has no ngram parser, InnoDB skips tokens shorter than
 `innodb_ft_min_token_size` (3, fixed at server start; most Chinese words are two characters),
 and a FULLTEXT match cannot be read newest first with a limit: it finds every matching
-document, then sorts (a common character is a large share of a million messages). A B-tree of
-imchat's tokens answers "newest first in these conversations" from the index order, on MySQL
-and MariaDB alike, with nothing to configure.
+document, then sorts. Words made by imchat and scoped to a conversation would answer only the
+caller's conversations, but cost more to write than the chat path itself (bench/NOTES.md).
 
-Rows of `im_search_token` are (token, conv, message_id) with `text.tokens_of` tokens (each CJK
-character and each pair of neighbours, each other word). `conv` puts the access rule in the
-key range: a group message has conv = group id (> 0); a one-to-one message is stored twice,
-once for each participant, with conv = -(me * 2**31 + peer), so that all of a user's
-one-to-one messages are one range and one conversation one key. `im_search_word` is the
-vocabulary of words, so a query's word finds the words it begins through a range scan.
+Where a message is found (newest first, the three merged):
+- the tail: messages after the last sealed block (`im_search_state.last_id`), read from
+  im_message in the caller's conversations by its own indexes and matched in Python: a new
+  message is searchable as soon as it is stored, and the tail is at most a block and what
+  came in the last GAP_GRACE_MS;
+- sealed blocks (mysql_blocks.py): once every message up to a block's end is stored (its
+  next message is GAP_GRACE_MS old: an id below it then belongs to no transaction still to
+  commit), the indexer writes the block's posting rows, about one row a message;
+- `im_search_token` (token, conv, message_id) for texts an edit changed: every edit writes its
+  new text's tokens there (and a recall or a further edit takes them out), so an edit is found
+  whether its message was sealed before, after or while it happened. Edits are rare: this is
+  the small B-tree that the whole index used to be.
+An edit, a recall or a deletion takes the text it replaces out of the message's block, in its
+own transaction (a recalled text leaves nothing behind); a block sealed from a text read just
+before a change has that text taken out again by the sealer (`_index_changed_in`).
 
-A query: its terms must all be present (each CJK pair or lone character, each word as a
-prefix). The most selective-looking term drives a scan of the caller's conversations newest
-first; the other one-token terms are checked by primary-key lookups, joined in the written
-order, and the statement is stopped by the server at the query's time budget.
-
-The cost is the write: every message adds ~40 rows (twice that for a one-to-one message) at
-random places of a table far larger than the buffer pool's share for it; a batch's rows go to
-the database as one JSON document a statement, which it expands and inserts idempotently
-(the server's indexer and `imchat reindex` may run at once). A hole in the ids may be a
-transaction still to commit: the stored mark waits GAP_GRACE_MS for it (bench/NOTES.md).
+`conv` is the access rule in the key: a group message has conv = group id (> 0); a one-to-one
+message is stored for each participant, with conv = -(me * 2**31 + peer), so that all of a
+user's one-to-one conversations are one range and one conversation one key. `im_search_word`
+is the vocabulary of words, so a query's word finds the words it begins through a range scan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import ujson
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
-from app.chat.wire import CMD_GROUP, MEDIA_EDIT, MEDIA_RECALL
+from app.chat.wire import CMD_GROUP, CMD_SINGLE, MEDIA_EDIT, MEDIA_RECALL
 from app.model.collation import exact_collation
-from app.model.database import fetch_all
+from app.model.database import connection_name, fetch_all
 from app.model.tables import now_ms
 from app.service.access import Readable
-from app.service.search.text import MAX_TOKEN, Query, is_cjk, tokens_of
+from app.service.search import mysql_blocks
+from app.service.search.text import MAX_TOKEN, Query, is_cjk, match_of, tokens_of
 
-TABLES = ("im_search_token", "im_search_word", "im_search_state")
+TABLES = ("im_search_block", "im_search_token", "im_search_word", "im_search_state")
 # User ids must be below this for the one-to-one conversation key (2**31: ids are handed out
 # by the database one by one, so this is two billion accounts).
 _PAIR = 2**31
 # Words a query's word may expand to through the vocabulary (deploy -> deployed, deployment...).
 MAX_PREFIX_WORDS = 100
-# Messages per batch of the server's indexer: tokenising one runs in the event loop.
-LIVE_BATCH = 1000
-# Token rows per INSERT: a reindex batch has ~800,000; one statement each would outlast the
-# statement deadline (database.query_timeout_seconds) on a busy server.
+# The indexer seals whole blocks: its batch is a block (the argument is kept for the engines'
+# common call).
+LIVE_BATCH = mysql_blocks.BLOCK
+# Token rows per INSERT into the table of edited texts.
 STATEMENT_ROWS = 20_000
-# A hole in the ids (a transaction not yet committed, or an id an INSERT IGNORE used up) is
-# waited for this long before the indexer moves past it.
+# A block is sealed once the message after it is this old: a hole in its ids is then no
+# transaction still to commit (an id an INSERT IGNORE used up, a message deleted).
 GAP_GRACE_MS = 5000
-_READ_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content, created_ms "
-             "FROM im_message WHERE id > %s ORDER BY id LIMIT %s")
+_BLOCK_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
+              "FROM im_message WHERE id > %s AND id <= %s ORDER BY id")
+# Tail rows read per round of a query.
+_TAIL_PAGE = 500
 
 
 class BudgetSpent(Exception):
-    """The database stopped a statement at the query's time budget."""
+    """The query's time budget ran out (the database stopped a statement, or the blocks were
+    not all read); `ids` are the candidates found before, newest first."""
+
+    def __init__(self, ids: Sequence[int] = ()) -> None:
+        super().__init__("the search's time budget ran out")
+        self.ids = list(ids)
 
 
 def pair_key(me: int, peer: int) -> int:
@@ -158,8 +171,8 @@ def _prepared(rows: Sequence[Any]) -> tuple[list[str], list[str], int]:
 
 
 async def index_rows(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> int:
-    """Store the tokens of `rows` (im_message rows); rows already indexed are left as they
-    are. Answers the number of token rows offered."""
+    """Store the tokens of `rows` (im_message rows) in the table of edited texts; rows
+    already there are left as they are. Answers the number of token rows offered."""
     # Tokenised in a thread: the event loop gets turns meanwhile (the GIL is shared).
     statements, words, count = await asyncio.to_thread(_prepared, rows)
     for argument in statements:
@@ -187,11 +200,19 @@ async def _delete_tokens(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> 
 
 
 async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
-    """Before rows change or go (in the transaction that changes them): the token rows of
-    their text as it is now, by primary key. (An indexer that read a row before the change
-    and wrote after it put that text's tokens back: `_index_changed_again` takes them out.)"""
+    """Before rows change or go (in the transaction that changes them): their text as it is
+    now leaves the index, from the table of edited texts and from their sealed blocks (a
+    recalled text leaves nothing of itself behind)."""
     if ids:
-        await _delete_tokens(connection, await _rows_of(connection, ids))
+        rows = await _rows_of(connection, ids)
+        await _delete_tokens(connection, rows)
+        await _remove_from_blocks(connection, rows)
+
+
+async def _remove_from_blocks(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    by_block = await asyncio.to_thread(mysql_blocks.entries_of, rows, conv_keys)
+    for block, entries in sorted(by_block.items()):
+        await mysql_blocks.remove(connection, block, entries)
 
 
 # Messages of an indexed range that an edit or a recall changed (im_message_relation.ref_id is
@@ -211,24 +232,39 @@ async def _has_changes_table(connection: BaseDBAsyncClient) -> bool:
     return bool(rows[0]["n"])
 
 
-async def _index_changed_again(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
-    """After indexing `rows` as they were read: those an edit or a recall changed (maybe after
-    the read, its own unindex then finding nothing to delete) lose the tokens of the text read
-    and get those of the text as it is now. Messages changed before the read are redone for
-    nothing: changes are rare. (MySQL's writer and indexer are separate connections; on SQLite
-    the indexer's transaction holds the write lock, so this cannot happen there.)"""
-    if not await _has_changes_table(connection):
+async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
+    """After sealing a block from `rows` as they were read: the messages an edit or a recall
+    changed (maybe after the read) leave the block with the text read, and have their text as
+    it is now in the table of edited texts, where an edit puts it (after `forget` only this
+    puts it back)."""
+    if not rows or not await _has_changes_table(connection):
         return
     changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
         _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
     if changed:
-        await _delete_tokens(connection, [r for r in rows if int(r["id"]) in changed])
-        await index_again(connection, sorted(changed))
+        # One transaction: the rows are read, changed and written back under their locks.
+        async with in_transaction(connection_name()) as transaction:
+            await _remove_from_blocks(transaction, [r for r in rows if int(r["id"]) in changed])
+        ordered = sorted(changed)
+        for start in range(0, len(ordered), 1000):
+            await index_again(connection, ordered[start:start + 1000])
+
+
+async def index_changed_after(connection: BaseDBAsyncClient, mark: int) -> None:
+    """After a reindex: the changed messages of the unsealed tail get their current text in
+    the table of edited texts, as their edits put it there (the tail is read as it is
+    anyway; this keeps a rebuilt index the same as one kept up to date)."""
+    if not await _has_changes_table(connection):
+        return
+    changed = sorted({int(r["ref_id"]) for r in await connection.execute_query_dict(
+        _CHANGED_SQL, [mark + 1, 2**62])})
+    for start in range(0, len(changed), 1000):
+        await index_again(connection, changed[start:start + 1000])
 
 
 async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
-    """After rows changed: the tokens of those that still have text, indexed or not yet (the
-    indexer adds none twice)."""
+    """After rows changed (an edit, in its transaction): the tokens of those that still have
+    text, in the table of edited texts, whether their block is sealed or not yet."""
     if ids:
         await index_rows(connection, await _rows_of(connection, ids))
 
@@ -247,47 +283,69 @@ async def _set_indexed_up_to(connection: BaseDBAsyncClient, last_id: int) -> Non
                                    [1, last_id])
 
 
-def safe_point(start: int, rows: Sequence[Any], now: int) -> int:
-    """The highest id below which every message is indexed: up to the first hole in the ids,
-    or past it once the row after it is older than GAP_GRACE_MS (the hole is then not a
-    transaction still to commit)."""
-    safe = start
-    for row in rows:
-        if row["id"] != safe + 1 and now - int(row["created_ms"]) < GAP_GRACE_MS:
-            break
-        safe = row["id"]
-    return safe
+def sealable(after: Any | None, now: int) -> bool:
+    """Whether the block before `after` (the first stored message past the block, or None)
+    may be sealed: once `after` is GAP_GRACE_MS old, an id of the block not stored yet belongs
+    to no transaction still to commit (a message takes its id as it is inserted)."""
+    return after is not None and now - int(after["created_ms"]) >= GAP_GRACE_MS
 
 
-async def index_pending(connection: BaseDBAsyncClient, batch: int,
+def _prepared_block(block: int, rows: Sequence[Any]
+                    ) -> tuple[list[tuple[str, list[Any]]], set[str]]:
+    postings, words = mysql_blocks.postings_of(rows, conv_keys)
+    return mysql_blocks.statements(block, postings), words
+
+
+async def _seal_block(connection: BaseDBAsyncClient, block: int) -> int:
+    """Seal one block from im_message as it reads now; answers how many messages it has."""
+    first, last = mysql_blocks.last_id_of(block - 1) + 1, mysql_blocks.last_id_of(block)
+    rows = await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])
+    # Tokenised and encoded in a thread: the event loop gets turns meanwhile (the GIL is
+    # shared).
+    prepared, words = await asyncio.to_thread(_prepared_block, block, rows)
+    await mysql_blocks.seal(connection, prepared)
+    if words:
+        await connection.execute_many(_insert_ignore("im_search_word", ("token",)),
+                                      [(w,) for w in sorted(words)])
+    await _index_changed_in(connection, rows)
+    return len(rows)
+
+
+async def index_pending(connection: BaseDBAsyncClient, batch: int = LIVE_BATCH,
                         progress: Callable[[int, int], None] | None = None) -> int:
-    """Index every message after the stored mark, in batches; answer how many were read.
-    `progress(done, last_id)` is called after each batch."""
+    """Seal every block after the stored mark whose messages are all stored; answer how many
+    messages were read. `progress(done, last_id)` is called after each block. (`batch` is
+    the engines' common argument: a block is the batch here.)"""
     start = await indexed_up_to(connection)
     done = 0
     while True:
-        rows = await connection.execute_query_dict(_READ_SQL, [start, batch])
-        if not rows:
+        following = await connection.execute_query_dict(
+            "SELECT MIN(id) AS id FROM im_message WHERE id > %s", [start])
+        if following[0]["id"] is None:
             return done
-        await index_rows(connection, rows)
-        await _index_changed_again(connection, rows)
-        done += len(rows)
-        safe = safe_point(start, rows, now_ms())
-        if safe > start:
-            await _set_indexed_up_to(connection, safe)
+        block = mysql_blocks.block_of(int(following[0]["id"]))
+        last = mysql_blocks.last_id_of(block)
+        after = await connection.execute_query_dict(
+            "SELECT id, created_ms FROM im_message WHERE id > %s ORDER BY id LIMIT 1", [last])
+        if not sealable(after[0] if after else None, now_ms()):
+            return done
+        done += await _seal_block(connection, block)
+        await _set_indexed_up_to(connection, last)
         if progress is not None:
-            progress(done, rows[-1]["id"])
-        if len(rows) < batch or safe == start:
-            return done
-        start = safe
+            progress(done, last)
+        start = last
 
 
 async def create_tables(connection: BaseDBAsyncClient) -> None:
-    """Plain DDL (no Tortoise model: the token table's key is the three columns)."""
+    """Plain DDL (no Tortoise models: composite keys)."""
     collation = await exact_collation(connection)
     text = f"VARCHAR(32) CHARACTER SET utf8mb4 COLLATE {collation} NOT NULL"
     with warnings.catch_warnings():  # MySQL warns that a table exists (aiomysql says it)
         warnings.filterwarnings("ignore", message=".*already exists")
+        await connection.execute_script(
+            f"CREATE TABLE IF NOT EXISTS im_search_block (token {text}, block INT NOT NULL, "
+            "postings MEDIUMBLOB NOT NULL, PRIMARY KEY (token, block)) "
+            "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
         await connection.execute_script(
             f"CREATE TABLE IF NOT EXISTS im_search_token (token {text}, conv BIGINT NOT NULL, "
             "message_id BIGINT NOT NULL, PRIMARY KEY (token, conv, message_id)) "
@@ -370,11 +428,83 @@ def _ranges(readable: Readable) -> tuple[tuple[int, int] | None, list[int]]:
 
 async def candidates(readable: Readable, query: Query, before: int, limit: int,
                      milliseconds: int) -> list[int]:
-    """Ids of the newest `limit` messages below `before` in the user's conversations that hold
-    a token of the driving term and the one token of each other one-token term, newest first
-    (may repeat an id). Raises BudgetSpent when the server stops the statement."""
+    """Ids of the newest `limit` messages below `before` in the user's
+    conversations that may hold the query, newest first: from the tail, then the sealed
+    blocks and the table of edited texts together. Raises BudgetSpent (with what it found)
+    when the time runs out first."""
+    deadline = time.monotonic() + max(1, milliseconds) / 1000
+    pairs, groups = _ranges(readable)
+    if pairs is None and not groups:
+        return []
+    mark = int((await fetch_all("SELECT last_id FROM im_search_state WHERE id = 1") or
+                [{"last_id": 0}])[0]["last_id"])
+    found: list[int] = []
+    if before > mark + 1:
+        found = await _tail(readable, query, before, mark, limit, deadline)
+        if len(found) >= limit:
+            return found
+        before = mark + 1
     terms = terms_of(query)
     expanded = [await _expand(term) for term in terms]
+    sealed, out_of_time = await mysql_blocks.scan(
+        fetch_all, expanded, before - 1, groups, pairs, limit - len(found),
+        lambda: time.monotonic() >= deadline)
+    left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    edited = await _edited(readable, terms, expanded, before, limit - len(found), left_ms)
+    if out_of_time:
+        # Only what the blocks were read down to is in order.
+        bottom = min(sealed) if sealed else before
+        raise BudgetSpent(found + sorted({*sealed, *(i for i in edited if i >= bottom)},
+                                         reverse=True)[:limit - len(found)])
+    return found + sorted({*sealed, *edited}, reverse=True)[:limit - len(found)]
+
+
+def _tail_sql(readable: Readable, mark: int, below: int) -> tuple[str, list[Any]]:
+    """Text messages after the sealed blocks (id > mark) and below `below` in the user's
+    conversations, newest first: one SELECT a conversation kind, each by its own index."""
+    me, peer = readable.user_id, readable.peer
+    bounds = "AND id > ? AND id < ? AND media = 1 ORDER BY id DESC LIMIT " + str(_TAIL_PAGE)
+    parts: list[tuple[str, list[Any]]] = []
+    if readable.one_to_one and peer is None:
+        parts += [(f"sender_id = ? AND cmd = {CMD_SINGLE}", [me]),
+                  (f"dst_user_id = ? AND cmd = {CMD_SINGLE}", [me])]
+    elif readable.one_to_one:
+        parts += [(f"sender_id = ? AND dst_user_id = ? AND cmd = {CMD_SINGLE}", [me, peer]),
+                  (f"sender_id = ? AND dst_user_id = ? AND cmd = {CMD_SINGLE}", [peer, me])]
+    if readable.groups:
+        parts.append((f"community_id IN ({_marks(len(readable.groups))})",
+                      list(readable.groups)))
+    sql = " UNION ALL ".join(f"(SELECT id, content FROM im_message WHERE {part} {bounds})"
+                             for part, _ in parts)
+    values = [value for _, part_values in parts for value in (*part_values, mark, below)]
+    return f"{sql} ORDER BY id DESC LIMIT {_TAIL_PAGE}", values
+
+
+async def _tail(readable: Readable, query: Query, before: int, mark: int, limit: int,
+                deadline: float) -> list[int]:
+    """The newest `limit` messages after the sealed blocks and below `before` that hold the
+    query, read from im_message and matched here (a message to oneself comes twice)."""
+    found: list[int] = []
+    below = before
+    while time.monotonic() < deadline:
+        rows = await fetch_all(*_tail_sql(readable, mark, below))
+        for row in rows:
+            message_id = int(row["id"])
+            if (match_of(row["content"] or "", query) is not None
+                    and (not found or found[-1] != message_id)):
+                found.append(message_id)
+                if len(found) >= limit:
+                    return found
+        if len(rows) < _TAIL_PAGE:
+            return found
+        below = int(rows[-1]["id"])
+    raise BudgetSpent(found)
+
+
+async def _edited(readable: Readable, terms: Sequence[Term], expanded: list[list[str]],
+                  before: int, limit: int, milliseconds: int) -> list[int]:
+    """The newest `limit` ids below `before` in the table of edited texts: the most selective
+    looking term drives, the other one-token terms are point lookups."""
     order = sorted(range(len(terms)), key=lambda i: _selectivity(terms[i]), reverse=True)
     # A word that stands for several stored words is checked in the text afterwards.
     others = [expanded[i][0] for i in order[1:] if len(expanded[i]) == 1]
@@ -383,7 +513,7 @@ async def candidates(readable: Readable, query: Query, before: int, limit: int,
         return []
     try:
         return [int(r["message_id"]) for r in await fetch_all(
-            await _time_limited(sql, max(1, milliseconds)), values)]
+            await _time_limited(sql, milliseconds), values)]
     except Exception as error:
         if _interrupted(error):
             raise BudgetSpent() from error

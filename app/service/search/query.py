@@ -74,7 +74,9 @@ async def _scan(readable: Readable, query: Query, scan: _Scan, limit: int,
         window = min(max(limit * 4, 50), budget.candidates - scan.checked)
         try:
             ids = await _candidates(readable, query, scan, window)
-        except mysql_index.BudgetSpent:
+        except mysql_index.BudgetSpent as spent:
+            if spent.ids:
+                await _check(spent.ids, readable, query, scan, found, limit)
             if scan.checked == 0:
                 raise Refused("this search takes too long; add words or search in one "
                               "conversation") from None

@@ -1,0 +1,258 @@
+"""MySQL/MariaDB's search index proper: posting lists sealed per block of message ids.
+
+Every BLOCK consecutive message ids make a block. Once all of a block's messages are stored
+(mysql_index decides when), the block is sealed: one row per token of its texts
+(text.tokens_of), holding the ids of that token's messages grouped by conversation key
+(mysql_index.conv_keys: the group, or the one-to-one pair seen from each side). A message then
+costs about one row, written once, where a B-tree of (token, conversation, message) rows took
+~40 of them for a group message and ~80 for a one-to-one one, each at a random place of a table
+far larger than the buffer pool's share of it (bench/NOTES.md, "MariaDB's write path").
+
+A query reads its terms' rows newest block first, takes from each only the slices of the
+caller's conversations (a bisection per group, one range for all of the caller's one-to-one
+keys, which sort together) and intersects the terms' ids block by block.
+
+A block's rows are the same whoever seals it, as often as it is sealed (from im_message as it
+then reads), so the server's indexer and `imchat reindex` may seal one at once; a text changed
+after its block was read is indexed apart (mysql_index's table of edited messages).
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from array import array
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from app.service.search.text import is_cjk, tokens_of
+
+# Message ids a block spans. Smaller blocks make more rows a message (a token's row is written
+# once a block); larger ones make a longer unsealed tail, which a query reads from im_message.
+BLOCK = 4096
+# A row stores its ids as uint16 offsets and counts (a one-to-one message is there twice).
+assert 2 * BLOCK <= 0xFFFF
+# Posting rows per INSERT (a common token's row of a block holds up to 2 x BLOCK ids).
+_ROWS_A_STATEMENT = 500
+# Blocks read per query round at first; each round reads twice as many, up to the most.
+_FIRST_SPAN, _MOST_SPAN = 4, 64
+# The postings go as hex (aiomysql cannot escape bytes, and a hex string it escapes fast),
+# all of a statement's rows in one VALUES list.
+_UPSERT = ("INSERT INTO im_search_block (token, block, postings) VALUES {} "
+           "ON DUPLICATE KEY UPDATE postings = VALUES(postings)")
+_DEADLOCK = "1213"
+
+# conversation key -> its message ids in a block, ascending, as offsets from the block's first
+Postings = dict[int, list[int]]
+
+
+def block_of(message_id: int) -> int:
+    return (message_id - 1) // BLOCK
+
+
+def last_id_of(block: int) -> int:
+    return (block + 1) * BLOCK
+
+
+def first_id_of(block: int) -> int:
+    return block * BLOCK + 1
+
+
+def _little_endian(values: array) -> bytes:
+    if sys.byteorder == "big":
+        values = array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def _read(typecode: str, data: bytes) -> array:
+    values = array(typecode, data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def encode(postings: Postings) -> bytes:
+    """Little-endian: the number of keys (uint32), the keys ascending (int64), where each
+    key's ids start among the ids and where the last ends (uint16), the ids (uint16, as
+    offsets from the block's first id: a block spans BLOCK ids; ascending within a key)."""
+    keys = sorted(postings)
+    starts, offsets = array("H"), array("H")
+    for key in keys:
+        starts.append(len(offsets))
+        offsets.extend(postings[key])
+    starts.append(len(offsets))
+    return b"".join(_little_endian(part) for part in (
+        array("I", [len(keys)]), array("q", keys), starts, offsets))
+
+
+def decode(blob: bytes) -> tuple[array, array, array]:
+    """(keys, starts, offsets) of `encode`."""
+    count = _read("I", blob[:4])[0]
+    at = 4 + 8 * count
+    keys = _read("q", blob[4:at])
+    starts = _read("H", blob[at:at + 2 * (count + 1)])
+    return keys, starts, _read("H", blob[at + 2 * (count + 1):])
+
+
+def readable_ids(blob: bytes, block: int, groups: Iterable[int],
+                 pairs: tuple[int, int] | None, top: int) -> set[int]:
+    """The ids at most `top` of a block's posting row in these conversations: the groups,
+    and the one-to-one keys from pairs[0] to pairs[1]."""
+    keys, starts, offsets = decode(blob)
+    chosen: list[int] = []  # positions of the keys read
+    for group in groups:
+        at = bisect.bisect_left(keys, group)
+        if at < len(keys) and keys[at] == group:
+            chosen.append(at)
+    if pairs is not None:
+        chosen.extend(range(bisect.bisect_left(keys, pairs[0]),
+                            bisect.bisect_right(keys, pairs[1])))
+    base = first_id_of(block)
+    found: set[int] = set()
+    for at in chosen:
+        # A key's ids ascend: those above `top` (a page further on) are cut off at once.
+        first, end = starts[at], starts[at + 1]
+        found.update(base + offset for offset in offsets[
+            first:bisect.bisect_right(offsets, top - base, first, end)])
+    return found
+
+
+def postings_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
+                ) -> tuple[dict[str, Postings], set[str]]:
+    """token -> conversation key -> offsets of `rows` (im_message rows of one block, in id
+    order; text messages count), and the words among the tokens (for the vocabulary)."""
+    postings: dict[str, Postings] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["media"] != 1 or not row["content"]:
+            continue
+        keys = conv_keys(row)
+        offset = (int(row["id"]) - 1) % BLOCK
+        for token in tokens_of(row["content"]):
+            by_key = postings[token]
+            for key in keys:
+                by_key[key].append(offset)
+    words = {token for token in postings if not is_cjk(token[0])}
+    return postings, words
+
+
+def statements(block: int, postings: dict[str, Postings]) -> list[tuple[str, list[Any]]]:
+    """The upserts that store one block's posting rows, in token order (see `remove`)."""
+    values = [(token, block, encode(by_key).hex()) for token, by_key in sorted(postings.items())]
+    out = []
+    for start in range(0, len(values), _ROWS_A_STATEMENT):
+        chunk = values[start:start + _ROWS_A_STATEMENT]
+        out.append((_UPSERT.format(", ".join(["(%s, %s, UNHEX(%s))"] * len(chunk))),
+                    [value for row in chunk for value in row]))
+    return out
+
+
+async def seal(connection: BaseDBAsyncClient,
+               prepared: Sequence[tuple[str, list[Any]]]) -> None:
+    """Store a block's posting rows (`statements`), replacing any stored before."""
+    for sql, values in prepared:
+        for attempt in range(3):
+            try:
+                await connection.execute_query(sql, values)
+                break
+            except Exception as error:
+                # Two processes sealing the same block at once: the same rows, so try again.
+                if _DEADLOCK not in str(error) or attempt == 2:
+                    raise
+
+
+_LOCKED_ROWS = ("SELECT token, postings FROM im_search_block WHERE block = %s AND token IN ({}) "
+                "ORDER BY token FOR UPDATE")
+
+
+async def remove(connection: BaseDBAsyncClient, block: int,
+                 entries: dict[str, set[tuple[int, int]]]) -> None:
+    """Take (conversation key, offset) entries out of a block's rows of these tokens (a
+    message recalled, edited or deleted), in the caller's transaction; a row left empty goes.
+    The rows are locked in token order, the order `seal` writes them in, so the two never
+    wait on each other in a cycle; a row not written yet is locked as a gap, so a block being
+    sealed from a text read before this change is written after it commits (and the sealer
+    then takes that text out again: mysql_index)."""
+    tokens = sorted(entries)
+    rows = await connection.execute_query_dict(
+        _LOCKED_ROWS.format(", ".join(["%s"] * len(tokens))), [block, *tokens])
+    for row in rows:
+        keys, starts, offsets = decode(bytes(row["postings"]))
+        postings = {key: list(offsets[starts[at]:starts[at + 1]]) for at, key in enumerate(keys)}
+        for key, offset in entries[row["token"]]:
+            if offset in postings.get(key, ()):
+                postings[key].remove(offset)
+                if not postings[key]:
+                    del postings[key]
+        if postings:
+            await connection.execute_query(
+                "UPDATE im_search_block SET postings = UNHEX(%s) WHERE token = %s AND block = %s",
+                [encode(postings).hex(), row["token"], block])
+        else:
+            await connection.execute_query(
+                "DELETE FROM im_search_block WHERE token = %s AND block = %s",
+                [row["token"], block])
+
+
+def entries_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
+               ) -> dict[int, dict[str, set[tuple[int, int]]]]:
+    """block -> token -> (conversation key, offset) of `rows`' texts: what sealing them put
+    in their blocks."""
+    found: dict[int, dict[str, set[tuple[int, int]]]] = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        if row["media"] != 1 or not row["content"]:
+            continue
+        message_id = int(row["id"])
+        block, offset = block_of(message_id), (message_id - 1) % BLOCK
+        keys = conv_keys(row)
+        for token in tokens_of(row["content"]):
+            found[block][token].update((key, offset) for key in keys)
+    return found
+
+
+Fetch = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
+
+
+async def scan(fetch: Fetch, terms: Sequence[Sequence[str]], top: int, groups: Sequence[int],
+               pairs: tuple[int, int] | None, limit: int,
+               out_of_time: Callable[[], bool]) -> tuple[list[int], bool]:
+    """Ids at most `top` in the caller's conversations whose text holds, for each term, one
+    of its tokens; newest first, at least `limit` of them unless the blocks run out. Answers
+    (ids, whether time ran out first)."""
+    tokens = list(dict.fromkeys(token for term in terms for token in term))
+    found: list[int] = []
+    high, span = block_of(top), _FIRST_SPAN
+    marks = ", ".join("?" * len(tokens))
+    while high >= 0 and len(found) < limit:
+        if out_of_time():
+            return found, True
+        low = max(0, high - span + 1)
+        rows = await fetch(f"SELECT token, block, postings FROM im_search_block WHERE token IN "
+                           f"({marks}) AND block BETWEEN ? AND ?", [*tokens, low, high])
+        by_block: dict[int, dict[str, bytes]] = defaultdict(dict)
+        for row in rows:
+            by_block[int(row["block"])][row["token"]] = bytes(row["postings"])
+        for block in range(high, low - 1, -1):
+            ids = _block_matches(block, by_block.get(block, {}), terms, groups, pairs, top)
+            found.extend(sorted(ids, reverse=True))
+            if len(found) >= limit:
+                break
+        high, span = low - 1, min(span * 2, _MOST_SPAN)
+    return found, False
+
+
+def _block_matches(block: int, rows: dict[str, bytes], terms: Sequence[Sequence[str]],
+                   groups: Sequence[int], pairs: tuple[int, int] | None, top: int) -> set[int]:
+    common: set[int] | None = None
+    for term in terms:
+        ids: set[int] = set()
+        for token in term:
+            if token in rows:
+                ids |= readable_ids(rows[token], block, groups, pairs, top)
+        common = ids if common is None else common & ids
+        if not common:
+            return set()
+    return common or set()
