@@ -97,9 +97,9 @@ async def build(settings: Any, messages: int, users: int, groups: int, seed: int
         f"legacy_delivered_id, created_ms) VALUES ({', '.join([mark] * 10)})",
         [(i, f"s{i:07d}", "x", f"u{i}", "", "U", "", 0, 0, now) for i in range(1, users + 1)])
     await connection.execute_many(
-        f"INSERT INTO im_community (id, name, owner_id, icon, memo, cate, created_ms) "
-        f"VALUES ({', '.join([mark] * 7)})",
-        [(g, f"group{g}", 1 + (g * 7) % users, "", "", 1, now) for g in range(1, groups + 1)])
+        f"INSERT INTO im_community (id, name, owner_id, icon, memo, cate, is_private, "
+        f"created_ms) VALUES ({', '.join([mark] * 8)})",
+        [(g, f"group{g}", 1 + (g * 7) % users, "", "", 1, 0, now) for g in range(1, groups + 1)])
     members: dict[int, list[int]] = {}
     rows = []
     for g in range(1, groups + 1):
@@ -109,8 +109,8 @@ async def build(settings: Any, messages: int, users: int, groups: int, seed: int
         members[g] = sorted(chosen)
         rows += [(g, u, now) for u in members[g]]
     await connection.execute_many(
-        f"INSERT INTO im_membership (community_id, user_id, created_ms) VALUES "
-        f"({mark}, {mark}, {mark})", rows)
+        f"INSERT INTO im_membership (community_id, user_id, role, created_ms) VALUES "
+        f"({mark}, {mark}, 0, {mark})", rows)
     peers_of_1 = list(range(2, 12))
     batch = []
     done = 0

@@ -5,13 +5,16 @@ the database connection's thread) and, on MariaDB, of the database server too.
     .venv/bin/python bench/search_index_cost.py --engine sqlite              # the app's FTS5 index
     .venv/bin/python bench/search_index_cost.py --engine mysql               # the app's token table
     .venv/bin/python bench/search_index_cost.py --engine mysql-fulltext      # the rejected option
+    .venv/bin/python bench/search_index_cost.py --engine mysql-fulltext --scoped
 
 `--text corpus` indexes search_bench.py's generated chat (1:1 and group); `--text sentence`
 the sentence of `bench/run.py --text` after a stamp, one to one. `--before N` indexes N messages
 first (an index that is already large costs more per insert on MariaDB). `mysql-fulltext` is
 not what imchat does: InnoDB FULLTEXT over imchat-made tokens encoded as words of 3+ ASCII
 characters (c<hex> per CJK character, w<word>, s<scope>), for the figures in bench/NOTES.md:
-its insert cost, and its latency newest first for one user's conversations.
+its insert cost, and its latency newest first for one user's conversations; `--scoped` makes
+each word that of one conversation (g<group>x<hex>, d<low>y<high>x<hex>: what FULLTEXT would
+need to read only the caller's conversations).
 """
 
 from __future__ import annotations
@@ -110,28 +113,70 @@ def encoded(text: str) -> str:
     return " ".join(words)
 
 
-def fulltext(args: argparse.Namespace) -> None:
+def scope_words(row: tuple[Any, ...]) -> list[str]:
+    """A stored message's conversation as a word: the group, or the pair of users."""
+    if row[1] == 11:
+        return [f"g{row[4]}"]
+    low, high = sorted((row[2], row[3]))
+    return [f"d{low}y{high}"]
+
+
+def scoped(text: str, scopes: list[str]) -> str:
+    """Each token of the text (tokens_of's: characters, pairs, words) as one word per scope:
+    the scope, then the hex of the token's UTF-8 (at most 64 digits: InnoDB's longest word is
+    84 characters)."""
+    from app.service.search.text import tokens_of
+
+    tokens = [t.encode().hex()[:64] for t in tokens_of(text)]
+    return " ".join(f"{scope}x{token}" for scope in scopes for token in tokens)
+
+
+def fresh_database(args: argparse.Namespace) -> Any:
+    """A cursor on an empty bench database of the MariaDB at --mysql-host."""
     import pymysql
 
     db = pymysql.connect(host=args.mysql_host, user="root", autocommit=True, charset="utf8mb4")
     cursor = db.cursor()
     cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-    cursor.execute(f"CREATE DATABASE {DATABASE}")
+    cursor.execute(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4")
     cursor.execute(f"USE {DATABASE}")
+    return cursor
+
+
+def timed_messages(first: int, count: int, text: str, rng: random.Random,
+                   spent: list[float]) -> list[tuple[Any, ...]]:
+    """`messages`, adding the CPU it took to `spent[0]` (not part of indexing)."""
+    started = time.process_time()
+    rows = messages(first, count, text, rng)
+    spent[0] += time.process_time() - started
+    return rows
+
+
+def fulltext(args: argparse.Namespace) -> None:
+    cursor = fresh_database(args)
     cursor.execute("CREATE TABLE doc (FTS_DOC_ID BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
-                   "body TEXT CHARACTER SET ascii NOT NULL, scope VARCHAR(64) CHARACTER SET "
+                   "body MEDIUMTEXT CHARACTER SET ascii NOT NULL, scope VARCHAR(64) CHARACTER SET "
                    "ascii NOT NULL, FULLTEXT KEY (body, scope)) ENGINE=InnoDB")
     rng = random.Random(13)
+    generating = [0.0]
     own, server = time.process_time(), database_cpu()
     for start in range(1, args.messages + 1, 1000):
-        rows = messages(start, min(1000, args.messages + 1 - start), args.text, rng)
-        cursor.executemany("INSERT INTO doc VALUES (%s, %s, %s)", [
-            (r[0], encoded(r[7]), f"sg{r[4]}" if r[1] == 11 else f"su{r[2]} su{r[3]}")
-            for r in rows])
-    own, server = time.process_time() - own, database_cpu() - server
-    say(f"mysql-fulltext: {args.messages} messages ({args.text}): "
-        f"{own / args.messages * 1e6:.1f} µs CPU of this process + "
+        rows = timed_messages(start, min(1000, args.messages + 1 - start), args.text, rng,
+                              generating)
+        if args.scoped:
+            documents = [(r[0], scoped(r[7], scope_words(r)), "") for r in rows]
+        else:
+            documents = [(r[0], encoded(r[7]), f"sg{r[4]}" if r[1] == 11 else
+                          f"su{r[2]} su{r[3]}") for r in rows]
+        cursor.executemany("INSERT INTO doc VALUES (%s, %s, %s)", documents)
+    own, server = time.process_time() - own - generating[0], database_cpu() - server
+    say(f"mysql-fulltext{' --scoped' if args.scoped else ''}: {args.messages} messages "
+        f"({args.text}): {own / args.messages * 1e6:.1f} µs CPU of this process + "
         f"{server / args.messages * 1e6:.1f} µs the database server's per message")
+    if args.scoped:
+        scoped_latency(cursor)
+        cursor.execute(f"DROP DATABASE {DATABASE}")
+        return
     scope = " ".join(["su1"] + [f"sg{g}" for g in range(1, 41)])
     for label, words in (("two-character word", ["会议", "预算", "客户", "上线", "文档"]),
                          ("single character", ["会", "预", "客"]), ("very common", ["的", "了"]),
@@ -151,10 +196,33 @@ def fulltext(args: argparse.Namespace) -> None:
     cursor.execute(f"DROP DATABASE {DATABASE}")
 
 
+def scoped_latency(cursor: Any) -> None:
+    """Newest 20 in user 1's conversations (groups 1-40, pairs with users 2-11), each term
+    as its scoped words OR'd, the terms AND'ed."""
+    scopes = [f"g{g}" for g in range(1, 41)] + [f"d1y{peer}" for peer in range(2, 12)]
+    for label, words in (("two-character word", ["会议", "预算", "客户", "上线", "文档"]),
+                         ("single character", ["会", "预", "客"]), ("very common", ["的", "了"]),
+                         ("English word", ["deploy", "budget", "hotfix"])):
+        took = []
+        for word in words:
+            term = word.encode().hex()
+            wild = "*" if word.isascii() else ""
+            query = "+(" + " ".join(f"{scope}x{term}{wild}" for scope in scopes) + ")"
+            for _ in range(3):
+                started = time.perf_counter()
+                cursor.execute("SELECT FTS_DOC_ID FROM doc WHERE MATCH(body, scope) AGAINST "
+                               "(%s IN BOOLEAN MODE) ORDER BY FTS_DOC_ID DESC LIMIT 20", (query,))
+                cursor.fetchall()
+                took.append((time.perf_counter() - started) * 1000)
+        say(f"  {label}: median {statistics.median(took):.1f} ms, max {max(took):.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["sqlite", "mysql", "mysql-fulltext"],
                         default="sqlite")
+    parser.add_argument("--scoped", action="store_true",
+                        help="mysql-fulltext: a word per token and conversation")
     parser.add_argument("--text", choices=["corpus", "sentence"], default="sentence")
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--before", type=int, default=0)
