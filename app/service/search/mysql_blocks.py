@@ -13,8 +13,9 @@ caller's conversations (a bisection per group, one range for all of the caller's
 keys, which sort together) and intersects the terms' ids block by block.
 
 A block's rows are the same whoever seals it, as often as it is sealed (from im_message as it
-then reads), so the server's indexer and `imchat reindex` may seal one at once; a text changed
-after its block was read is indexed apart (mysql_index's table of edited messages).
+then reads), so the server's indexer and `imchat reindex` may seal one at once. An edit, a
+recall or a deletion takes the text it replaces out of the block (`remove`); an edited text is
+indexed apart (mysql_index's table of edited texts).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from app.util.errors import BadRequest
 
-# Longest stored token, in characters (MySQL's token table); longer words are cut (a prefix
+# Longest stored token, in characters (MySQL's index); longer words are cut (a prefix
 # still finds them).
 MAX_TOKEN = 32
 
