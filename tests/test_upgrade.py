@@ -514,6 +514,8 @@ async def test_a_schema_11_mysql_token_index_becomes_sealed_blocks(old_database)
 
     old = old_database
     assert old.cli("migrate").returncode == 0
+    meeting = next(m for m in old.facts["messages"] if m.get("content") == "明天的会议改到三点")
+    _edit_as_schema_10_did(old, meeting["id"], "会议取消 cancelled")
     # As schema 11 left it: no blocks, every message's tokens as rows (one stands for all:
     # a row that would show a message in another conversation if it were still read), the
     # mark past the messages; and a block's worth of older messages sent long ago.
@@ -534,7 +536,10 @@ async def test_a_schema_11_mysql_token_index_becomes_sealed_blocks(old_database)
     assert "  the newest 1 messages are searched as they are stored (the index takes them in " \
            "whole blocks)" in lines, lines
     assert old.query("SELECT last_id FROM im_search_state") == [(BLOCK,)]
-    assert old.query("SELECT COUNT(*) FROM im_search_token") == [(0,)]
+    # The old rows are gone; the edited message's text is in the table of edited texts only.
+    assert old.query("SELECT DISTINCT message_id FROM im_search_token") == [(meeting["id"],)]
+    assert old.query("SELECT COUNT(*) FROM im_search_block WHERE token IN ('三点', '取消')") == [
+        (0,)]
     assert old.query("SELECT COUNT(*) FROM im_search_block WHERE block = 0 AND token IN "
                      "('会议', 'filler')") == [(2,)]
     await _found_by_meeting_words(old)

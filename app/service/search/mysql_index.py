@@ -35,16 +35,15 @@ import asyncio
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import ujson
-from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE, MEDIA_EDIT, MEDIA_RECALL
 from app.model.collation import exact_collation
-from app.model.database import connection_name, fetch_all
+from app.model.database import fetch_all
 from app.model.tables import now_ms
 from app.service.access import Readable
 from app.service.search import mysql_blocks
@@ -209,6 +208,18 @@ async def unindex(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
         await _remove_from_blocks(connection, rows)
 
 
+async def _locked(connection: BaseDBAsyncClient,
+                  change: Callable[[BaseDBAsyncClient, Sequence[Any]], Awaitable[None]],
+                  rows: Sequence[Any]) -> None:
+    """`change(connection, rows)` in a transaction, so that block rows are read, changed and
+    written back under their locks: the caller's (an upgrade step's), or one of its own."""
+    if isinstance(connection, TransactionalDBClient):
+        await change(connection, rows)
+        return
+    async with connection._in_transaction() as transaction:  # noqa: SLF001 (as sqlite_index)
+        await change(transaction, rows)
+
+
 async def _remove_from_blocks(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
     by_block = await asyncio.to_thread(mysql_blocks.entries_of, rows, conv_keys)
     for block, entries in sorted(by_block.items()):
@@ -242,9 +253,7 @@ async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Any]) 
     changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
         _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
     if changed:
-        # One transaction: the rows are read, changed and written back under their locks.
-        async with in_transaction(connection_name()) as transaction:
-            await _remove_from_blocks(transaction, [r for r in rows if int(r["id"]) in changed])
+        await _locked(connection, _remove_from_blocks, [r for r in rows if int(r["id"]) in changed])
         ordered = sorted(changed)
         for start in range(0, len(ordered), 1000):
             await index_again(connection, ordered[start:start + 1000])
