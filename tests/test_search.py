@@ -122,6 +122,26 @@ def _runs_by_definition(normalised: str) -> list[tuple[bool, str]]:
     return found
 
 
+def test_may_match_never_turns_down_a_text_that_matches():
+    """The tail's quick check (each piece in the folded text) lets through every text that
+    match_of finds, across widths, case, CJK and word starts; it turns down texts missing a
+    piece."""
+    from app.service.search.text import may_match
+
+    rng = random.Random(7)
+    alphabet = list("会议预算明天三点的了 deployDEPLOYｄｅｐｌｏｙ Q3３ re-deploy,。！") + ["𠀁"]
+    queries = [parse_query(q, 64) for q in ("会议", "deploy", "Q3 预算", "ｄｅｐ", "的", "𠀁 三点",
+                                            "re", "明天的会议")]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        for query in queries:
+            if match_of(text, query) is not None:
+                assert may_match(text, query), (text, query)
+    assert not may_match("明天的会", parse_query("会议", 64))
+    assert may_match("redeploy", parse_query("deploy", 64))  # match_of turns it down
+    assert match_of("redeploy", parse_query("deploy", 64)) is None
+
+
 def test_runs_are_letters_and_digits_cut_where_cjk_meets_another_script():
     codes = [code for code in range(1, 0x110000) if not 0xD800 <= code < 0xE000]
     for start in range(0, len(codes), 8192):

@@ -9,7 +9,7 @@ caller's conversations, but cost more to write than the chat path itself (bench/
 
 Where a message is found (newest first, the three merged):
 - the tail: messages after the last sealed block (`im_search_state.last_id`), read from
-  im_message in the caller's conversations by its own indexes and matched in Python: a new
+  im_message in the caller's conversations by its own indexes and checked in Python: a new
   message is searchable as soon as it is stored, and the tail is at most a block and what
   came in the last GAP_GRACE_MS;
 - sealed blocks (mysql_blocks.py): once every message up to a block's end is stored (its
@@ -47,7 +47,7 @@ from app.model.database import fetch_all
 from app.model.tables import now_ms
 from app.service.access import Readable
 from app.service.search import mysql_blocks
-from app.service.search.text import MAX_TOKEN, Query, is_cjk, match_of, tokens_of
+from app.service.search.text import MAX_TOKEN, Query, is_cjk, may_match, tokens_of
 
 TABLES = ("im_search_block", "im_search_token", "im_search_word", "im_search_state")
 # User ids must be below this for the one-to-one conversation key (2**31: ids are handed out
@@ -65,7 +65,8 @@ STATEMENT_ROWS = 20_000
 GAP_GRACE_MS = 5000
 _BLOCK_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
               "FROM im_message WHERE id > %s AND id <= %s ORDER BY id")
-# Tail rows read per round of a query.
+# Tail rows read per round of a query at most (the first round reads twice the candidates
+# asked for, each next one twice as many as the last).
 _TAIL_PAGE = 500
 
 
@@ -468,11 +469,11 @@ async def candidates(readable: Readable, query: Query, before: int, limit: int,
     return found + sorted({*sealed, *edited}, reverse=True)[:limit - len(found)]
 
 
-def _tail_sql(readable: Readable, mark: int, below: int) -> tuple[str, list[Any]]:
-    """Text messages after the sealed blocks (id > mark) and below `below` in the user's
-    conversations, newest first: one SELECT a conversation kind, each by its own index."""
+def _tail_sql(readable: Readable, mark: int, below: int, page: int) -> tuple[str, list[Any]]:
+    """The newest `page` text messages after the sealed blocks (id > mark) and below `below`
+    in the user's conversations: one SELECT a conversation kind, each by its own index."""
     me, peer = readable.user_id, readable.peer
-    bounds = "AND id > ? AND id < ? AND media = 1 ORDER BY id DESC LIMIT " + str(_TAIL_PAGE)
+    bounds = f"AND id > ? AND id < ? AND media = 1 ORDER BY id DESC LIMIT {int(page)}"
     parts: list[tuple[str, list[Any]]] = []
     if readable.one_to_one and peer is None:
         parts += [(f"sender_id = ? AND cmd = {CMD_SINGLE}", [me]),
@@ -486,27 +487,27 @@ def _tail_sql(readable: Readable, mark: int, below: int) -> tuple[str, list[Any]
     sql = " UNION ALL ".join(f"(SELECT id, content FROM im_message WHERE {part} {bounds})"
                              for part, _ in parts)
     values = [value for _, part_values in parts for value in (*part_values, mark, below)]
-    return f"{sql} ORDER BY id DESC LIMIT {_TAIL_PAGE}", values
+    return f"{sql} ORDER BY id DESC LIMIT {int(page)}", values
 
 
 async def _tail(readable: Readable, query: Query, before: int, mark: int, limit: int,
                 deadline: float) -> list[int]:
-    """The newest `limit` messages after the sealed blocks and below `before` that hold the
-    query, read from im_message and matched here (a message to oneself comes twice)."""
+    """The newest `limit` messages after the sealed blocks and below `before` that may hold
+    the query (each piece somewhere in the folded text; query.py checks them as it checks
+    the index's), read from im_message (a message to oneself comes twice)."""
     found: list[int] = []
-    below = before
+    below, page = before, min(_TAIL_PAGE, 2 * limit)
     while time.monotonic() < deadline:
-        rows = await fetch_all(*_tail_sql(readable, mark, below))
+        rows = await fetch_all(*_tail_sql(readable, mark, below, page))
         for row in rows:
-            message_id = int(row["id"])
-            if (match_of(row["content"] or "", query) is not None
-                    and (not found or found[-1] != message_id)):
+            message_id, content = int(row["id"]), row["content"] or ""
+            if may_match(content, query) and (not found or found[-1] != message_id):
                 found.append(message_id)
                 if len(found) >= limit:
                     return found
-        if len(rows) < _TAIL_PAGE:
+        if len(rows) < page:
             return found
-        below = int(rows[-1]["id"])
+        below, page = int(rows[-1]["id"]), min(_TAIL_PAGE, 2 * page)
     raise BudgetSpent(found)
 
 

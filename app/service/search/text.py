@@ -231,6 +231,13 @@ def _piece_spans(text: str, piece: str) -> list[tuple[int, int]]:
     return spans
 
 
+def may_match(content: str, query: Query) -> bool:
+    """False when `match_of` would surely answer None (a piece is nowhere in the folded text):
+    a check at C speed before the one that maps offsets."""
+    folded = fold(content)
+    return all(piece in folded for piece in query.pieces)
+
+
 def match_of(content: str, query: Query) -> tuple[bool, list[tuple[int, int]]] | None:
     """None when the content does not contain every piece of the query; else whether it holds
     the whole query as a phrase, and the matched spans as [start, end) offsets in code points
