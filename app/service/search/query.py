@@ -51,20 +51,26 @@ async def _check(ids: list[int], readable: Readable, query: Query, scan: _Scan,
     """The candidates' messages, newest first, until `limit` are found: each must be readable
     (also against an index left stale by a restored or copied database) and hold the query."""
     ids = list(dict.fromkeys(ids))  # MySQL's candidates may repeat an id
-    rows = await fetch_all(
-        f"SELECT {message_store.SELECT} FROM im_message WHERE id IN ({', '.join('?' * len(ids))})", ids)
-    by_id = {int(r["id"]): r for r in rows}
-    for message_id in ids:
-        row = by_id.get(message_id)
-        scan.cursor = message_id
-        scan.checked += 1
-        if row is None or not readable.allows(row):
-            continue
-        matched = match_of(row["content"], query)
-        if matched is not None:
-            found.append((matched[0], row, matched[1]))
-            if len(found) >= limit:
-                return
+    # Read back as many as could still be found, then twice as many each time: most candidates
+    # hold the query, and reading rows is most of a search's time on MySQL.
+    start, size = 0, max(limit - len(found), 10)
+    while start < len(ids):
+        chunk = ids[start:start + size]
+        rows = await fetch_all(f"SELECT {message_store.SELECT} FROM im_message "
+                               f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+        by_id = {int(r["id"]): r for r in rows}
+        for message_id in chunk:
+            row = by_id.get(message_id)
+            scan.cursor = message_id
+            scan.checked += 1
+            if row is None or not readable.allows(row):
+                continue
+            matched = match_of(row["content"], query)
+            if matched is not None:
+                found.append((matched[0], row, matched[1]))
+                if len(found) >= limit:
+                    return
+        start, size = start + size, size * 2
 
 
 async def _scan(readable: Readable, query: Query, scan: _Scan, limit: int,
