@@ -109,8 +109,7 @@ async def index_changed_messages(connection: BaseDBAsyncClient,
     if engine(connection) is sqlite_index:
         await reindex(connection, progress, from_scratch=True)
         return
-    for start in range(0, len(ids), 1000):
-        await mysql_index.index_again(connection, ids[start:start + 1000])
+    await mysql_index.index_again(connection, ids)
 
 
 class Indexer:

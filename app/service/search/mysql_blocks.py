@@ -24,7 +24,7 @@ import bisect
 import sys
 from array import array
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -122,17 +122,22 @@ def readable_ids(blob: bytes, block: int, groups: Iterable[int],
     return found
 
 
+def _texts(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
+           ) -> Iterator[tuple[int, list[int], set[str]]]:
+    """(id, conversation keys, tokens) of each text message of `rows` (im_message rows)."""
+    for row in rows:
+        if row["media"] == 1 and row["content"]:
+            yield int(row["id"]), conv_keys(row), tokens_of(row["content"])
+
+
 def postings_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
                 ) -> tuple[dict[str, Postings], set[str]]:
     """token -> conversation key -> offsets of `rows` (im_message rows of one block, in id
-    order; text messages count), and the words among the tokens (for the vocabulary)."""
+    order), and the words among the tokens (for the vocabulary)."""
     postings: dict[str, Postings] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        if row["media"] != 1 or not row["content"]:
-            continue
-        keys = conv_keys(row)
-        offset = (int(row["id"]) - 1) % BLOCK
-        for token in tokens_of(row["content"]):
+    for message_id, keys, tokens in _texts(rows, conv_keys):
+        offset = (message_id - 1) % BLOCK
+        for token in tokens:
             by_key = postings[token]
             for key in keys:
                 by_key[key].append(offset)
@@ -203,13 +208,9 @@ def entries_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
     """block -> token -> (conversation key, offset) of `rows`' texts: what sealing them put
     in their blocks."""
     found: dict[int, dict[str, set[tuple[int, int]]]] = defaultdict(lambda: defaultdict(set))
-    for row in rows:
-        if row["media"] != 1 or not row["content"]:
-            continue
-        message_id = int(row["id"])
+    for message_id, keys, tokens in _texts(rows, conv_keys):
         block, offset = block_of(message_id), (message_id - 1) % BLOCK
-        keys = conv_keys(row)
-        for token in tokens_of(row["content"]):
+        for token in tokens:
             found[block][token].update((key, offset) for key in keys)
     return found
 

@@ -244,39 +244,40 @@ async def _has_changes_table(connection: BaseDBAsyncClient) -> bool:
     return bool(rows[0]["n"])
 
 
+async def _changed_between(connection: BaseDBAsyncClient, first: int, last: int) -> list[int]:
+    """Ids from `first` to `last` of messages an edit or a recall changed (none while an
+    upgrade from before schema 7 runs: its changes table comes when the upgrade ends)."""
+    if not await _has_changes_table(connection):
+        return []
+    return sorted({int(r["ref_id"]) for r in await connection.execute_query_dict(
+        _CHANGED_SQL, [first, last])})
+
+
 async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
     """After sealing a block from `rows` as they were read: the messages an edit or a recall
     changed (maybe after the read) leave the block with the text read, and have their text as
     it is now in the table of edited texts, where an edit puts it (after `forget` only this
     puts it back)."""
-    if not rows or not await _has_changes_table(connection):
-        return
-    changed = {int(r["ref_id"]) for r in await connection.execute_query_dict(
-        _CHANGED_SQL, [rows[0]["id"], rows[-1]["id"]])}
+    changed = set(await _changed_between(connection, rows[0]["id"], rows[-1]["id"])
+                  ) if rows else set()
     if changed:
         await _locked(connection, _remove_from_blocks, [r for r in rows if int(r["id"]) in changed])
-        ordered = sorted(changed)
-        for start in range(0, len(ordered), 1000):
-            await index_again(connection, ordered[start:start + 1000])
+        await index_again(connection, sorted(changed))
 
 
 async def index_changed_after(connection: BaseDBAsyncClient, mark: int) -> None:
     """After a reindex: the changed messages of the unsealed tail get their current text in
     the table of edited texts, as their edits put it there (the tail is read as it is
     anyway; this keeps a rebuilt index the same as one kept up to date)."""
-    if not await _has_changes_table(connection):
-        return
-    changed = sorted({int(r["ref_id"]) for r in await connection.execute_query_dict(
-        _CHANGED_SQL, [mark + 1, 2**62])})
-    for start in range(0, len(changed), 1000):
-        await index_again(connection, changed[start:start + 1000])
+    await index_again(connection, await _changed_between(connection, mark + 1, 2**62))
 
 
 async def index_again(connection: BaseDBAsyncClient, ids: Sequence[int]) -> None:
     """After rows changed (an edit, in its transaction): the tokens of those that still have
-    text, in the table of edited texts, whether their block is sealed or not yet."""
-    if ids:
-        await index_rows(connection, await _rows_of(connection, ids))
+    text, in the table of edited texts, whether their block is sealed or not yet; read 1,000
+    rows at a time."""
+    for start in range(0, len(ids), 1000):
+        await index_rows(connection, await _rows_of(connection, ids[start:start + 1000]))
 
 
 async def indexed_up_to(connection: BaseDBAsyncClient) -> int:
