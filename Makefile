@@ -15,12 +15,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall when the dependency list or the C part changes; `make run` needs only the server's own.
-$(VENV)/.installed: pyproject.toml app/service/search/_spacing.c setup.py | $(BIN)/python
+# Reinstall when the dependency list or a C part changes; `make run` needs only the server's own.
+C_PARTS := app/service/search/_spacing.c app/service/search/_postings.c
+$(VENV)/.installed: pyproject.toml $(C_PARTS) setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml app/service/search/_spacing.c setup.py | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml $(C_PARTS) setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,browser,bench,binary]'
 	touch $(VENV)/.installed $@
 

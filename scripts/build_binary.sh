@@ -36,13 +36,15 @@ if [ -f package.json ] && [ ! -f asset/vendor/.built ]; then
   make --no-print-directory -s assets
 fi
 
-# The search indexer's C part (app/service/search/_spacing.c, built by `pip install -e .` where
-# a C compiler and SQLite's headers are present): a binary without it would index in Python,
-# about twice the indexing's CPU (bench/NOTES.md), so a release is not built without it.
-if ! "$PYTHON" -c 'from app.service.search import sqlite_index as s; raise SystemExit(not s.spacing_in_c())' \
-    >/dev/null 2>&1; then
-  echo "build_binary: app/service/search/_spacing.c is not built for $PYTHON (needs gcc and" \
-       "libsqlite3-dev); install them and run: $PYTHON -m pip install -e '.[binary]'" >&2
+# The search indexer's C parts (app/service/search/_spacing.c and _postings.c, built by
+# `pip install -e .` where a C compiler and SQLite's headers are present): a binary without them
+# would index in Python, two to three times the indexing's CPU (bench/NOTES.md), so a release is
+# not built without them.
+if ! "$PYTHON" -c 'from app.service.search import mysql_index as m, sqlite_index as s
+raise SystemExit(not (s.spacing_in_c() and m.postings_in_c()))' >/dev/null 2>&1; then
+  echo "build_binary: app/service/search/_spacing.c or _postings.c is not built for $PYTHON" \
+       "(needs gcc and libsqlite3-dev); install them and run:" \
+       "$PYTHON -m pip install -e '.[binary]'" >&2
   exit 3
 fi
 

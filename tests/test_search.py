@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import re
@@ -665,9 +666,9 @@ async def test_a_block_sealed_from_a_text_read_before_its_edit_finds_the_new_wor
     finally:
         await ws.close()
     connection = Tortoise.get_connection(connection_name())
-    postings, _words = mysql_blocks.postings_of(read, mysql_index.conv_keys)
     # ... and written after it
-    await mysql_blocks.seal(connection, mysql_blocks.statements(block, postings))
+    await mysql_blocks.seal(connection, mysql_blocks.statements(
+        block, mysql_index.posting_rows(read)))
     await mysql_index._set_indexed_up_to(connection, mysql_blocks.last_id_of(block))  # noqa: SLF001
     assert ("staleword", mysql_index.pair_key(alice.id, bob.id), edited) in await token_rows(
         server)
@@ -684,7 +685,7 @@ async def test_a_block_sealed_from_a_text_read_before_its_edit_finds_the_new_wor
 
 @pytest.mark.parametrize("db_backend", ["mysql"], indirect=True)
 async def test_mysql_token_rows_are_each_texts_tokens_whatever_its_characters(server):
-    """A sealed block's postings (sent as hex, stored as int64s) hold every token as it was
+    """A sealed block's postings (sent as a hex literal) hold every token as it was
     made — CJK beyond the BMP, emoji, widths, a word cut at 32
     characters, quotes and backslashes — for both participants of a one-to-one message and once
     for a group's."""
@@ -710,6 +711,45 @@ async def test_mysql_token_rows_are_each_texts_tokens_whatever_its_characters(se
     assert stored == expected
     assert set(await found_ids(alice, "𠀁")) == {sent[0], sent[-1]}
     await close_all(alice, bob)
+
+
+@pytest.mark.parametrize("db_backend", ["mysql"], indirect=True)
+async def test_a_blocks_rows_read_as_one_json_document_are_the_rows_as_stored(server,
+                                                                              monkeypatch,
+                                                                              caplog):
+    """The sealer reads a block as one JSON document: every text comes back as it is stored
+    (quotes, backslashes, control characters, beyond the BMP, NULs, a long text), with the
+    other columns, in id order, whatever order MariaDB aggregates them in; a document cut
+    short (MariaDB's group_concat_max_len) is read again row by row, and seals the same."""
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name
+    from app.service.search import mysql_blocks, mysql_index
+
+    caplog.set_level(logging.INFO, logger="imchat.search")
+    connection = Tortoise.get_connection(connection_name())
+    texts = ['say "hi"', "back\\slash \\u0041 \\n", "tab\tnew\nline\r\x01\x1f", "𠀁👋 ＤＥＰＬＯＹ",
+             "nul\x00inside", "", "会议" * 3000, "'; DROP TABLE im_message; --"]
+    await connection.execute_many(
+        "INSERT INTO im_message (id, cmd, sender_id, dst_user_id, community_id, cid, media, "
+        "content, pic, url, memo, amount, created_ms) VALUES "
+        "(%s, %s, %s, %s, %s, %s, %s, %s, '', '', '', 0, 1)",
+        [(number * 3, 11 if number % 2 else 10, number, None if number % 2 else number + 1,
+          7 if number % 2 else None, f"json-{number}", 2 if number == 5 else 1, text)
+         for number, text in enumerate(texts, 1)])
+    first, last = 1, mysql_blocks.last_id_of(0)
+    as_stored = await connection.execute_query_dict(mysql_index._BLOCK_SQL,  # noqa: SLF001
+                                                    [first - 1, last])
+    as_read = await mysql_index._block_rows(connection, first, last)  # noqa: SLF001
+    assert [row["content"] for row in as_read] == texts
+    assert as_read == as_stored
+    assert "read row by row" not in caplog.text
+    monkeypatch.setattr(mysql_index, "JSON_LIMIT", 1000)  # cuts the document
+    assert await mysql_index._block_rows(connection, first, last) == as_stored  # noqa: SLF001
+    assert "block 1-4096 read row by row" in caplog.text
+    assert (mysql_index._prepared_block(0, as_read)  # noqa: SLF001
+            == mysql_index._prepared_block(0, as_stored))  # noqa: SLF001
+    assert await mysql_index._block_rows(connection, last + 1, last + 9) == []  # noqa: SLF001
 
 
 def test_mysql_token_statements_hold_at_most_statement_rows_each():

@@ -55,7 +55,7 @@ static unsigned char *pool;
 static int table_loaded;
 
 /* The CJK ranges beyond the BMP that spaced() puts between spaces after the table (text.py's
- * _CJK_RANGES from 0x20000). */
+ * CJK_RANGES from 0x20000). */
 static int is_astral_cjk(uint32_t code) { return code >= 0x20000 && code <= 0x3134F; }
 
 /* The length of the UTF-8 sequence starting at `text` (at most `left` bytes) and its code

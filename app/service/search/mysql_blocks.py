@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from pymysql.converters import escape_string
 from tortoise.backends.base.client import BaseDBAsyncClient
 
 from app.service.search.text import is_cjk, tokens_of
@@ -40,8 +41,7 @@ assert 2 * BLOCK <= 0xFFFF
 _ROWS_A_STATEMENT = 500
 # Blocks read per query round at first; each round reads twice as many, up to the most.
 _FIRST_SPAN, _MOST_SPAN = 4, 64
-# The postings go as hex (aiomysql cannot escape bytes, and a hex string it escapes fast),
-# all of a statement's rows in one VALUES list.
+# All of a statement's rows in one VALUES list.
 _UPSERT = ("INSERT INTO im_search_block (token, block, postings) VALUES {} "
            "ON DUPLICATE KEY UPDATE postings = VALUES(postings)")
 _DEADLOCK = "1213"
@@ -130,39 +130,44 @@ def _texts(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
             yield int(row["id"]), conv_keys(row), tokens_of(row["content"])
 
 
-def postings_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
-                ) -> tuple[dict[str, Postings], set[str]]:
-    """token -> conversation key -> offsets of `rows` (im_message rows of one block, in id
-    order), and the words among the tokens (for the vocabulary)."""
+def posting_rows(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
+                 ) -> list[tuple[str, bytes]]:
+    """(token, encoded postings) of each token of `rows` (im_message rows of one block, in id
+    order), in token order: the rows that seal the block. The definition of what _postings.c
+    computes (mysql_index takes the C one where it was built)."""
     postings: dict[str, Postings] = defaultdict(lambda: defaultdict(list))
     for message_id, keys, tokens in _texts(rows, conv_keys):
         offset = (message_id - 1) % BLOCK
         for token in tokens:
-            by_key = postings[token]
             for key in keys:
-                by_key[key].append(offset)
-    words = {token for token in postings if not is_cjk(token[0])}
-    return postings, words
+                postings[token][key].append(offset)
+    return [(token, encode(by_key)) for token, by_key in sorted(postings.items())]
 
 
-def statements(block: int, postings: dict[str, Postings]) -> list[tuple[str, list[Any]]]:
-    """The upserts that store one block's posting rows, in token order (see `remove`)."""
-    values = [(token, block, encode(by_key).hex()) for token, by_key in sorted(postings.items())]
+def words_of(rows: Sequence[tuple[str, bytes]]) -> list[str]:
+    """The words among posting rows' tokens (for the vocabulary), in order."""
+    return [token for token, _ in rows if not is_cjk(token[0])]
+
+
+def statements(block: int, rows: Sequence[tuple[str, bytes]]) -> list[str]:
+    """The upserts that store one block's posting rows, in token order (see `remove`). The
+    values are written as literals, which spares the driver's escaping of every value (a
+    token is letters and digits, text.tokens_of, escaped all the same; the postings go as a
+    hex literal: aiomysql cannot send bytes as a parameter)."""
     out = []
-    for start in range(0, len(values), _ROWS_A_STATEMENT):
-        chunk = values[start:start + _ROWS_A_STATEMENT]
-        out.append((_UPSERT.format(", ".join(["(%s, %s, UNHEX(%s))"] * len(chunk))),
-                    [value for row in chunk for value in row]))
+    for start in range(0, len(rows), _ROWS_A_STATEMENT):
+        out.append(_UPSERT.format(", ".join(
+            f"('{escape_string(token)}', {block:d}, X'{blob.hex()}')"
+            for token, blob in rows[start:start + _ROWS_A_STATEMENT])))
     return out
 
 
-async def seal(connection: BaseDBAsyncClient,
-               prepared: Sequence[tuple[str, list[Any]]]) -> None:
+async def seal(connection: BaseDBAsyncClient, prepared: Sequence[str]) -> None:
     """Store a block's posting rows (`statements`), replacing any stored before."""
-    for sql, values in prepared:
+    for sql in prepared:
         for attempt in range(3):
             try:
-                await connection.execute_query(sql, values)
+                await connection.execute_query(sql)
                 break
             except Exception as error:
                 # Two processes sealing the same block at once: the same rows, so try again.

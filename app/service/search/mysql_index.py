@@ -33,12 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import logging
+import operator
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import ujson
+from pymysql.converters import escape_string
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 
 from app.chat.wire import CMD_GROUP, CMD_SINGLE, MEDIA_EDIT, MEDIA_RECALL
@@ -47,7 +52,17 @@ from app.model.database import fetch_all
 from app.model.tables import now_ms
 from app.service.access import Readable
 from app.service.search import mysql_blocks
-from app.service.search.text import MAX_TOKEN, Query, is_cjk, may_match, tokens_of
+from app.service.search.text import (
+    CJK_RANGES,
+    MAX_TOKEN,
+    Query,
+    fold,
+    is_cjk,
+    may_match,
+    tokens_of,
+)
+
+log = logging.getLogger("imchat.search")
 
 TABLES = ("im_search_block", "im_search_token", "im_search_word", "im_search_state")
 # User ids must be below this for the one-to-one conversation key (2**31: ids are handed out
@@ -301,23 +316,120 @@ def sealable(after: Any | None, now: int) -> bool:
     return after is not None and now - int(after["created_ms"]) >= GAP_GRACE_MS
 
 
-def _prepared_block(block: int, rows: Sequence[Any]
-                    ) -> tuple[list[tuple[str, list[Any]]], set[str]]:
-    postings, words = mysql_blocks.postings_of(rows, conv_keys)
-    return mysql_blocks.statements(block, postings), words
+# Rows _c_postings checks the C module against the Python definition on: one-to-one, group,
+# to oneself, no text, and text of every kind of character text.py tells apart.
+_SAMPLE_ROWS = [
+    {"id": 1, "cmd": CMD_SINGLE, "sender_id": 7, "dst_user_id": 9, "community_id": None,
+     "media": 1, "content": "明天的会议改到三点，Q3 预算 deploy 到 Production"},
+    {"id": 2, "cmd": CMD_GROUP, "sender_id": 9, "dst_user_id": None, "community_id": 4,
+     "media": 1, "content": "ＡＢＣ　ﾃｽﾄ \U00020001\U0002F800x 한국어 é\u00ad straße " + "w" * 40},
+    {"id": 3, "cmd": CMD_SINGLE, "sender_id": 9, "dst_user_id": 9, "community_id": None,
+     "media": 1, "content": "会议 会议 note_to self"},
+    {"id": 4, "cmd": CMD_GROUP, "sender_id": 7, "dst_user_id": None, "community_id": 4,
+     "media": 2, "content": "/resource/picture.png"},
+]
+
+
+@functools.cache
+def _c_postings() -> ModuleType | None:
+    """The C module for a block's posting rows, when it was built and gives what the Python
+    definition gives on _SAMPLE_ROWS; else None (said once in the log)."""
+    try:
+        from app.service.search import _postings
+    except ImportError:
+        log.info("search: posting rows in Python (the C module was not built)")
+        return None
+    try:
+        agrees = (_c_posting_rows(_postings, _SAMPLE_ROWS)
+                  == mysql_blocks.posting_rows(_SAMPLE_ROWS, conv_keys))
+    except (TypeError, ValueError) as error:
+        log.warning("search: posting rows in Python (the C module refused: %s)", error)
+        return None
+    if not agrees:
+        log.warning("search: posting rows in Python (the C module differs from Python's)")
+        return None
+    log.info("search: posting rows in C")
+    return _postings
+
+
+def postings_in_c() -> bool:
+    """Whether a block's posting rows are made in C (see _c_postings)."""
+    return _c_postings() is not None
+
+
+def _c_posting_rows(module: ModuleType, rows: Sequence[Any]) -> list[tuple[str, bytes]]:
+    return module.posting_rows(rows, mysql_blocks.BLOCK, CMD_GROUP, _PAIR, MAX_TOKEN,
+                               CJK_RANGES, fold)
+
+
+def posting_rows(rows: Sequence[Any]) -> list[tuple[str, bytes]]:
+    """mysql_blocks.posting_rows of a block's rows, in C where it was built."""
+    module = _c_postings()
+    if module is None:
+        return mysql_blocks.posting_rows(rows, conv_keys)
+    return _c_posting_rows(module, rows)
+
+
+_NEW_WORDS = "INSERT INTO im_search_word (token) VALUES {} ON DUPLICATE KEY UPDATE token = token"
+
+
+def _vocabulary_statements(words: Sequence[str]) -> list[str]:
+    """The inserts of new words into the vocabulary, values as literals (as
+    mysql_blocks.statements, and for the same reason)."""
+    return [_NEW_WORDS.format(", ".join(f"('{escape_string(word)}')"
+                                        for word in words[start:start + 1000]))
+            for start in range(0, len(words), 1000)]
+
+
+def _prepared_block(block: int, rows: Sequence[Any]) -> tuple[list[str], list[str]]:
+    """The statements that seal a block: its posting rows, its words into the vocabulary."""
+    posting = posting_rows(rows)
+    return (mysql_blocks.statements(block, posting),
+            _vocabulary_statements(mysql_blocks.words_of(posting)))
+
+
+# A block's rows as one JSON document: the driver parses each row's columns in Python (≈ 6 µs
+# a message), ujson the document in ≈ 1.5 (bench/NOTES.md). MariaDB cuts JSON_ARRAYAGG at
+# group_concat_max_len (1 MiB by default), hence the statement's own; a document cut short or
+# refused all the same (max_allowed_packet) is read again row by row.
+_BLOCK_JSON_SQL = ("SELECT COUNT(*) AS messages, JSON_ARRAYAGG(JSON_OBJECT('id', id, 'cmd', cmd, "
+                   "'sender_id', sender_id, 'dst_user_id', dst_user_id, 'community_id', "
+                   "community_id, 'media', media, 'content', content)) AS document "
+                   "FROM im_message WHERE id > %s AND id <= %s")
+JSON_LIMIT = 1 << 30
+
+
+async def _block_rows(connection: BaseDBAsyncClient, first: int, last: int
+                      ) -> list[dict[str, Any]]:
+    """The im_message rows of ids `first`..`last`, in id order."""
+    sql = _BLOCK_JSON_SQL
+    if _says_mariadb(await connection.execute_query_dict(_VERSION_SQL)):
+        sql = f"SET STATEMENT group_concat_max_len = {JSON_LIMIT:d} FOR {sql}"
+    with warnings.catch_warnings():  # a document cut short: aiomysql passes MariaDB's warning on
+        warnings.simplefilter("ignore")
+        [found] = await connection.execute_query_dict(sql, [first - 1, last])
+    try:
+        rows = ujson.loads(found["document"]) if found["document"] is not None else []
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list) or len(rows) != int(found["messages"]):
+        log.info("search: block %d-%d read row by row (its JSON document was cut short)",
+                 first, last)
+        return await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])
+    rows.sort(key=operator.itemgetter("id"))
+    return rows
 
 
 async def _seal_block(connection: BaseDBAsyncClient, block: int) -> int:
     """Seal one block from im_message as it reads now; answers how many messages it has."""
-    first, last = mysql_blocks.last_id_of(block - 1) + 1, mysql_blocks.last_id_of(block)
-    rows = await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])
+    first, last = mysql_blocks.first_id_of(block), mysql_blocks.last_id_of(block)
+    rows = await _block_rows(connection, first, last)
     # Tokenised and encoded in a thread: the event loop gets turns meanwhile (the GIL is
     # shared).
     prepared, words = await asyncio.to_thread(_prepared_block, block, rows)
     await mysql_blocks.seal(connection, prepared)
-    if words:
-        await connection.execute_many(_insert_ignore("im_search_word", ("token",)),
-                                      [(w,) for w in sorted(words)])
+    for statement in words:
+        await connection.execute_query(statement)
     await _index_changed_in(connection, rows)
     return len(rows)
 
@@ -560,10 +672,16 @@ def _candidates_sql(readable: Readable, driver: list[str], others: list[str], be
 async def _time_limited(sql: str, milliseconds: int) -> str:
     """The statement with the server's own time limit: MariaDB's max_statement_time, MySQL's
     MAX_EXECUTION_TIME hint."""
-    rows = await fetch_all("SELECT VERSION() AS v")
-    if "mariadb" in str(rows[0]["v"]).lower():
+    if _says_mariadb(await fetch_all(_VERSION_SQL)):
         return f"SET STATEMENT max_statement_time = {milliseconds / 1000:.3f} FOR {sql}"
     return sql.replace("SELECT ", f"SELECT /*+ MAX_EXECUTION_TIME({milliseconds}) */ ", 1)
+
+
+_VERSION_SQL = "SELECT VERSION() AS v"
+
+
+def _says_mariadb(version_rows: Sequence[Any]) -> bool:
+    return "mariadb" in str(version_rows[0]["v"]).lower()
 
 
 def _interrupted(error: Exception) -> bool:

@@ -28,7 +28,7 @@ from app.util.errors import BadRequest
 # still finds them).
 MAX_TOKEN = 32
 
-_CJK_RANGES = (
+CJK_RANGES = (
     (0x3040, 0x30FF),  # Hiragana, Katakana
     (0x3400, 0x4DBF),  # CJK Extension A
     (0x4E00, 0x9FFF),  # CJK Unified Ideographs
@@ -45,7 +45,7 @@ def _ranges_class(ranges: Iterable[tuple[int, int]]) -> str:
 
 def is_cjk(char: str) -> bool:
     code = ord(char)
-    return any(low <= code <= high for low, high in _CJK_RANGES)
+    return any(low <= code <= high for low, high in CJK_RANGES)
 
 
 def _is_word_char(char: str) -> bool:
@@ -87,7 +87,7 @@ def _space_cjk(text: str) -> str:
 # The CJK characters beyond the BMP (extensions B..G: rare) are spaced by a regex instead of
 # the table: 70,000 more entries would take another 10 MB.
 _ASTRAL = "\U00020000"
-_ASTRAL_CJK = re.compile("([" + _ranges_class(r for r in _CJK_RANGES if r[0] >= ord(_ASTRAL))
+_ASTRAL_CJK = re.compile("([" + _ranges_class(r for r in CJK_RANGES if r[0] >= ord(_ASTRAL))
                          + "])")
 
 
@@ -96,7 +96,7 @@ def _spaced_table() -> dict[int, str]:
     """_fold_table, and every CJK character of the BMP (as it folds) between spaces (about
     40,000 entries, 7 MB)."""
     table = {code: _space_cjk(folded) for code, folded in _fold_table().items()}
-    for low, high in _CJK_RANGES:
+    for low, high in CJK_RANGES:
         if high < ord(_ASTRAL):
             table.update((code, f" {chr(code)} ") for code in range(low, high + 1)
                          if code not in table)
@@ -155,9 +155,9 @@ def _runs_pattern() -> re.Pattern[str]:
     """A maximal run of CJK letters (group 1) or of other letters and digits (group 2): what
     the letters-and-digits runs (`[^\\W_]+`) cut where CJK meets another script are. Built
     once (≈ 30 ms): the CJK ranges' letters, and all of their characters to keep out of words."""
-    cjk_letters = _class_of(code for low, high in _CJK_RANGES for code in range(low, high + 1)
+    cjk_letters = _class_of(code for low, high in CJK_RANGES for code in range(low, high + 1)
                             if chr(code).isalnum())
-    return re.compile(f"([{cjk_letters}]+)|([^\\W_{_ranges_class(_CJK_RANGES)}]+)")
+    return re.compile(f"([{cjk_letters}]+)|([^\\W_{_ranges_class(CJK_RANGES)}]+)")
 
 
 def runs(normalised: str) -> Iterable[tuple[bool, str]]:

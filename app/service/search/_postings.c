@@ -1,0 +1,388 @@
+/* app.service.search._postings: a block's posting rows for MySQL/MariaDB's search index, in C.
+ *
+ * What it computes is app/service/search/mysql_blocks.py's `posting_rows()` in Python, byte for
+ * byte: for each text message of a block (im_message rows as dicts, in id order) its
+ * conversation keys (mysql_index.conv_keys) and its tokens (text.tokens_of: every CJK character
+ * and pair of neighbouring CJK characters of a run, every other word cut at MAX_TOKEN
+ * characters), then for each token, in code point order, its postings encoded as
+ * mysql_blocks.encode writes them. The Python twin stays the definition: tests/test_search.py
+ * compares the two on generated rows of every kind of character.
+ *
+ * Why C: sealing a block in Python cost ≈ 25-30 µs a message for the tokens and postings and
+ * 7-16 µs more for the encoding (bench/NOTES.md), against ≈ 65 µs for storing and delivering the
+ * message; the issue allows indexing 15% of that.
+ *
+ * What this module does not own, it is handed: the folding (text.fold, called once a message:
+ * a str.translate with Python's own Unicode data), the CJK ranges (text.CJK_RANGES) and the
+ * constants of conv_keys. Letters and digits are Python's own `str.isalnum`
+ * (Py_UNICODE_ISALNUM), which is what text.py's regex means by `[^\W_]`.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t key;
+    uint16_t offset;
+} Posting;
+
+/* A token's postings, appended in message order; `last_id` keeps a message's repeated token to
+ * one posting a key. */
+typedef struct {
+    Posting *items;
+    Py_ssize_t count, capacity;
+    long long last_id;
+} Postings;
+
+/* A CJK token's slot: its one or two code points (`cjk_key`) and its position in `all`. */
+typedef struct {
+    uint64_t key;
+    Py_ssize_t position;
+} Slot;
+
+typedef struct {
+    Postings *all;
+    Py_ssize_t count, capacity;
+    PyObject *index; /* token (str) -> position in `all` (int): every token */
+    /* CJK characters and pairs again, found without making a str: most of a Chinese text's
+     * tokens are those, and a str and a dict lookup each cost more than the rest of the work.
+     * Open addressing; a key of 0 is an empty slot. */
+    Slot *slots;
+    Py_ssize_t slot_count, slots_used;
+} Tokens;
+
+typedef struct {
+    Py_UCS4 *low, *high;
+    Py_ssize_t count;
+} Ranges;
+
+static int is_in(const Ranges *ranges, Py_UCS4 code) {
+    for (Py_ssize_t i = 0; i < ranges->count; i++)
+        if (ranges->low[i] <= code && code <= ranges->high[i]) return 1;
+    return 0;
+}
+
+static void free_tokens(Tokens *tokens) {
+    for (Py_ssize_t i = 0; i < tokens->count; i++) free(tokens->all[i].items);
+    free(tokens->all);
+    free(tokens->slots);
+    Py_XDECREF(tokens->index);
+}
+
+/* A new token's postings, at the end of `all`; NULL with an exception set on failure. */
+static Postings *new_postings(Tokens *tokens, PyObject *token) {
+    if (tokens->count == tokens->capacity) {
+        Py_ssize_t capacity = tokens->capacity ? 2 * tokens->capacity : 1024;
+        Postings *grown = realloc(tokens->all, (size_t)capacity * sizeof(Postings));
+        if (grown == NULL) return (Postings *)PyErr_NoMemory();
+        tokens->all = grown;
+        tokens->capacity = capacity;
+    }
+    PyObject *position = PyLong_FromSsize_t(tokens->count);
+    if (position == NULL) return NULL;
+    int failed = PyDict_SetItem(tokens->index, token, position);
+    Py_DECREF(position);
+    if (failed) return NULL;
+    Postings *made = &tokens->all[tokens->count++];
+    memset(made, 0, sizeof(*made));
+    made->last_id = -1;
+    return made;
+}
+
+/* The postings of `token`, made when first seen; NULL with an exception set on failure. */
+static Postings *postings_of(Tokens *tokens, PyObject *token) {
+    PyObject *found = PyDict_GetItemWithError(tokens->index, token);
+    if (found != NULL) return &tokens->all[PyLong_AsSsize_t(found)];
+    if (PyErr_Occurred()) return NULL;
+    return new_postings(tokens, token);
+}
+
+/* The slot of a CJK key: its own, or the empty one where it goes. */
+static Slot *slot_of(Slot *slots, Py_ssize_t slot_count, uint64_t key) {
+    size_t mask = (size_t)slot_count - 1;
+    size_t at = (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 32) & mask;
+    while (slots[at].key != 0 && slots[at].key != key) at = (at + 1) & mask;
+    return &slots[at];
+}
+
+static int grow_slots(Tokens *tokens) {
+    Py_ssize_t count = tokens->slot_count ? 2 * tokens->slot_count : 4096;
+    Slot *grown = calloc((size_t)count, sizeof(Slot));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < tokens->slot_count; i++)
+        if (tokens->slots[i].key != 0)
+            *slot_of(grown, count, tokens->slots[i].key) = tokens->slots[i];
+    free(tokens->slots);
+    tokens->slots = grown;
+    tokens->slot_count = count;
+    return 0;
+}
+
+/* The postings of the CJK token of `length` (1 or 2) characters at `start` of `folded`. */
+static Postings *cjk_postings_of(Tokens *tokens, PyObject *folded, int kind, const void *data,
+                                 Py_ssize_t start, Py_ssize_t length) {
+    /* Code points are below 2**21: two make a key, never 0 (CJK code points are not). */
+    uint64_t key = (uint64_t)PyUnicode_READ(kind, data, start) << 21;
+    if (length == 2) key |= PyUnicode_READ(kind, data, start + 1);
+    if (2 * (tokens->slots_used + 1) > tokens->slot_count && grow_slots(tokens)) return NULL;
+    Slot *slot = slot_of(tokens->slots, tokens->slot_count, key);
+    if (slot->key == key) return &tokens->all[slot->position];
+    PyObject *token = PyUnicode_Substring(folded, start, start + length);
+    if (token == NULL) return NULL;
+    Postings *made = postings_of(tokens, token);
+    Py_DECREF(token);
+    if (made == NULL) return NULL;
+    slot->key = key;
+    slot->position = made - tokens->all;
+    tokens->slots_used++;
+    return made;
+}
+
+
+/* Adds one message's token for its keys (NULL: finding the token failed). */
+static int add(Postings *postings, long long message_id, const int64_t *keys, int key_count,
+               uint16_t offset) {
+    if (postings == NULL) return -1;
+    if (postings->last_id == message_id) return 0;
+    postings->last_id = message_id;
+    if (postings->count + key_count > postings->capacity) {
+        Py_ssize_t capacity = postings->capacity ? 2 * postings->capacity : 8;
+        while (capacity < postings->count + key_count) capacity *= 2;
+        Posting *grown = realloc(postings->items, (size_t)capacity * sizeof(Posting));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        postings->items = grown;
+        postings->capacity = capacity;
+    }
+    for (int i = 0; i < key_count; i++) {
+        postings->items[postings->count].key = keys[i];
+        postings->items[postings->count++].offset = offset;
+    }
+    return 0;
+}
+
+/* The tokens of one folded text, as text.tokens_of cuts them. */
+static int add_text(Tokens *tokens, PyObject *folded, const Ranges *cjk, Py_ssize_t max_token,
+                    long long message_id, const int64_t *keys, int key_count, uint16_t offset) {
+    int kind = PyUnicode_KIND(folded);
+    const void *data = PyUnicode_DATA(folded);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(folded);
+    Py_ssize_t at = 0;
+    while (at < length) {
+        Py_UCS4 code = PyUnicode_READ(kind, data, at);
+        if (!Py_UNICODE_ISALNUM(code)) {
+            at++;
+            continue;
+        }
+        int run_is_cjk = is_in(cjk, code);
+        Py_ssize_t end = at + 1;
+        while (end < length) {
+            Py_UCS4 next = PyUnicode_READ(kind, data, end);
+            if (!Py_UNICODE_ISALNUM(next) || is_in(cjk, next) != run_is_cjk) break;
+            end++;
+        }
+        if (run_is_cjk) {
+            for (Py_ssize_t i = at; i < end; i++) {
+                if (add(cjk_postings_of(tokens, folded, kind, data, i, 1), message_id, keys,
+                        key_count, offset))
+                    return -1;
+                if (i + 1 < end && add(cjk_postings_of(tokens, folded, kind, data, i, 2),
+                                       message_id, keys, key_count, offset))
+                    return -1;
+            }
+        } else {
+            Py_ssize_t stop = end - at > max_token ? at + max_token : end;
+            PyObject *token = PyUnicode_Substring(folded, at, stop);
+            if (token == NULL) return -1;
+            Postings *postings = postings_of(tokens, token);
+            Py_DECREF(token);
+            if (add(postings, message_id, keys, key_count, offset)) return -1;
+        }
+        at = end;
+    }
+    return 0;
+}
+
+/* A dict row's integer column; -1 with an exception set when missing or not an int. */
+static int column(PyObject *row, const char *name, long long *value) {
+    PyObject *item = PyDict_GetItemString(row, name);
+    if (item == NULL || !PyLong_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "row[%s] is not an int", name);
+        return -1;
+    }
+    *value = PyLong_AsLongLong(item);
+    return (*value == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* mysql_index.conv_keys of a row; answers how many keys (0-2) or -1 on failure. */
+static int conv_keys(PyObject *row, long long group_cmd, long long pair, int64_t *keys) {
+    long long cmd, community, sender, receiver;
+    if (column(row, "cmd", &cmd)) return -1;
+    if (cmd == group_cmd) {
+        if (column(row, "community_id", &community)) return -1;
+        keys[0] = community;
+        return 1;
+    }
+    if (column(row, "sender_id", &sender) || column(row, "dst_user_id", &receiver)) return -1;
+    if (sender >= pair || receiver >= pair) return 0;
+    keys[0] = -(sender * pair + receiver);
+    if (sender == receiver) return 1;
+    keys[1] = -(receiver * pair + sender);
+    return 2;
+}
+
+static int by_key_then_offset(const void *a, const void *b) {
+    const Posting *left = a, *right = b;
+    if (left->key != right->key) return left->key < right->key ? -1 : 1;
+    return (int)left->offset - (int)right->offset;
+}
+
+static void put_little(unsigned char **at, uint64_t value, int size) {
+    for (int i = 0; i < size; i++) *(*at)++ = (unsigned char)(value >> (8 * i));
+}
+
+/* mysql_blocks.encode of one token's postings (sorted here). */
+static PyObject *encode(Postings *postings) {
+    qsort(postings->items, (size_t)postings->count, sizeof(Posting), by_key_then_offset);
+    Py_ssize_t keys = 0;
+    for (Py_ssize_t i = 0; i < postings->count; i++)
+        if (i == 0 || postings->items[i].key != postings->items[i - 1].key) keys++;
+    Py_ssize_t size = 4 + 8 * keys + 2 * (keys + 1) + 2 * postings->count;
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, size);
+    if (blob == NULL) return NULL;
+    unsigned char *start = (unsigned char *)PyBytes_AS_STRING(blob);
+    unsigned char *key_at = start + 4, *start_at = key_at + 8 * keys,
+                  *offset_at = start_at + 2 * (keys + 1);
+    put_little(&start, (uint64_t)keys, 4);
+    for (Py_ssize_t i = 0; i < postings->count; i++) {
+        if (i == 0 || postings->items[i].key != postings->items[i - 1].key) {
+            put_little(&key_at, (uint64_t)postings->items[i].key, 8);
+            put_little(&start_at, (uint64_t)i, 2);
+        }
+        put_little(&offset_at, postings->items[i].offset, 2);
+    }
+    put_little(&start_at, (uint64_t)postings->count, 2);
+    return blob;
+}
+
+static int read_ranges(PyObject *given, Ranges *ranges) {
+    PyObject *sequence = PySequence_Fast(given, "cjk_ranges: a sequence of (low, high)");
+    if (sequence == NULL) return -1;
+    ranges->count = PySequence_Fast_GET_SIZE(sequence);
+    ranges->low = PyMem_Calloc((size_t)ranges->count + 1, sizeof(Py_UCS4));
+    ranges->high = PyMem_Calloc((size_t)ranges->count + 1, sizeof(Py_UCS4));
+    if (ranges->low == NULL || ranges->high == NULL) {
+        Py_DECREF(sequence);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < ranges->count; i++) {
+        unsigned int low, high;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sequence, i), "II", &low, &high)) {
+            Py_DECREF(sequence);
+            return -1;
+        }
+        ranges->low[i] = low;
+        ranges->high[i] = high;
+    }
+    Py_DECREF(sequence);
+    return 0;
+}
+
+static PyObject *posting_rows(PyObject *self, PyObject *args) {
+    PyObject *rows, *fold, *cjk_ranges;
+    long long block_size, group_cmd, pair;
+    Py_ssize_t max_token;
+    if (!PyArg_ParseTuple(args, "OLLLnOO:posting_rows", &rows, &block_size, &group_cmd, &pair,
+                          &max_token, &cjk_ranges, &fold))
+        return NULL;
+    if (block_size < 1 || block_size > 0x10000 || max_token < 1) {
+        PyErr_SetString(PyExc_ValueError, "block_size in 1..65536, max_token >= 1");
+        return NULL;
+    }
+    Ranges cjk = {NULL, NULL, 0};
+    Tokens tokens = {NULL, 0, 0, PyDict_New(), NULL, 0, 0};
+    PyObject *sequence = NULL, *result = NULL, *order = NULL;
+    if (tokens.index == NULL || read_ranges(cjk_ranges, &cjk)) goto done;
+    sequence = PySequence_Fast(rows, "rows: a sequence of dicts");
+    if (sequence == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
+        PyObject *row = PySequence_Fast_GET_ITEM(sequence, i);
+        if (!PyDict_Check(row)) {
+            PyErr_SetString(PyExc_TypeError, "rows: a sequence of dicts");
+            goto done;
+        }
+        long long media, message_id;
+        if (column(row, "media", &media)) goto done;
+        PyObject *content = PyDict_GetItemString(row, "content");
+        if (media != 1 || content == NULL || content == Py_None) continue;
+        if (!PyUnicode_Check(content)) {
+            PyErr_SetString(PyExc_TypeError, "row[content] is not a str");
+            goto done;
+        }
+        if (PyUnicode_GET_LENGTH(content) == 0) continue;
+        int64_t keys[2];
+        int key_count = conv_keys(row, group_cmd, pair, keys);
+        if (key_count < 0 || column(row, "id", &message_id)) goto done;
+        PyObject *folded = PyObject_CallOneArg(fold, content);
+        if (folded == NULL) goto done;
+        if (!PyUnicode_Check(folded)) {
+            Py_DECREF(folded);
+            PyErr_SetString(PyExc_TypeError, "fold() answered no str");
+            goto done;
+        }
+        /* Python's % is never negative here: ids start at 1. */
+        uint16_t offset = (uint16_t)((message_id - 1) % block_size);
+        int failed = add_text(&tokens, folded, &cjk, max_token, message_id, keys, key_count,
+                              offset);
+        Py_DECREF(folded);
+        if (failed) goto done;
+    }
+    order = PyDict_Keys(tokens.index);
+    if (order == NULL || PyList_Sort(order)) goto done;
+    result = PyList_New(0);
+    if (result == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(order); i++) {
+        PyObject *token = PyList_GET_ITEM(order, i);
+        Postings *postings = &tokens.all[PyLong_AsSsize_t(PyDict_GetItem(tokens.index, token))];
+        if (postings->count == 0) continue; /* a text whose only keys were none */
+        PyObject *blob = encode(postings);
+        PyObject *pair_out = blob ? PyTuple_Pack(2, token, blob) : NULL;
+        Py_XDECREF(blob);
+        if (pair_out == NULL || PyList_Append(result, pair_out)) {
+            Py_XDECREF(pair_out);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(pair_out);
+    }
+done:
+    Py_XDECREF(order);
+    Py_XDECREF(sequence);
+    free_tokens(&tokens);
+    PyMem_Free(cjk.low);
+    PyMem_Free(cjk.high);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"posting_rows", posting_rows, METH_VARARGS,
+     "posting_rows(rows, block_size, group_cmd, pair, max_token, cjk_ranges, fold): "
+     "[(token, encoded postings)] of a block's im_message rows, in token order"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT, "_postings",
+    "A block's posting rows in C (see app/service/search/_postings.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__postings(void) { return PyModule_Create(&module_definition); }

@@ -1,0 +1,110 @@
+"""A block's posting rows in C (app/service/search/_postings.c) against the Python definition
+(mysql_blocks.posting_rows): the same rows, byte for byte, for every code point, for generated
+chat of every kind of message and conversation, for the block's bounds; and clear refusals of
+rows that are not im_message rows."""
+
+from __future__ import annotations
+
+import random
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from app.chat.wire import CMD_GROUP, CMD_SINGLE
+from app.service.search import mysql_blocks, mysql_index
+
+
+def c_module() -> ModuleType:
+    # The suite's install builds the C part (`make dev`); where it was not built these fail.
+    module = mysql_index._c_postings()  # noqa: SLF001
+    assert module is not None, "the C part (app.service.search._postings) was not built"
+    return module
+
+
+def both(rows: list[dict[str, Any]]) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    return (mysql_index._c_posting_rows(c_module(), rows),  # noqa: SLF001
+            mysql_blocks.posting_rows(rows, mysql_index.conv_keys))
+
+
+def message(message_id: int, content: Any, *, cmd: int = CMD_GROUP, sender: int = 1,
+            receiver: int | None = None, group: int | None = 3, media: int = 1
+            ) -> dict[str, Any]:
+    return {"id": message_id, "cmd": cmd, "sender_id": sender, "dst_user_id": receiver,
+            "community_id": group if cmd == CMD_GROUP else None, "media": media,
+            "content": content}
+
+
+def test_every_code_point_makes_the_same_rows():
+    codes = [code for code in range(1, 0x110000) if not 0xD800 <= code < 0xE000]
+    texts = ["".join(map(chr, codes[start:start + 48])) for start in range(0, len(codes), 48)]
+    block, tokens = mysql_blocks.BLOCK, 0
+    for first in range(0, len(texts), block):
+        rows = [message(number + 1, text, group=number % 7 + 1)
+                for number, text in enumerate(texts[first:first + block])]
+        c_rows, python_rows = both(rows)
+        assert c_rows == python_rows, hex(ord(texts[first][0]))
+        tokens += len(c_rows)
+    assert tokens > 100_000  # CJK characters and pairs alone
+
+
+def test_generated_chat_makes_the_same_rows():
+    pieces = ["明天的会议改到三点", "，", "Q3", " ", "预算", "Deploy", "ＡＢＣ１２３", "Straße", "ﬁle",
+              "㈱", "½", "e\u0301", "ΣΊΣΥΦΟΣ", "한국어", "ｶﾀｶﾅ", "👋", "\U00020001", "\U0002F800",
+              "\U0001D400", "\u00ad", "\t\n", "", "\U0010FFFF", "\uFDFA", "snake_case", "a" * 40,
+              "会议会议", "x²", "٣٤", "deploy-ment"]
+    generator = random.Random(13)
+    huge = 2**31
+    for round_number in range(6):
+        rows = []
+        for number in range(1, mysql_blocks.BLOCK + 1):
+            if generator.random() < 0.3:
+                continue  # ids a block does not have (another kind of message, a gap)
+            text = "".join(generator.choice(pieces) for _ in range(generator.randrange(0, 25)))
+            kind = generator.random()
+            if kind < 0.5:
+                row = message(number, text, group=generator.randint(1, 60))
+            else:
+                sender, receiver = generator.randint(1, 40), generator.randint(1, 40)
+                if kind > 0.98:
+                    sender = huge + sender  # beyond conv_keys' range: no keys
+                row = message(number, text, cmd=CMD_SINGLE, sender=sender, receiver=receiver)
+            if generator.random() < 0.05:
+                row["media"] = generator.choice([2, 3, 4])
+            if generator.random() < 0.02:
+                row["content"] = generator.choice([None, ""])
+            rows.append(row)
+        c_rows, python_rows = both(rows)
+        assert c_rows == python_rows, round_number
+    assert {token for token, _ in c_rows} >= {"会", "会议", "q3", "deploy", "abc123", "a" * 32}
+
+
+def test_a_blocks_first_and_last_ids_and_a_later_block():
+    rows = [message(1, "首 first"), message(mysql_blocks.BLOCK, "尾 last", cmd=CMD_SINGLE,
+                                                                   receiver=2)]
+    assert both(rows)[0] == both(rows)[1]
+    later = [dict(row, id=row["id"] + 9 * mysql_blocks.BLOCK) for row in rows]
+    assert both(later)[0] == both(later)[1] == both(rows)[1]  # the same offsets in block 9
+    # Every id of a block, one-to-one: a token's row holds 2 x BLOCK offsets.
+    full = [message(number, "满", cmd=CMD_SINGLE, receiver=2)
+            for number in range(1, mysql_blocks.BLOCK + 1)]
+    c_rows, python_rows = both(full)
+    assert c_rows == python_rows
+    keys, starts, offsets = mysql_blocks.decode(c_rows[0][1])
+    assert len(offsets) == 2 * mysql_blocks.BLOCK and list(starts) == [0, 4096, 8192]
+
+
+def test_rows_that_are_not_message_rows_are_refused():
+    module = c_module()
+    for rows, error in (([("not", "a dict")], TypeError), ([message(1, 5)], TypeError),
+                        ([message("x", "text")], TypeError), (5, TypeError),
+                        ([dict(message(1, "text"), media=None)], TypeError)):
+        with pytest.raises(error):
+            mysql_index._c_posting_rows(module, rows)  # noqa: SLF001
+    with pytest.raises(ValueError):
+        module.posting_rows([], 0, CMD_GROUP, 2**31, 32, [], str.lower)
+    with pytest.raises(TypeError):
+        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [], lambda text: 5)
+    with pytest.raises(ZeroDivisionError):
+        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [],
+                            lambda text: 1 / 0)
