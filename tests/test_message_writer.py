@@ -144,3 +144,42 @@ async def test_published_waits_for_the_batch_in_flight(writer: MessageWriter) ->
     await writer.published()
     order.append("published")
     assert order == ["handed", "published"]
+
+
+@pytest.mark.parametrize("db_backend", ["mysql"], indirect=True)
+async def test_a_large_batch_is_read_back_through_the_cid_index(settings) -> None:
+    """A batch of hundreds of messages is read back by cid without reading the whole table:
+    given an IN list longer than eq_range_index_dive_limit (200), MariaDB estimates from its
+    statistics, and on a table of about a thousand messages it chose a full scan; a table that
+    grew fast under load kept that plan, scanning ~150,000 rows a commit (bench/NOTES.md)."""
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name
+
+    await open_database(settings)
+    running = MessageWriter(max_batch=500)
+    try:
+        connection = Tortoise.get_connection(connection_name())
+        await connection.execute_many(
+            "INSERT INTO im_message (cmd, sender_id, dst_user_id, community_id, cid, media, "
+            "content, pic, url, memo, amount, created_ms) VALUES "
+            "(10, 900001, 900002, NULL, %s, 1, 'older', '', '', '', 0, 1)",
+            [(f"older-{n}",) for n in range(1000)])
+        await connection.execute_query("ANALYZE TABLE im_message")
+
+        async def rows_scanned() -> int:
+            found = await connection.execute_query_dict(
+                "SHOW GLOBAL STATUS LIKE 'Handler_read_rnd_next'")
+            return int(found[0]["Value"])
+
+        outcomes = Outcomes()
+        before = await rows_scanned()
+        for n in range(400):
+            running.submit(_draft(outcomes, f"big-{n}", sender=3 + n % 7))
+        running.start()
+        await outcomes.wait_for(400)
+        assert running.batches == 1 and running.written == 400
+        assert await rows_scanned() - before < 1000
+    finally:
+        await running.stop()
+        await close_database()

@@ -350,18 +350,15 @@ class MessageWriter:
         sql = self._sql
         keys = {(d.cid, d.sender_id) for d in batch}
         cids = sorted({d.cid for d in batch})
-        select = f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(cids))})"
         # Server-made cids are new by construction: only client cids can be resends.
         client_cids = [c for c in cids if not c.startswith(SERVER_CID_PREFIX)]
         async with in_transaction(connection_name()) as connection:
-            before = (await connection.execute_query_dict(
-                f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(client_cids))})",
-                client_cids) if client_cids else [])
+            before = await _rows_by_cid(connection, sql, client_cids)
             existing = {(r["cid"], r["sender_id"]) for r in before} & keys
             fresh = _fresh_drafts(batch, existing)
             if fresh:
                 await connection.execute_many(sql.insert, [_values(d) for d in fresh])
-                after = await connection.execute_query_dict(select, cids)
+                after = await _rows_by_cid(connection, sql, cids)
             else:
                 after = before
             stored = {(r["cid"], r["sender_id"]): r for r in after}
@@ -375,6 +372,22 @@ class MessageWriter:
         self.written += len(fresh)
         fresh_ids = {id(d) for d in fresh}
         return [(stored[(d.cid, d.sender_id)], id(d) not in fresh_ids) for d in batch]
+
+
+# Cids a read-back SELECT names at most on MySQL/MariaDB: within eq_range_index_dive_limit (200
+# by default) the optimizer counts each cid's rows in the index; beyond it, it estimates from
+# the table's statistics, and on a table that had about a thousand messages it chose to scan
+# the whole table, a plan kept while the table grew under load (bench/NOTES.md, session 8).
+_CIDS_A_SELECT = 100
+
+
+async def _rows_by_cid(connection: Any, sql: _Sql, cids: Sequence[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(cids), _CIDS_A_SELECT):
+        part = cids[start:start + _CIDS_A_SELECT]
+        rows += await connection.execute_query_dict(
+            f"SELECT {_SELECT} FROM im_message WHERE cid IN ({sql.marks(len(part))})", part)
+    return rows
 
 
 class _SqliteBatch:
