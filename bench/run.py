@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import GenConfig, WorkerError, raise_nofile_limit, run_direct, run_fanout, run_hold
-from servers import ADAPTERS, BENCH_DIR, Imchat, ServerAdapter, ServerUnavailable
+from servers import ADAPTERS, BENCH_DIR, Imchat, ImchatMysql, ServerAdapter, ServerUnavailable
 
 log = logging.getLogger("bench.run")
 
@@ -116,6 +116,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connect-concurrency", type=int, default=128, help="handshakes in flight per worker")
     p.add_argument("--server-cpus", default="0", help="CPU list for the server ('' = any)")
     p.add_argument("--gen-cpus", default="1", help="CPU list for the generator ('' = any)")
+    p.add_argument("--db-cpus", default="1", help="CPU list for MariaDB's threads while an "
+                   "imchat-mysql* server runs ('' = where the kernel puts them)")
     p.add_argument(
         "--imchat-setup",
         choices=("db", "http"),
@@ -429,6 +431,8 @@ def main() -> int:
             adapter = ADAPTERS[name](workdir, server_cpus)
             if isinstance(adapter, Imchat):
                 adapter.setup = args.imchat_setup
+            if isinstance(adapter, ImchatMysql):
+                adapter.db_cpus = parse_cpus(args.db_cpus)
             reason = adapter.unavailable_reason()
             if reason:
                 log.warning("%s skipped: %s", name, reason)

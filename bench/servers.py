@@ -624,10 +624,16 @@ class ImchatMysql(Imchat):
     of its own, dumped once (`mariadb-dump`) and loaded into a fresh run database before each
     start. The database server's CPU is counted with the server's (most of what a message costs
     on MySQL is spent there); it is shared, so nothing else should use it during a run. Its
-    RSS is counted too (mostly its buffer pool): read RSS of the SQLite runs only."""
+    RSS is counted too (mostly its buffer pool): read RSS of the SQLite runs only.
+
+    While the server runs, the database server's threads are kept on `db_cpus` (run.py's
+    --db-cpus, the generator's CPU by default): left to the kernel, they ran on the server's
+    CPU in some runs and on the other in others, and a message cost 1.7-2.5 times as much CPU
+    when they shared the server's (bench/NOTES.md, 2026-12-01 session 8)."""
 
     name = "imchat-mysql"
     title = "imchat on MariaDB (its CPU counted)"
+    db_cpus: list[int] | None = None
 
     def __init__(self, workdir: Path, cpus: list[int] | None, python: str = sys.executable):
         super().__init__(workdir, cpus, python)
@@ -685,6 +691,28 @@ class ImchatMysql(Imchat):
         self._sql(f"DROP DATABASE IF EXISTS {run}; CREATE DATABASE {run} CHARACTER SET utf8mb4")
         with (self.template_db.parent / "template.sql").open("rb") as dump:
             self._client("mariadb", run, stdin=dump)
+
+    def start(self) -> None:
+        self._keep_database_on(self.db_cpus)
+        super().start()
+
+    def stop(self, grace: float = 10.0) -> None:
+        try:
+            super().stop(grace)
+        finally:
+            self._keep_database_on(None)
+
+    def _keep_database_on(self, cpus: list[int] | None) -> None:
+        """Every thread of the database server on `cpus` (None: all); threads it makes later
+        inherit their maker's."""
+        server = self._database_server()
+        if server is None:
+            return
+        wanted = set(cpus) if cpus else set(range(os.cpu_count() or 1))
+        for thread in server.threads():
+            # A thread that has ended meanwhile; a server not ours to move.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.sched_setaffinity(thread.id, wanted)
 
     @staticmethod
     def _database_server() -> psutil.Process | None:
