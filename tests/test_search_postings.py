@@ -102,9 +102,8 @@ def test_rows_that_are_not_message_rows_are_refused():
         with pytest.raises(error):
             mysql_index._c_posting_rows(module, rows)  # noqa: SLF001
     with pytest.raises(ValueError):
-        module.posting_rows([], 0, CMD_GROUP, 2**31, 32, [], str.lower)
+        module.posting_rows([], 0, CMD_GROUP, 2**31, 32, [])
     with pytest.raises(TypeError):
-        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [], lambda text: 5)
-    with pytest.raises(ZeroDivisionError):
-        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [],
-                            lambda text: 1 / 0)
+        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")])
+    with pytest.raises(TypeError):
+        module.load_fold_table([("A", "a")])

@@ -12,10 +12,10 @@
  * 7-16 µs more for the encoding (bench/NOTES.md), against ≈ 65 µs for storing and delivering the
  * message; the issue allows indexing 15% of that.
  *
- * What this module does not own, it is handed: the folding (text.fold, called once a message:
- * a str.translate with Python's own Unicode data), the CJK ranges (text.CJK_RANGES) and the
- * constants of conv_keys. Letters and digits are Python's own `str.isalnum`
- * (Py_UNICODE_ISALNUM), which is what text.py's regex means by `[^\W_]`.
+ * What this module does not own, it is handed: the folding table (text.fold_table: NFKC and
+ * casefold per character from Python's own Unicode data, loaded once by `load_fold_table`), the
+ * CJK ranges (text.CJK_RANGES) and the constants of conv_keys. Letters and digits are Python's
+ * own `str.isalnum` (Py_UNICODE_ISALNUM), which is what text.py's regex means by `[^\W_]`.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -62,6 +62,141 @@ static int is_in(const Ranges *ranges, Py_UCS4 code) {
     for (Py_ssize_t i = 0; i < ranges->count; i++)
         if (ranges->low[i] <= code && code <= ranges->high[i]) return 1;
     return 0;
+}
+
+/* The folding, as text.fold applies its table: for each code point of the BMP the length of its
+ * replacement in `fold_pool` from `fold_start` (UNCHANGED: itself); beyond the BMP, sorted code
+ * points and their replacements. */
+#define UNCHANGED 0xFF
+static uint8_t fold_length[0x10000];
+static uint32_t fold_start[0x10000];
+static Py_UCS4 *fold_pool;
+static uint32_t *astral_code, *astral_start;
+static uint8_t *astral_length;
+static Py_ssize_t astral_count;
+static int fold_loaded;
+
+typedef struct {
+    uint32_t code, start;
+    uint8_t length;
+} AstralEntry;
+
+static int by_code(const void *a, const void *b) {
+    uint32_t left = ((const AstralEntry *)a)->code, right = ((const AstralEntry *)b)->code;
+    return left < right ? -1 : left > right;
+}
+
+static PyObject *load_fold_table(PyObject *module, PyObject *table) {
+    (void)module;
+    if (!PyDict_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "the table is a dict of code point -> str");
+        return NULL;
+    }
+    if (fold_loaded) Py_RETURN_NONE; /* one table a process: text.py's, built once */
+    Py_ssize_t pool_size = 0, astral = 0, position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(table, &position, &key, &value)) {
+        long code = PyLong_AsLong(key);
+        if (code == -1 && PyErr_Occurred()) return NULL;
+        if (code < 0 || code > 0x10FFFF || !PyUnicode_Check(value) ||
+            PyUnicode_GET_LENGTH(value) >= UNCHANGED) {
+            PyErr_SetString(PyExc_ValueError,
+                            "the table maps code points to str of fewer than 255 characters");
+            return NULL;
+        }
+        pool_size += PyUnicode_GET_LENGTH(value);
+        if (code > 0xFFFF) astral++;
+    }
+    Py_UCS4 *pool = PyMem_Malloc((size_t)(pool_size + 1) * sizeof(Py_UCS4));
+    AstralEntry *entries = PyMem_Malloc((size_t)(astral + 1) * sizeof(AstralEntry));
+    uint32_t *codes = PyMem_Malloc((size_t)(astral + 1) * sizeof(uint32_t));
+    uint32_t *starts = PyMem_Malloc((size_t)(astral + 1) * sizeof(uint32_t));
+    uint8_t *lengths = PyMem_Malloc((size_t)(astral + 1));
+    if (pool == NULL || entries == NULL || codes == NULL || starts == NULL || lengths == NULL) {
+        PyErr_NoMemory();
+        goto failed;
+    }
+    memset(fold_length, UNCHANGED, sizeof(fold_length));
+    Py_ssize_t used = 0, astral_used = 0;
+    position = 0;
+    while (PyDict_Next(table, &position, &key, &value)) {
+        uint32_t code = (uint32_t)PyLong_AsLong(key);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(value);
+        if (PyUnicode_AsUCS4(value, pool + used, pool_size + 1 - used, 0) == NULL) goto failed;
+        if (code <= 0xFFFF) {
+            fold_length[code] = (uint8_t)length;
+            fold_start[code] = (uint32_t)used;
+        } else {
+            entries[astral_used++] = (AstralEntry){code, (uint32_t)used, (uint8_t)length};
+        }
+        used += length;
+    }
+    qsort(entries, (size_t)astral_used, sizeof(AstralEntry), by_code);
+    for (Py_ssize_t i = 0; i < astral_used; i++) {
+        codes[i] = entries[i].code;
+        starts[i] = entries[i].start;
+        lengths[i] = entries[i].length;
+    }
+    PyMem_Free(entries);
+    fold_pool = pool;
+    astral_code = codes;
+    astral_start = starts;
+    astral_length = lengths;
+    astral_count = astral_used;
+    fold_loaded = 1;
+    Py_RETURN_NONE;
+failed:
+    PyMem_Free(pool);
+    PyMem_Free(entries);
+    PyMem_Free(codes);
+    PyMem_Free(starts);
+    PyMem_Free(lengths);
+    return NULL;
+}
+
+/* What `code` folds to: `*length` characters at the returned pointer, or NULL for itself. */
+static const Py_UCS4 *folded_char(Py_UCS4 code, Py_ssize_t *length) {
+    if (code <= 0xFFFF) {
+        if (fold_length[code] == UNCHANGED) return NULL;
+        *length = fold_length[code];
+        return fold_pool + fold_start[code];
+    }
+    Py_ssize_t low = 0, high = astral_count;
+    while (low < high) {
+        Py_ssize_t middle = (low + high) / 2;
+        if (astral_code[middle] < code) low = middle + 1;
+        else high = middle;
+    }
+    if (low == astral_count || astral_code[low] != code) return NULL;
+    *length = astral_length[low];
+    return fold_pool + astral_start[low];
+}
+
+/* text.fold(content) as UCS4 (PyMem_Malloc'ed, for the caller to free); NULL on failure. */
+static Py_UCS4 *fold_text(PyObject *content, Py_ssize_t *folded_length) {
+    int kind = PyUnicode_KIND(content);
+    const void *data = PyUnicode_DATA(content);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(content), size = 0, replaced;
+    for (Py_ssize_t i = 0; i < length; i++)
+        size += folded_char(PyUnicode_READ(kind, data, i), &replaced) ? replaced : 1;
+    Py_UCS4 *out = PyMem_Malloc((size_t)(size + 1) * sizeof(Py_UCS4));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        Py_UCS4 code = PyUnicode_READ(kind, data, i);
+        const Py_UCS4 *replacement = folded_char(code, &replaced);
+        if (replacement == NULL) {
+            out[at++] = code;
+        } else {
+            memcpy(out + at, replacement, (size_t)replaced * sizeof(Py_UCS4));
+            at += replaced;
+        }
+    }
+    *folded_length = at;
+    return out;
 }
 
 static void free_tokens(Tokens *tokens) {
@@ -123,16 +258,20 @@ static int grow_slots(Tokens *tokens) {
     return 0;
 }
 
-/* The postings of the CJK token of `length` (1 or 2) characters at `start` of `folded`. */
-static Postings *cjk_postings_of(Tokens *tokens, PyObject *folded, int kind, const void *data,
-                                 Py_ssize_t start, Py_ssize_t length) {
+static PyObject *token_of(const Py_UCS4 *text, Py_ssize_t start, Py_ssize_t end) {
+    return PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, text + start, end - start);
+}
+
+/* The postings of the CJK token of `length` (1 or 2) characters at `start` of `text`. */
+static Postings *cjk_postings_of(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t start,
+                                 Py_ssize_t length) {
     /* Code points are below 2**21: two make a key, never 0 (CJK code points are not). */
-    uint64_t key = (uint64_t)PyUnicode_READ(kind, data, start) << 21;
-    if (length == 2) key |= PyUnicode_READ(kind, data, start + 1);
+    uint64_t key = (uint64_t)text[start] << 21;
+    if (length == 2) key |= text[start + 1];
     if (2 * (tokens->slots_used + 1) > tokens->slot_count && grow_slots(tokens)) return NULL;
     Slot *slot = slot_of(tokens->slots, tokens->slot_count, key);
     if (slot->key == key) return &tokens->all[slot->position];
-    PyObject *token = PyUnicode_Substring(folded, start, start + length);
+    PyObject *token = token_of(text, start, start + length);
     if (token == NULL) return NULL;
     Postings *made = postings_of(tokens, token);
     Py_DECREF(token);
@@ -169,14 +308,12 @@ static int add(Postings *postings, long long message_id, const int64_t *keys, in
 }
 
 /* The tokens of one folded text, as text.tokens_of cuts them. */
-static int add_text(Tokens *tokens, PyObject *folded, const Ranges *cjk, Py_ssize_t max_token,
-                    long long message_id, const int64_t *keys, int key_count, uint16_t offset) {
-    int kind = PyUnicode_KIND(folded);
-    const void *data = PyUnicode_DATA(folded);
-    Py_ssize_t length = PyUnicode_GET_LENGTH(folded);
+static int add_text(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t length, const Ranges *cjk,
+                    Py_ssize_t max_token, long long message_id, const int64_t *keys,
+                    int key_count, uint16_t offset) {
     Py_ssize_t at = 0;
     while (at < length) {
-        Py_UCS4 code = PyUnicode_READ(kind, data, at);
+        Py_UCS4 code = text[at];
         if (!Py_UNICODE_ISALNUM(code)) {
             at++;
             continue;
@@ -184,22 +321,22 @@ static int add_text(Tokens *tokens, PyObject *folded, const Ranges *cjk, Py_ssiz
         int run_is_cjk = is_in(cjk, code);
         Py_ssize_t end = at + 1;
         while (end < length) {
-            Py_UCS4 next = PyUnicode_READ(kind, data, end);
+            Py_UCS4 next = text[end];
             if (!Py_UNICODE_ISALNUM(next) || is_in(cjk, next) != run_is_cjk) break;
             end++;
         }
         if (run_is_cjk) {
             for (Py_ssize_t i = at; i < end; i++) {
-                if (add(cjk_postings_of(tokens, folded, kind, data, i, 1), message_id, keys,
-                        key_count, offset))
+                if (add(cjk_postings_of(tokens, text, i, 1), message_id, keys, key_count,
+                        offset))
                     return -1;
-                if (i + 1 < end && add(cjk_postings_of(tokens, folded, kind, data, i, 2),
-                                       message_id, keys, key_count, offset))
+                if (i + 1 < end && add(cjk_postings_of(tokens, text, i, 2), message_id, keys,
+                                       key_count, offset))
                     return -1;
             }
         } else {
             Py_ssize_t stop = end - at > max_token ? at + max_token : end;
-            PyObject *token = PyUnicode_Substring(folded, at, stop);
+            PyObject *token = token_of(text, at, stop);
             if (token == NULL) return -1;
             Postings *postings = postings_of(tokens, token);
             Py_DECREF(token);
@@ -297,12 +434,16 @@ static int read_ranges(PyObject *given, Ranges *ranges) {
 }
 
 static PyObject *posting_rows(PyObject *self, PyObject *args) {
-    PyObject *rows, *fold, *cjk_ranges;
+    PyObject *rows, *cjk_ranges;
     long long block_size, group_cmd, pair;
     Py_ssize_t max_token;
-    if (!PyArg_ParseTuple(args, "OLLLnOO:posting_rows", &rows, &block_size, &group_cmd, &pair,
-                          &max_token, &cjk_ranges, &fold))
+    if (!PyArg_ParseTuple(args, "OLLLnO:posting_rows", &rows, &block_size, &group_cmd, &pair,
+                          &max_token, &cjk_ranges))
         return NULL;
+    if (!fold_loaded) {
+        PyErr_SetString(PyExc_RuntimeError, "load_fold_table() first");
+        return NULL;
+    }
     if (block_size < 1 || block_size > 0x10000 || max_token < 1) {
         PyErr_SetString(PyExc_ValueError, "block_size in 1..65536, max_token >= 1");
         return NULL;
@@ -331,18 +472,14 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
         int64_t keys[2];
         int key_count = conv_keys(row, group_cmd, pair, keys);
         if (key_count < 0 || column(row, "id", &message_id)) goto done;
-        PyObject *folded = PyObject_CallOneArg(fold, content);
+        Py_ssize_t folded_length;
+        Py_UCS4 *folded = fold_text(content, &folded_length);
         if (folded == NULL) goto done;
-        if (!PyUnicode_Check(folded)) {
-            Py_DECREF(folded);
-            PyErr_SetString(PyExc_TypeError, "fold() answered no str");
-            goto done;
-        }
         /* Python's % is never negative here: ids start at 1. */
         uint16_t offset = (uint16_t)((message_id - 1) % block_size);
-        int failed = add_text(&tokens, folded, &cjk, max_token, message_id, keys, key_count,
-                              offset);
-        Py_DECREF(folded);
+        int failed = add_text(&tokens, folded, folded_length, &cjk, max_token, message_id, keys,
+                              key_count, offset);
+        PyMem_Free(folded);
         if (failed) goto done;
     }
     order = PyDict_Keys(tokens.index);
@@ -374,8 +511,10 @@ done:
 
 static PyMethodDef methods[] = {
     {"posting_rows", posting_rows, METH_VARARGS,
-     "posting_rows(rows, block_size, group_cmd, pair, max_token, cjk_ranges, fold): "
+     "posting_rows(rows, block_size, group_cmd, pair, max_token, cjk_ranges): "
      "[(token, encoded postings)] of a block's im_message rows, in token order"},
+    {"load_fold_table", load_fold_table, METH_O,
+     "load_fold_table(table): text.fold's table (code point -> str), once a process"},
     {NULL, NULL, 0, NULL},
 };
 

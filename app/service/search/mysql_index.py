@@ -56,7 +56,7 @@ from app.service.search.text import (
     CJK_RANGES,
     MAX_TOKEN,
     Query,
-    fold,
+    fold_table,
     is_cjk,
     may_match,
     tokens_of,
@@ -340,9 +340,10 @@ def _c_postings() -> ModuleType | None:
         log.info("search: posting rows in Python (the C module was not built)")
         return None
     try:
+        _postings.load_fold_table(fold_table())
         agrees = (_c_posting_rows(_postings, _SAMPLE_ROWS)
                   == mysql_blocks.posting_rows(_SAMPLE_ROWS, conv_keys))
-    except (TypeError, ValueError) as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         log.warning("search: posting rows in Python (the C module refused: %s)", error)
         return None
     if not agrees:
@@ -359,7 +360,7 @@ def postings_in_c() -> bool:
 
 def _c_posting_rows(module: ModuleType, rows: Sequence[Any]) -> list[tuple[str, bytes]]:
     return module.posting_rows(rows, mysql_blocks.BLOCK, CMD_GROUP, _PAIR, MAX_TOKEN,
-                               CJK_RANGES, fold)
+                               CJK_RANGES)
 
 
 def posting_rows(rows: Sequence[Any]) -> list[tuple[str, bytes]]:

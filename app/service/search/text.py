@@ -103,6 +103,12 @@ def _spaced_table() -> dict[int, str]:
     return table
 
 
+def fold_table() -> dict[int, str]:
+    """The table fold() translates with (for the C twin of the MySQL indexer,
+    app/service/search/_postings.c)."""
+    return _fold_table()
+
+
 def spacing_table() -> dict[int, str]:
     """The table spaced() translates with (for its C twin, app/service/search/_spacing.c)."""
     return _spaced_table()
