@@ -427,9 +427,9 @@ async def _seal_block(connection: BaseDBAsyncClient, block: int) -> int:
     rows = await _block_rows(connection, first, last)
     # Tokenised and encoded in a thread: the event loop gets turns meanwhile (the GIL is
     # shared).
-    prepared, words = await asyncio.to_thread(_prepared_block, block, rows)
-    await mysql_blocks.seal(connection, prepared)
-    for statement in words:
+    postings, vocabulary = await asyncio.to_thread(_prepared_block, block, rows)
+    await mysql_blocks.seal(connection, postings)
+    for statement in vocabulary:
         await connection.execute_query(statement)
     await _index_changed_in(connection, rows)
     return len(rows)
