@@ -719,8 +719,8 @@ async def test_a_blocks_rows_read_as_one_json_document_are_the_rows_as_stored(se
                                                                               caplog):
     """The sealer reads a block as one JSON document: every text comes back as it is stored
     (quotes, backslashes, control characters, beyond the BMP, NULs, a long text), with the
-    other columns, in id order, whatever order MariaDB aggregates them in; a document cut
-    short (MariaDB's group_concat_max_len) is read again row by row, and seals the same."""
+    other columns, in id order; a document cut short (MariaDB's group_concat_max_len) is read
+    again row by row, and seals the same."""
     from tortoise import Tortoise
 
     from app.model.database import connection_name
@@ -763,6 +763,19 @@ def test_mysql_token_statements_hold_at_most_statement_rows_each():
     chunks = [json.loads(bytes.fromhex(chunk)) for chunk in mysql_index._statements(documents)]
     assert [[d[0] for d in chunk] for chunk in chunks] == [[1, 2], [3, 4], [5], [6]]
     assert [[d[0], d[1], d[2]] for chunk in chunks for d in chunk] == [list(d) for d in documents]
+
+
+def test_a_blocks_upserts_hold_at_most_500_rows_each_every_row_once_in_order():
+    from app.service.search import mysql_blocks
+
+    rows = [(f"t{number:04d}", bytes([number % 256, 7])) for number in range(1001)]
+    statements = mysql_blocks.statements(9, rows)
+    assert [statement.count("', 9, X'") for statement in statements] == [500, 500, 1]
+    written = re.findall(r"\('(t\d{4})', 9, X'([0-9a-f]*)'\)", " ".join(statements))
+    assert written == [(token, blob.hex()) for token, blob in rows]
+    assert all(s.endswith("ON DUPLICATE KEY UPDATE postings = VALUES(postings)")
+               for s in statements)
+    assert mysql_blocks.statements(9, []) == []
 
 
 def test_posting_rows_give_back_each_conversations_ids_up_to_a_bound():

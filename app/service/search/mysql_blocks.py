@@ -149,17 +149,20 @@ def words_of(rows: Sequence[tuple[str, bytes]]) -> list[str]:
     return [token for token, _ in rows if not is_cjk(token[0])]
 
 
+def literal_inserts(template: str, values: Sequence[str], per_statement: int) -> list[str]:
+    """`template` (an INSERT with `{}` for its VALUES list) for each run of at most
+    `per_statement` of `values`, each a row's tuple already written as SQL literals. Literals
+    spare the driver's escaping of every value, which cost more than the rest of sealing."""
+    return [template.format(", ".join(values[start:start + per_statement]))
+            for start in range(0, len(values), per_statement)]
+
+
 def statements(block: int, rows: Sequence[tuple[str, bytes]]) -> list[str]:
-    """The upserts that store one block's posting rows, in token order (see `remove`). The
-    values are written as literals, which spares the driver's escaping of every value (a
-    token is letters and digits, text.tokens_of, escaped all the same; the postings go as a
-    hex literal: aiomysql cannot send bytes as a parameter)."""
-    out = []
-    for start in range(0, len(rows), _ROWS_A_STATEMENT):
-        out.append(_UPSERT.format(", ".join(
-            f"('{escape_string(token)}', {block:d}, X'{blob.hex()}')"
-            for token, blob in rows[start:start + _ROWS_A_STATEMENT])))
-    return out
+    """The upserts that store one block's posting rows, in token order (see `remove`): a
+    token is letters and digits (text.tokens_of), escaped all the same; the postings go as a
+    hex literal (aiomysql cannot send bytes as a parameter)."""
+    return literal_inserts(_UPSERT, [f"('{escape_string(token)}', {block:d}, X'{blob.hex()}')"
+                                     for token, blob in rows], _ROWS_A_STATEMENT)
 
 
 async def seal(connection: BaseDBAsyncClient, prepared: Sequence[str]) -> None:

@@ -375,11 +375,9 @@ _NEW_WORDS = "INSERT INTO im_search_word (token) VALUES {} ON DUPLICATE KEY UPDA
 
 
 def _vocabulary_statements(words: Sequence[str]) -> list[str]:
-    """The inserts of new words into the vocabulary, values as literals (as
-    mysql_blocks.statements, and for the same reason)."""
-    return [_NEW_WORDS.format(", ".join(f"('{escape_string(word)}')"
-                                        for word in words[start:start + 1000]))
-            for start in range(0, len(words), 1000)]
+    """The inserts of a block's words into the vocabulary (a word already there stays)."""
+    return mysql_blocks.literal_inserts(_NEW_WORDS, [f"('{escape_string(word)}')"
+                                                     for word in words], 1000)
 
 
 def _prepared_block(block: int, rows: Sequence[Any]) -> tuple[list[str], list[str]]:
