@@ -101,8 +101,9 @@ def test_rows_that_are_not_message_rows_are_refused():
                         ([dict(message(1, "text"), media=None)], TypeError)):
         with pytest.raises(error):
             mysql_index._c_posting_rows(module, rows)  # noqa: SLF001
-    with pytest.raises(ValueError):
-        module.posting_rows([], 0, CMD_GROUP, 2**31, 32, [])
+    for block_size in (0, 32768):  # 2 x 32,768 offsets would not fit a row's uint16 counts
+        with pytest.raises(ValueError):
+            module.posting_rows([], block_size, CMD_GROUP, 2**31, 32, [])
     with pytest.raises(TypeError):
         module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")])
     with pytest.raises(TypeError):

@@ -444,8 +444,9 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "load_fold_table() first");
         return NULL;
     }
-    if (block_size < 1 || block_size > 0x10000 || max_token < 1) {
-        PyErr_SetString(PyExc_ValueError, "block_size in 1..65536, max_token >= 1");
+    /* A token's row counts its ids in uint16, and a one-to-one message is there twice. */
+    if (block_size < 1 || 2 * block_size > 0xFFFF || max_token < 1) {
+        PyErr_SetString(PyExc_ValueError, "block_size in 1..32767, max_token >= 1");
         return NULL;
     }
     Ranges cjk = {NULL, NULL, 0};
