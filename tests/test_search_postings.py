@@ -5,6 +5,7 @@ rows that are not im_message rows."""
 
 from __future__ import annotations
 
+import logging
 import random
 from types import ModuleType
 from typing import Any
@@ -108,3 +109,22 @@ def test_rows_that_are_not_message_rows_are_refused():
         module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")])
     with pytest.raises(TypeError):
         module.load_fold_table([("A", "a")])
+
+
+def test_a_c_module_that_differs_from_python_is_not_used(monkeypatch, caplog):
+    """The indexer checks the C module against the Python definition before it relies on it:
+    one that answers otherwise is set aside (said in the log) and Python seals the blocks."""
+    caplog.set_level(logging.INFO, logger="imchat.search")
+    python_rows = mysql_blocks.posting_rows
+    monkeypatch.setattr(mysql_blocks, "posting_rows",
+                        lambda rows, conv_keys: python_rows(rows, conv_keys)[1:])
+    mysql_index._c_postings.cache_clear()  # noqa: SLF001
+    try:
+        assert not mysql_index.postings_in_c()
+        assert "posting rows in Python (the C module differs" in caplog.text
+        rows = [message(1, "会议 deploy")]
+        assert mysql_index.posting_rows(rows) == python_rows(rows, mysql_index.conv_keys)[1:]
+    finally:
+        mysql_index._c_postings.cache_clear()  # noqa: SLF001
+    monkeypatch.undo()
+    assert mysql_index.postings_in_c()
