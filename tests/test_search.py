@@ -319,7 +319,7 @@ async def token_rows(server: Any) -> list[tuple[Any, ...]]:
     own view of it); on MySQL every (token, conv, message) of the sealed blocks' postings and
     of the table of edited texts, each once."""
     from app.model.database import fetch_all
-    from app.service.search.mysql_blocks import decode, first_id_of
+    from app.service.search.mysql_blocks import SharedRow, decode, first_id_of, is_shared
 
     if server.settings.database.engine == "sqlite":
         await fetch_all("CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_terms USING "
@@ -330,10 +330,14 @@ async def token_rows(server: Any) -> list[tuple[Any, ...]]:
     rows = {(r["token"], int(r["conv"]), int(r["message_id"])) for r in await fetch_all(
         "SELECT token, conv, message_id FROM im_search_token")}
     for row in await fetch_all("SELECT token, block, postings FROM im_search_block"):
-        keys, starts, offsets = decode(bytes(row["postings"]))
+        name, blob = row["token"], bytes(row["postings"])
+        # A shared row holds tokens of one or two messages, each with its postings.
+        entries = SharedRow.read(blob).entries() if is_shared(name) else [(name, blob)]
         base = first_id_of(int(row["block"]))
-        rows.update((row["token"], key, base + offsets[i]) for at, key in enumerate(keys)
-                    for i in range(starts[at], starts[at + 1]))
+        for token, postings in entries:
+            keys, starts, offsets = decode(postings)
+            rows.update((token, key, base + offsets[i]) for at, key in enumerate(keys)
+                        for i in range(starts[at], starts[at + 1]))
     return sorted(rows)
 
 

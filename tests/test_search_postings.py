@@ -46,7 +46,9 @@ def test_every_code_point_makes_the_same_rows():
         c_rows, python_rows = both(rows)
         assert c_rows == python_rows, hex(ord(texts[first][0]))
         tokens += len(c_rows)
-    assert tokens > 100_000  # CJK characters and pairs alone
+        if first == 0:  # each token in one or few messages: in the shared row of its first
+            assert_shared_rows(c_rows, ("~会", "~\u4e00", "~\U00020001"))
+    assert tokens > 100_000  # shared rows: one per CJK character and per start of a word
 
 
 def test_generated_chat_makes_the_same_rows():
@@ -77,7 +79,24 @@ def test_generated_chat_makes_the_same_rows():
             rows.append(row)
         c_rows, python_rows = both(rows)
         assert c_rows == python_rows, round_number
-    assert {token for token, _ in c_rows} >= {"会", "会议", "q3", "deploy", "abc123", "a" * 32}
+    names = {name for name, _ in c_rows}
+    assert names >= {"会", "会议", "q3", "deploy", "abc123", "a" * 32}
+    # Tokens of one or two messages are in shared rows (a word by its first two characters),
+    # the others in rows of their own.
+    assert {"~de", "~q3", "~x2", "~σί"} <= names, sorted(names)
+    assert_shared_rows(c_rows, ("~de", "~x2"))
+
+
+def assert_shared_rows(rows: list[tuple[str, bytes]], names: tuple[str, ...]) -> None:
+    shared = dict(rows)
+    assert all(len(blob) >= mysql_blocks.SHARED_BELOW for name, blob in rows
+               if not mysql_blocks.is_shared(name))
+    for name in names:
+        entries = mysql_blocks.SharedRow.read(shared[name]).entries()
+        assert entries == sorted(entries) and entries
+        for token, postings in entries:
+            assert mysql_blocks.shared_name(token) == name and token not in shared
+            assert len(postings) < mysql_blocks.SHARED_BELOW
 
 
 def test_a_blocks_first_and_last_ids_and_a_later_block():
@@ -102,11 +121,15 @@ def test_rows_that_are_not_message_rows_are_refused():
                         ([dict(message(1, "text"), media=None)], TypeError)):
         with pytest.raises(error):
             mysql_index._c_posting_rows(module, rows)  # noqa: SLF001
+    shared = (mysql_blocks.SHARED_BELOW, mysql_blocks.SHARED_MARK)
     for block_size in (0, 32768):  # 2 x 32,768 offsets would not fit a row's uint16 counts
         with pytest.raises(ValueError):
-            module.posting_rows([], block_size, CMD_GROUP, 2**31, 32, [])
+            module.posting_rows([], block_size, CMD_GROUP, 2**31, 32, [], *shared)
     with pytest.raises(TypeError):
-        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")])
+        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")],
+                            *shared)
+    with pytest.raises(TypeError):  # the shared rows' mark is a str
+        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [], 64, b"~")
     with pytest.raises(TypeError):
         module.load_fold_table([("A", "a")])
 

@@ -5,8 +5,10 @@
  * conversation keys (mysql_index.conv_keys) and its tokens (text.tokens_of: every CJK character
  * and pair of neighbouring CJK characters of a run, every other word cut at MAX_TOKEN
  * characters), then for each token, in code point order, its postings encoded as
- * mysql_blocks.encode writes them. The Python twin stays the definition: tests/test_search.py
- * compares the two on generated rows of every kind of character.
+ * mysql_blocks.encode writes them, each in a row of its own or, when under `shared_below`
+ * bytes, in its shared row (mysql_blocks.stored_rows); the rows in name order. The Python twin
+ * stays the definition: tests/test_search_postings.py compares the two on generated rows of
+ * every kind of character.
  *
  * Why C: sealing a block in Python cost ≈ 25-30 µs a message for the tokens and postings and
  * 7-16 µs more for the encoding (bench/NOTES.md), against ≈ 65 µs for storing and delivering the
@@ -28,13 +30,34 @@ typedef struct {
     uint16_t offset;
 } Posting;
 
-/* A token's postings, appended in message order; `last_id` keeps a message's repeated token to
- * one posting a key. */
+/* A token's postings: `planned` counted while the texts are cut (`last_message` keeps a
+ * message's repeated token to one posting a key), then `items` filled in key and offset order. */
 typedef struct {
     Posting *items;
-    Py_ssize_t count, capacity;
-    long long last_id;
+    Py_ssize_t count, planned;
+    Py_ssize_t last_message;
 } Postings;
+
+/* Each message's tokens (positions in Tokens.all), message after message. */
+typedef struct {
+    Py_ssize_t *positions;
+    Py_ssize_t count, capacity;
+} Marks;
+
+/* A text message of the block: its keys, its offset and where its tokens are in Marks. */
+typedef struct {
+    int64_t keys[2];
+    int key_count;
+    uint16_t offset;
+    Py_ssize_t first, end;
+} Message;
+
+/* One message under one of its keys: the order postings are filled in. */
+typedef struct {
+    int64_t key;
+    uint16_t offset;
+    Py_ssize_t message;
+} Entry;
 
 /* A CJK token's slot: its one or two code points (`cjk_key`) and its position in `all`. */
 typedef struct {
@@ -62,6 +85,52 @@ static int is_in(const Ranges *ranges, Py_UCS4 code) {
     for (Py_ssize_t i = 0; i < ranges->count; i++)
         if (ranges->low[i] <= code && code <= ranges->high[i]) return 1;
     return 0;
+}
+
+/* What a character is to the tokens: not a letter or digit, a word's, or a CJK one. */
+enum { OTHER = 0, WORD = 1, CJK = 2 };
+
+static int kind_of(const Ranges *cjk, Py_UCS4 code) {
+    if (!Py_UNICODE_ISALNUM(code)) return OTHER;
+    return is_in(cjk, code) ? CJK : WORD;
+}
+
+/* kind_of for the BMP, looked up rather than worked out (four Unicode tables and the ranges a
+ * character otherwise): made for the CJK ranges last given, again if others come. */
+static uint8_t bmp_kind[0x10000];
+static Py_UCS4 *bmp_kind_low, *bmp_kind_high;
+static Py_ssize_t bmp_kind_ranges = -1;
+
+static int same_ranges(const Ranges *cjk) {
+    if (bmp_kind_ranges != cjk->count) return 0;
+    for (Py_ssize_t i = 0; i < cjk->count; i++)
+        if (bmp_kind_low[i] != cjk->low[i] || bmp_kind_high[i] != cjk->high[i]) return 0;
+    return 1;
+}
+
+static int make_bmp_kinds(const Ranges *cjk) {
+    if (same_ranges(cjk)) return 0;
+    Py_UCS4 *low = PyMem_Malloc((size_t)(cjk->count + 1) * sizeof(Py_UCS4));
+    Py_UCS4 *high = PyMem_Malloc((size_t)(cjk->count + 1) * sizeof(Py_UCS4));
+    if (low == NULL || high == NULL) {
+        PyMem_Free(low);
+        PyMem_Free(high);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(low, cjk->low, (size_t)cjk->count * sizeof(Py_UCS4));
+    memcpy(high, cjk->high, (size_t)cjk->count * sizeof(Py_UCS4));
+    for (Py_UCS4 code = 0; code < 0x10000; code++) bmp_kind[code] = (uint8_t)kind_of(cjk, code);
+    PyMem_Free(bmp_kind_low);
+    PyMem_Free(bmp_kind_high);
+    bmp_kind_low = low;
+    bmp_kind_high = high;
+    bmp_kind_ranges = cjk->count;
+    return 0;
+}
+
+static inline int kind(const Ranges *cjk, Py_UCS4 code) {
+    return code < 0x10000 ? bmp_kind[code] : kind_of(cjk, code);
 }
 
 /* The folding, as text.fold applies its table: for each code point of the BMP the length of its
@@ -222,7 +291,7 @@ static Postings *new_postings(Tokens *tokens, PyObject *token) {
     if (failed) return NULL;
     Postings *made = &tokens->all[tokens->count++];
     memset(made, 0, sizeof(*made));
-    made->last_id = -1;
+    made->last_message = -1;
     return made;
 }
 
@@ -283,55 +352,45 @@ static Postings *cjk_postings_of(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t
 }
 
 
-/* Adds one message's token for its keys (NULL: finding the token failed). */
-static int add(Postings *postings, long long message_id, const int64_t *keys, int key_count,
-               uint16_t offset) {
+/* Notes that message `message` (keys: `key_count`) has the token (NULL: finding it failed). */
+static int note(Postings *postings, Tokens *tokens, Marks *marks, Py_ssize_t message,
+                int key_count) {
     if (postings == NULL) return -1;
-    if (postings->last_id == message_id) return 0;
-    postings->last_id = message_id;
-    if (postings->count + key_count > postings->capacity) {
-        Py_ssize_t capacity = postings->capacity ? 2 * postings->capacity : 8;
-        while (capacity < postings->count + key_count) capacity *= 2;
-        Posting *grown = realloc(postings->items, (size_t)capacity * sizeof(Posting));
+    if (postings->last_message == message) return 0;
+    postings->last_message = message;
+    postings->planned += key_count;
+    if (marks->count == marks->capacity) {
+        Py_ssize_t capacity = marks->capacity ? 2 * marks->capacity : 65536;
+        Py_ssize_t *grown = realloc(marks->positions, (size_t)capacity * sizeof(Py_ssize_t));
         if (grown == NULL) {
             PyErr_NoMemory();
             return -1;
         }
-        postings->items = grown;
-        postings->capacity = capacity;
+        marks->positions = grown;
+        marks->capacity = capacity;
     }
-    for (int i = 0; i < key_count; i++) {
-        postings->items[postings->count].key = keys[i];
-        postings->items[postings->count++].offset = offset;
-    }
+    marks->positions[marks->count++] = postings - tokens->all;
     return 0;
 }
 
 /* The tokens of one folded text, as text.tokens_of cuts them. */
 static int add_text(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t length, const Ranges *cjk,
-                    Py_ssize_t max_token, long long message_id, const int64_t *keys,
-                    int key_count, uint16_t offset) {
+                    Py_ssize_t max_token, Marks *marks, Py_ssize_t message, int key_count) {
     Py_ssize_t at = 0;
     while (at < length) {
-        Py_UCS4 code = text[at];
-        if (!Py_UNICODE_ISALNUM(code)) {
+        int run_kind = kind(cjk, text[at]);
+        if (run_kind == OTHER) {
             at++;
             continue;
         }
-        int run_is_cjk = is_in(cjk, code);
         Py_ssize_t end = at + 1;
-        while (end < length) {
-            Py_UCS4 next = text[end];
-            if (!Py_UNICODE_ISALNUM(next) || is_in(cjk, next) != run_is_cjk) break;
-            end++;
-        }
-        if (run_is_cjk) {
+        while (end < length && kind(cjk, text[end]) == run_kind) end++;
+        if (run_kind == CJK) {
             for (Py_ssize_t i = at; i < end; i++) {
-                if (add(cjk_postings_of(tokens, text, i, 1), message_id, keys, key_count,
-                        offset))
+                if (note(cjk_postings_of(tokens, text, i, 1), tokens, marks, message, key_count))
                     return -1;
-                if (i + 1 < end && add(cjk_postings_of(tokens, text, i, 2), message_id, keys,
-                                       key_count, offset))
+                if (i + 1 < end && note(cjk_postings_of(tokens, text, i, 2), tokens, marks,
+                                        message, key_count))
                     return -1;
             }
         } else {
@@ -340,7 +399,7 @@ static int add_text(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t length, cons
             if (token == NULL) return -1;
             Postings *postings = postings_of(tokens, token);
             Py_DECREF(token);
-            if (add(postings, message_id, keys, key_count, offset)) return -1;
+            if (note(postings, tokens, marks, message, key_count)) return -1;
         }
         at = end;
     }
@@ -376,18 +435,54 @@ static int conv_keys(PyObject *row, long long group_cmd, long long pair, int64_t
 }
 
 static int by_key_then_offset(const void *a, const void *b) {
-    const Posting *left = a, *right = b;
+    const Entry *left = a, *right = b;
     if (left->key != right->key) return left->key < right->key ? -1 : 1;
     return (int)left->offset - (int)right->offset;
+}
+
+/* Fills every token's postings in key and offset order: the block's messages under each of
+ * their keys are sorted once, and each then adds its key and offset to each of its tokens (so
+ * no token's postings need sorting: a common token has one a message, thousands a block). */
+static int fill(Tokens *tokens, const Marks *marks, const Message *messages,
+                Py_ssize_t message_count) {
+    Py_ssize_t entry_count = 0;
+    for (Py_ssize_t i = 0; i < message_count; i++) entry_count += messages[i].key_count;
+    Entry *entries = malloc((size_t)(entry_count + 1) * sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < message_count; i++)
+        for (int k = 0; k < messages[i].key_count; k++)
+            entries[at++] = (Entry){messages[i].keys[k], messages[i].offset, i};
+    qsort(entries, (size_t)entry_count, sizeof(Entry), by_key_then_offset);
+    for (Py_ssize_t t = 0; t < tokens->count; t++) {
+        Postings *postings = &tokens->all[t];
+        postings->items = malloc((size_t)(postings->planned + 1) * sizeof(Posting));
+        if (postings->items == NULL) {
+            free(entries);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    for (Py_ssize_t e = 0; e < entry_count; e++) {
+        const Message *message = &messages[entries[e].message];
+        for (Py_ssize_t m = message->first; m < message->end; m++) {
+            Postings *postings = &tokens->all[marks->positions[m]];
+            postings->items[postings->count++] = (Posting){entries[e].key, entries[e].offset};
+        }
+    }
+    free(entries);
+    return 0;
 }
 
 static void put_little(unsigned char **at, uint64_t value, int size) {
     for (int i = 0; i < size; i++) *(*at)++ = (unsigned char)(value >> (8 * i));
 }
 
-/* mysql_blocks.encode of one token's postings (sorted here). */
-static PyObject *encode(Postings *postings) {
-    qsort(postings->items, (size_t)postings->count, sizeof(Posting), by_key_then_offset);
+/* mysql_blocks.encode of one token's postings (in key and offset order: `fill`). */
+static PyObject *encode(const Postings *postings) {
     Py_ssize_t keys = 0;
     for (Py_ssize_t i = 0; i < postings->count; i++)
         if (i == 0 || postings->items[i].key != postings->items[i - 1].key) keys++;
@@ -433,12 +528,108 @@ static int read_ranges(PyObject *given, Ranges *ranges) {
     return 0;
 }
 
+/* mysql_blocks.shared_name: `mark` and the token's first CJK character, or a word's first
+ * two characters. */
+static PyObject *shared_name(PyObject *token, PyObject *mark, const Ranges *cjk) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(token);
+    Py_ssize_t cut = is_in(cjk, PyUnicode_READ_CHAR(token, 0)) ? 1 : (length < 2 ? length : 2);
+    PyObject *start = PyUnicode_Substring(token, 0, cut);
+    if (start == NULL) return NULL;
+    PyObject *name = PyUnicode_Concat(mark, start);
+    Py_DECREF(start);
+    return name;
+}
+
+/* mysql_blocks.encode_shared of a list of (token, postings) in token order. */
+static PyObject *encode_shared(PyObject *entries) {
+    Py_ssize_t count = PyList_GET_SIZE(entries), postings_size = 0;
+    PyObject *tokens = PyList_New(count), *newline = PyUnicode_FromString("\n");
+    PyObject *joined = NULL, *blob = NULL;
+    if (tokens == NULL || newline == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *entry = PyList_GET_ITEM(entries, i);
+        PyObject *token = PyTuple_GET_ITEM(entry, 0);
+        Py_INCREF(token);
+        PyList_SET_ITEM(tokens, i, token);
+        postings_size += PyBytes_GET_SIZE(PyTuple_GET_ITEM(entry, 1));
+    }
+    joined = PyUnicode_Join(newline, tokens);
+    Py_ssize_t text_size;
+    const char *text = joined ? PyUnicode_AsUTF8AndSize(joined, &text_size) : NULL;
+    if (text == NULL) goto done;
+    if (count > UINT32_MAX || text_size > UINT32_MAX || postings_size > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a shared row larger than 4 GiB");
+        goto done;
+    }
+    blob = PyBytes_FromStringAndSize(NULL, 8 + 4 * count + text_size + postings_size);
+    if (blob == NULL) goto done;
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(blob);
+    unsigned char *postings_at = at + 8 + 4 * count + text_size;
+    put_little(&at, (uint64_t)count, 4);
+    put_little(&at, (uint64_t)text_size, 4);
+    Py_ssize_t end = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *postings = PyTuple_GET_ITEM(PyList_GET_ITEM(entries, i), 1);
+        end += PyBytes_GET_SIZE(postings);
+        put_little(&at, (uint64_t)end, 4);
+        memcpy(postings_at, PyBytes_AS_STRING(postings), (size_t)PyBytes_GET_SIZE(postings));
+        postings_at += PyBytes_GET_SIZE(postings);
+    }
+    memcpy(at, text, (size_t)text_size);
+done:
+    Py_XDECREF(tokens);
+    Py_XDECREF(newline);
+    Py_XDECREF(joined);
+    return blob;
+}
+
+/* Appends (token, postings) to `result`, or to its shared row's list in `shared` when the
+ * postings are under `shared_below` bytes (mysql_blocks.stored_rows). */
+static int place(PyObject *result, PyObject *shared, PyObject *token, PyObject *postings,
+                 Py_ssize_t shared_below, PyObject *mark, const Ranges *cjk) {
+    PyObject *entry = PyTuple_Pack(2, token, postings);
+    if (entry == NULL) return -1;
+    int failed;
+    if (PyBytes_GET_SIZE(postings) < shared_below) {
+        PyObject *name = shared_name(token, mark, cjk), *entries = NULL;
+        if (name != NULL) {
+            PyObject *empty = PyList_New(0);
+            entries = empty ? PyDict_SetDefault(shared, name, empty) : NULL;
+            Py_XDECREF(empty);
+        }
+        failed = entries == NULL || PyList_Append(entries, entry);
+        Py_XDECREF(name);
+    } else {
+        failed = PyList_Append(result, entry);
+    }
+    Py_DECREF(entry);
+    return failed ? -1 : 0;
+}
+
+/* The shared rows of `shared` (name -> entries) onto `result`, which is then put in name
+ * order. */
+static int add_shared_rows(PyObject *result, PyObject *shared) {
+    Py_ssize_t position = 0;
+    PyObject *name, *entries;
+    while (PyDict_Next(shared, &position, &name, &entries)) {
+        PyObject *blob = encode_shared(entries);
+        PyObject *row = blob ? PyTuple_Pack(2, name, blob) : NULL;
+        Py_XDECREF(blob);
+        if (row == NULL || PyList_Append(result, row)) {
+            Py_XDECREF(row);
+            return -1;
+        }
+        Py_DECREF(row);
+    }
+    return PyList_Sort(result);
+}
+
 static PyObject *posting_rows(PyObject *self, PyObject *args) {
-    PyObject *rows, *cjk_ranges;
+    PyObject *rows, *cjk_ranges, *mark;
     long long block_size, group_cmd, pair;
-    Py_ssize_t max_token;
-    if (!PyArg_ParseTuple(args, "OLLLnO:posting_rows", &rows, &block_size, &group_cmd, &pair,
-                          &max_token, &cjk_ranges))
+    Py_ssize_t max_token, shared_below;
+    if (!PyArg_ParseTuple(args, "OLLLnOnU:posting_rows", &rows, &block_size, &group_cmd, &pair,
+                          &max_token, &cjk_ranges, &shared_below, &mark))
         return NULL;
     if (!fold_loaded) {
         PyErr_SetString(PyExc_RuntimeError, "load_fold_table() first");
@@ -451,10 +642,20 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
     }
     Ranges cjk = {NULL, NULL, 0};
     Tokens tokens = {NULL, 0, 0, PyDict_New(), NULL, 0, 0};
-    PyObject *sequence = NULL, *result = NULL, *order = NULL;
-    if (tokens.index == NULL || read_ranges(cjk_ranges, &cjk)) goto done;
+    Marks marks = {NULL, 0, 0};
+    Message *messages = NULL;
+    Py_ssize_t message_count = 0;
+    PyObject *sequence = NULL, *result = NULL, *order = NULL, *shared = PyDict_New();
+    if (tokens.index == NULL || shared == NULL || read_ranges(cjk_ranges, &cjk) ||
+        make_bmp_kinds(&cjk))
+        goto done;
     sequence = PySequence_Fast(rows, "rows: a sequence of dicts");
     if (sequence == NULL) goto done;
+    messages = malloc((size_t)(PySequence_Fast_GET_SIZE(sequence) + 1) * sizeof(Message));
+    if (messages == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
         PyObject *row = PySequence_Fast_GET_ITEM(sequence, i);
         if (!PyDict_Check(row)) {
@@ -470,19 +671,23 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
             goto done;
         }
         if (PyUnicode_GET_LENGTH(content) == 0) continue;
-        int64_t keys[2];
-        int key_count = conv_keys(row, group_cmd, pair, keys);
-        if (key_count < 0 || column(row, "id", &message_id)) goto done;
+        Message *message = &messages[message_count];
+        message->key_count = conv_keys(row, group_cmd, pair, message->keys);
+        if (message->key_count < 0 || column(row, "id", &message_id)) goto done;
         Py_ssize_t folded_length;
         Py_UCS4 *folded = fold_text(content, &folded_length);
         if (folded == NULL) goto done;
         /* Python's % is never negative here: ids start at 1. */
-        uint16_t offset = (uint16_t)((message_id - 1) % block_size);
-        int failed = add_text(&tokens, folded, folded_length, &cjk, max_token, message_id, keys,
-                              key_count, offset);
+        message->offset = (uint16_t)((message_id - 1) % block_size);
+        message->first = marks.count;
+        int failed = add_text(&tokens, folded, folded_length, &cjk, max_token, &marks,
+                              message_count, message->key_count);
+        message->end = marks.count;
         PyMem_Free(folded);
         if (failed) goto done;
+        message_count++;
     }
+    if (fill(&tokens, &marks, messages, message_count)) goto done;
     order = PyDict_Keys(tokens.index);
     if (order == NULL || PyList_Sort(order)) goto done;
     result = PyList_New(0);
@@ -492,16 +697,18 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
         Postings *postings = &tokens.all[PyLong_AsSsize_t(PyDict_GetItem(tokens.index, token))];
         if (postings->count == 0) continue; /* a text whose only keys were none */
         PyObject *blob = encode(postings);
-        PyObject *pair_out = blob ? PyTuple_Pack(2, token, blob) : NULL;
+        int failed = blob == NULL || place(result, shared, token, blob, shared_below, mark, &cjk);
         Py_XDECREF(blob);
-        if (pair_out == NULL || PyList_Append(result, pair_out)) {
-            Py_XDECREF(pair_out);
+        if (failed) {
             Py_CLEAR(result);
             goto done;
         }
-        Py_DECREF(pair_out);
     }
+    if (add_shared_rows(result, shared)) Py_CLEAR(result);
 done:
+    free(messages);
+    free(marks.positions);
+    Py_XDECREF(shared);
     Py_XDECREF(order);
     Py_XDECREF(sequence);
     free_tokens(&tokens);
@@ -512,8 +719,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"posting_rows", posting_rows, METH_VARARGS,
-     "posting_rows(rows, block_size, group_cmd, pair, max_token, cjk_ranges): "
-     "[(token, encoded postings)] of a block's im_message rows, in token order"},
+     "posting_rows(rows, block_size, group_cmd, pair, max_token, cjk_ranges, shared_below, "
+     "shared_mark): [(name, encoded postings)] of a block's im_message rows, in name order"},
     {"load_fold_table", load_fold_table, METH_O,
      "load_fold_table(table): text.fold's table (code point -> str), once a process"},
     {NULL, NULL, 0, NULL},

@@ -8,6 +8,16 @@ costs about one row, written once, where a B-tree of (token, conversation, messa
 ~40 of them for a group message and ~80 for a one-to-one one, each at a random place of a table
 far larger than the buffer pool's share of it (bench/NOTES.md, "MariaDB's write path").
 
+Most of a block's tokens are in one or two of its messages (numbers, names, rare words and
+pairs): a row each would be most of the rows, and inserting a row costs the database more
+than the bytes in it. A token whose row would be under SHARED_BELOW bytes goes instead into its
+block's shared row of its first characters (`shared_name`: "~" and its first CJK character, or
+a word's first two), which holds each such token and its postings, tokens in order; the
+vocabulary (mysql_index) then holds only the words with rows of their own, since a query's
+word prefix (two characters at least) finds the others in its one shared row. Readers take a
+token's postings from wherever they are, so blocks sealed before shared rows existed (every
+token its own row) are read as they are.
+
 A query reads its terms' rows newest block first, takes from each only the slices of the
 caller's conversations (a bisection per group, one range for all of the caller's one-to-one
 keys, which sort together) and intersects the terms' ids block by block.
@@ -21,6 +31,8 @@ indexed apart (mysql_index's table of edited texts).
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import itertools
 import sys
 from array import array
 from collections import defaultdict
@@ -99,6 +111,81 @@ def decode(blob: bytes) -> tuple[array, array, array]:
     return keys, starts, _read("H", blob[at + 2 * (count + 1):])
 
 
+# A token whose row would be smaller than this many bytes (a one-to-one message alone makes
+# 30, a group message 18) is stored in its block's shared row instead (bench/NOTES.md: each
+# row inserted cost MariaDB ≈ 5 µs, whatever its size).
+SHARED_BELOW = 64
+# A shared row's name begins with it; no token does (tokens are letters and digits).
+SHARED_MARK = "~"
+
+
+def shared_name(token: str) -> str:
+    """The shared row of a token: its first CJK character, or a word's first two characters
+    (a query's word prefix has two at least: mysql_index.terms_of)."""
+    return SHARED_MARK + (token[0] if is_cjk(token[0]) else token[:2])
+
+
+def is_shared(name: str) -> bool:
+    return name.startswith(SHARED_MARK)
+
+
+def encode_shared(entries: Sequence[tuple[str, bytes]]) -> bytes:
+    """Little-endian: the number of tokens and the length of their text (uint32 each), where
+    each token's postings end (uint32, counted from the first's start), the tokens in order
+    as UTF-8 joined by newlines, then each token's postings (`encode`)."""
+    text = "\n".join(token for token, _ in entries).encode()
+    ends = array("I", itertools.accumulate(len(blob) for _, blob in entries))
+    return b"".join([_little_endian(array("I", [len(entries), len(text)])),
+                     _little_endian(ends), text, *(blob for _, blob in entries)])
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedRow:
+    """A shared row read (`encode_shared`): its tokens in order, and each one's postings."""
+
+    tokens: list[str]
+    ends: array
+    at: int  # where the first token's postings start in `blob`
+    blob: bytes
+
+    @classmethod
+    def read(cls, blob: bytes) -> SharedRow:
+        count, length = _read("I", blob[:8])
+        start = 8 + 4 * count
+        tokens = blob[start:start + length].decode().split("\n") if count else []
+        return cls(tokens, _read("I", blob[8:start]), start + length, blob)
+
+    def postings(self, index: int) -> bytes:
+        start = self.ends[index - 1] if index else 0
+        return self.blob[self.at + start:self.at + self.ends[index]]
+
+    def entries(self) -> list[tuple[str, bytes]]:
+        return [(token, self.postings(i)) for i, token in enumerate(self.tokens)]
+
+    def matching(self, token: str, prefix: bool) -> Iterator[bytes]:
+        """The postings of `token`, or with `prefix` of every token it begins."""
+        at = bisect.bisect_left(self.tokens, token)
+        while at < len(self.tokens) and (self.tokens[at] == token or (
+                prefix and self.tokens[at].startswith(token))):
+            yield self.postings(at)
+            at += 1
+
+
+def stored_rows(token_rows: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The rows that store a block, from (token, postings) in token order: a token's own row,
+    or its place in its shared row when its own would be under SHARED_BELOW bytes; in name
+    order."""
+    rows: list[tuple[str, bytes]] = []
+    shared: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+    for token, blob in token_rows:
+        if len(blob) < SHARED_BELOW:
+            shared[shared_name(token)].append((token, blob))
+        else:
+            rows.append((token, blob))
+    rows.extend((name, encode_shared(entries)) for name, entries in shared.items())
+    return sorted(rows)
+
+
 def readable_ids(blob: bytes, block: int, groups: Iterable[int],
                  pairs: tuple[int, int] | None, top: int) -> set[int]:
     """The ids at most `top` of a block's posting row in these conversations: the groups,
@@ -132,21 +219,21 @@ def _texts(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
 
 def posting_rows(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
                  ) -> list[tuple[str, bytes]]:
-    """(token, encoded postings) of each token of `rows` (im_message rows of one block, in id
-    order), in token order: the rows that seal the block. The definition of what _postings.c
-    computes (mysql_index takes the C one where it was built)."""
+    """The rows that seal a block, (name, postings) in name order (`stored_rows`), from its
+    im_message rows in id order. The definition of what _postings.c computes (mysql_index
+    takes the C one where it was built)."""
     postings: dict[str, Postings] = defaultdict(lambda: defaultdict(list))
     for message_id, keys, tokens in _texts(rows, conv_keys):
         offset = (message_id - 1) % BLOCK
         for token in tokens:
             for key in keys:
                 postings[token][key].append(offset)
-    return [(token, encode(by_key)) for token, by_key in sorted(postings.items())]
+    return stored_rows([(token, encode(by_key)) for token, by_key in sorted(postings.items())])
 
 
 def words_of(rows: Sequence[tuple[str, bytes]]) -> list[str]:
-    """The words among posting rows' tokens (for the vocabulary), in order."""
-    return [token for token, _ in rows if not is_cjk(token[0])]
+    """The words with rows of their own among a block's rows (for the vocabulary), in order."""
+    return [name for name, _ in rows if not is_cjk(name[0]) and not is_shared(name)]
 
 
 def literal_inserts(template: str, values: Sequence[str], per_statement: int) -> list[str]:
@@ -184,31 +271,47 @@ _LOCKED_ROWS = ("SELECT token, postings FROM im_search_block WHERE block = %s AN
 
 async def remove(connection: BaseDBAsyncClient, block: int,
                  entries: dict[str, set[tuple[int, int]]]) -> None:
-    """Take (conversation key, offset) entries out of a block's rows of these tokens (a
-    message recalled, edited or deleted), in the caller's transaction; a row left empty goes.
-    The rows are locked in token order, the order `seal` writes them in, so the two never
-    wait on each other in a cycle; a row not written yet is locked as a gap, so a block being
-    sealed from a text read before this change is written after it commits (and the sealer
-    then takes that text out again: mysql_index)."""
-    tokens = sorted(entries)
+    """Take (conversation key, offset) entries out of a block's postings of these tokens (a
+    message recalled, edited or deleted), in their own rows or their shared rows, in the
+    caller's transaction; a row or a shared row's token left empty goes. The rows are locked
+    in name order, the order `seal` writes them in, so the two never wait on each other in a
+    cycle; a row not written yet is locked as a gap, so a block being sealed from a text read
+    before this change is written after it commits (and the sealer then takes that text out
+    again: mysql_index)."""
+    names = sorted({*entries, *(shared_name(token) for token in entries)})
     rows = await connection.execute_query_dict(
-        _LOCKED_ROWS.format(", ".join(["%s"] * len(tokens))), [block, *tokens])
+        _LOCKED_ROWS.format(", ".join(["%s"] * len(names))), [block, *names])
     for row in rows:
-        keys, starts, offsets = decode(bytes(row["postings"]))
-        postings = {key: list(offsets[starts[at]:starts[at + 1]]) for at, key in enumerate(keys)}
-        for key, offset in entries[row["token"]]:
-            if offset in postings.get(key, ()):
-                postings[key].remove(offset)
-                if not postings[key]:
-                    del postings[key]
-        if postings:
+        name, blob = row["token"], bytes(row["postings"])
+        if is_shared(name):
+            kept = [(token, _without(postings, entries[token]) if token in entries else postings)
+                    for token, postings in SharedRow.read(blob).entries()]
+            left = [(token, postings) for token, postings in kept if postings is not None]
+            changed = encode_shared(left) if left else None
+        else:
+            changed = _without(blob, entries[name])
+        if changed == blob:
+            continue
+        if changed is not None:
             await connection.execute_query(
                 "UPDATE im_search_block SET postings = UNHEX(%s) WHERE token = %s AND block = %s",
-                [encode(postings).hex(), row["token"], block])
+                [changed.hex(), name, block])
         else:
             await connection.execute_query(
-                "DELETE FROM im_search_block WHERE token = %s AND block = %s",
-                [row["token"], block])
+                "DELETE FROM im_search_block WHERE token = %s AND block = %s", [name, block])
+
+
+def _without(blob: bytes, entries: Iterable[tuple[int, int]]) -> bytes | None:
+    """A token's postings without these (conversation key, offset) entries; None if none are
+    left."""
+    keys, starts, offsets = decode(blob)
+    postings = {key: list(offsets[starts[at]:starts[at + 1]]) for at, key in enumerate(keys)}
+    for key, offset in entries:
+        if offset in postings.get(key, ()):
+            postings[key].remove(offset)
+            if not postings[key]:
+                del postings[key]
+    return encode(postings) if postings else None
 
 
 def entries_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
@@ -226,22 +329,34 @@ def entries_of(rows: Sequence[Any], conv_keys: Callable[[Any], list[int]]
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
 
 
-async def scan(fetch: Fetch, terms: Sequence[Sequence[str]], top: int, groups: Sequence[int],
+@dataclasses.dataclass(frozen=True)
+class Wanted:
+    """What one term of a query reads in a block: the rows of `tokens` (the term's token and,
+    for a word prefix, the stored words it begins), and in the shared row of `token` the
+    postings of `token` or, with `prefix`, of every token it begins."""
+
+    token: str
+    prefix: bool
+    tokens: tuple[str, ...]
+
+
+async def scan(fetch: Fetch, terms: Sequence[Wanted], top: int, groups: Sequence[int],
                pairs: tuple[int, int] | None, limit: int,
                out_of_time: Callable[[], bool]) -> tuple[list[int], bool]:
     """Ids at most `top` in the caller's conversations whose text holds, for each term, one
     of its tokens; newest first, at least `limit` of them unless the blocks run out. Answers
     (ids, whether time ran out first)."""
-    tokens = list(dict.fromkeys(token for term in terms for token in term))
+    names = list(dict.fromkeys([token for term in terms for token in term.tokens]
+                               + [shared_name(term.token) for term in terms]))
     found: list[int] = []
     high, span = block_of(top), _FIRST_SPAN
-    marks = ", ".join("?" * len(tokens))
+    marks = ", ".join("?" * len(names))
     while high >= 0 and len(found) < limit:
         if out_of_time():
             return found, True
         low = max(0, high - span + 1)
         rows = await fetch(f"SELECT token, block, postings FROM im_search_block WHERE token IN "
-                           f"({marks}) AND block BETWEEN ? AND ?", [*tokens, low, high])
+                           f"({marks}) AND block BETWEEN ? AND ?", [*names, low, high])
         by_block: dict[int, dict[str, bytes]] = defaultdict(dict)
         for row in rows:
             by_block[int(row["block"])][row["token"]] = bytes(row["postings"])
@@ -254,14 +369,20 @@ async def scan(fetch: Fetch, terms: Sequence[Sequence[str]], top: int, groups: S
     return found, False
 
 
-def _block_matches(block: int, rows: dict[str, bytes], terms: Sequence[Sequence[str]],
+def _block_matches(block: int, rows: dict[str, bytes], terms: Sequence[Wanted],
                    groups: Sequence[int], pairs: tuple[int, int] | None, top: int) -> set[int]:
     common: set[int] | None = None
+    shared: dict[str, SharedRow] = {}  # read once a block, for the terms that share one
     for term in terms:
         ids: set[int] = set()
-        for token in term:
-            if token in rows:
-                ids |= readable_ids(rows[token], block, groups, pairs, top)
+        postings = [rows[token] for token in term.tokens if token in rows]
+        name = shared_name(term.token)
+        if name in rows:
+            if name not in shared:
+                shared[name] = SharedRow.read(rows[name])
+            postings.extend(shared[name].matching(term.token, term.prefix))
+        for blob in postings:
+            ids |= readable_ids(blob, block, groups, pairs, top)
         common = ids if common is None else common & ids
         if not common:
             return set()

@@ -26,7 +26,9 @@ before a change has that text taken out again by the sealer (`_index_changed_in`
 `conv` is the access rule in the key: a group message has conv = group id (> 0); a one-to-one
 message is stored for each participant, with conv = -(me * 2**31 + peer), so that all of a
 user's one-to-one conversations are one range and one conversation one key. `im_search_word`
-is the vocabulary of words, so a query's word finds the words it begins through a range scan.
+is the vocabulary of the words with rows of their own in some block (and of edited texts), so
+a query's word finds the words it begins through a range scan; the rarer words it begins are
+in its block's shared row of its first two characters (mysql_blocks).
 """
 
 from __future__ import annotations
@@ -360,7 +362,7 @@ def postings_in_c() -> bool:
 
 def _c_posting_rows(module: ModuleType, rows: Sequence[Any]) -> list[tuple[str, bytes]]:
     return module.posting_rows(rows, mysql_blocks.BLOCK, CMD_GROUP, _PAIR, MAX_TOKEN,
-                               CJK_RANGES)
+                               CJK_RANGES, mysql_blocks.SHARED_BELOW, mysql_blocks.SHARED_MARK)
 
 
 def posting_rows(rows: Sequence[Any]) -> list[tuple[str, bytes]]:
@@ -568,8 +570,10 @@ async def candidates(readable: Readable, query: Query, before: int, limit: int,
         before = mark + 1
     terms = terms_of(query)
     expanded = [await _expand(term) for term in terms]
+    wanted = [mysql_blocks.Wanted(term.token, term.prefix, tuple(tokens))
+              for term, tokens in zip(terms, expanded, strict=True)]
     sealed, out_of_time = await mysql_blocks.scan(
-        fetch_all, expanded, before - 1, groups, pairs, limit - len(found),
+        fetch_all, wanted, before - 1, groups, pairs, limit - len(found),
         lambda: time.monotonic() >= deadline)
     left_ms = max(1, int((deadline - time.monotonic()) * 1000))
     edited = await _edited(readable, terms, expanded, before, limit - len(found), left_ms)
