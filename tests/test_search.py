@@ -651,7 +651,7 @@ async def test_a_block_sealed_from_a_text_read_before_its_edit_finds_the_new_wor
     between.)"""
     from tortoise import Tortoise
 
-    from app.model.database import connection_name, fetch_all
+    from app.model.database import connection_name
     from app.service.search import mysql_blocks, mysql_index
 
     alice = await register(server)
@@ -660,16 +660,14 @@ async def test_a_block_sealed_from_a_text_read_before_its_edit_finds_the_new_wor
     [first, edited] = await send_texts(server, alice, 10, bob.id, ["不变 steady", "旧词 staleword"])
     block = mysql_blocks.block_of(edited)
     await insert_fillers(edited + 1, mysql_blocks.last_id_of(block) + 1)  # the block is whole
-    read = await fetch_all(  # what the indexer read before the edit
-        "SELECT id, cmd, sender_id, dst_user_id, community_id, media, content FROM im_message "
-        "WHERE id BETWEEN ? AND ? ORDER BY id",
-        [mysql_blocks.last_id_of(block - 1) + 1, mysql_blocks.last_id_of(block)])
+    connection = Tortoise.get_connection(connection_name())
+    read = await mysql_index._block_rows(  # noqa: SLF001 (what the indexer read before the edit)
+        connection, mysql_blocks.first_id_of(block), mysql_blocks.last_id_of(block))
     ws = await factories.connect(server, alice)
     try:
         await _change(ws, {"cmd": 111, "ref": edited, "content": "新词 freshword"})
     finally:
         await ws.close()
-    connection = Tortoise.get_connection(connection_name())
     # ... and written after it
     await mysql_blocks.seal(connection, mysql_blocks.statements(
         block, mysql_index.posting_rows(read)))
@@ -742,10 +740,11 @@ async def test_a_blocks_rows_read_as_one_json_document_are_the_rows_as_stored(se
           7 if number % 2 else None, f"json-{number}", 2 if number == 5 else 1, text)
          for number, text in enumerate(texts, 1)])
     first, last = 1, mysql_blocks.last_id_of(0)
-    as_stored = await connection.execute_query_dict(mysql_index._BLOCK_SQL,  # noqa: SLF001
-                                                    [first - 1, last])
+    as_stored = [[row[column] for column in mysql_blocks.COLUMNS] for row in  # the columns
+                 await connection.execute_query_dict(mysql_index._BLOCK_SQL,  # noqa: SLF001
+                                                     [first - 1, last])]
     as_read = await mysql_index._block_rows(connection, first, last)  # noqa: SLF001
-    assert [row["content"] for row in as_read] == texts
+    assert [row[-1] for row in as_read] == texts and as_stored[2][:6] == [9, 11, 3, None, 7, 1]
     assert as_read == as_stored
     assert "read row by row" not in caplog.text
     monkeypatch.setattr(mysql_index, "JSON_LIMIT", 1000)  # cuts the document
@@ -780,6 +779,114 @@ def test_a_blocks_upserts_hold_at_most_500_rows_each_every_row_once_in_order():
     assert all(s.endswith("ON DUPLICATE KEY UPDATE postings = VALUES(postings)")
                for s in statements)
     assert mysql_blocks.statements(9, []) == []
+
+
+def test_shared_rows_give_each_tokens_postings_and_only_theirs():
+    """A block's tokens of one or two messages share a row by their first characters (a CJK
+    token's first, a word's first two); reading one gives back each token's postings, and a
+    term takes only its own token's (or, as a word prefix, those of the words it begins)."""
+    from app.service.search.mysql_blocks import (
+        SHARED_BELOW,
+        SharedRow,
+        encode,
+        encode_shared,
+        is_shared,
+        shared_name,
+        stored_rows,
+    )
+
+    assert [shared_name(t) for t in ("deploy", "de", "d", "会议", "会", "\U00020001x")] == [
+        "~de", "~de", "~d", "~会", "~会", "~\U00020001"]
+    tokens = ["de", "deploy", "deployment", "design", "dex1", "d\U0001F600"]
+    entries = [(token, encode({number + 1: [number], -7: [number, 9]}))
+               for number, token in enumerate(tokens)]
+    row = SharedRow.read(encode_shared(entries))
+    assert row.tokens == tokens and row.entries() == entries
+    postings = dict(entries)
+
+    def matching(token: str, prefix: bool) -> list[bytes]:
+        return list(row.matching(token, prefix))
+
+    assert matching("deploy", False) == [postings["deploy"]]
+    assert matching("deploy", True) == [postings["deploy"], postings["deployment"]]
+    assert matching("de", True) == [postings[t] for t in tokens[:5]]
+    assert matching("dep", False) == matching("dez", True) == matching("a", True) == []
+    assert matching("d\U0001F600", False) == [postings["d\U0001F600"]]
+    assert SharedRow.read(encode_shared([])).entries() == []
+    # The size that decides: under SHARED_BELOW bytes shared, from it on a row of its own.
+    small, large = b"x" * (SHARED_BELOW - 1), b"y" * SHARED_BELOW
+    rows = stored_rows([("a1", small), ("a2", large), ("会", small), ("会议", small)])
+    assert [name for name, _ in rows] == ["a2", "~a1", "~会"]
+    assert not any(is_shared(token) for token in tokens_of("~de ~会 ~"))
+    assert SharedRow.read(dict(rows)["~会"]).entries() == [("会", small), ("会议", small)]
+
+
+@pytest.mark.parametrize("db_backend", ["mysql"], indirect=True)
+async def test_mysql_rare_words_in_shared_rows_and_old_blocks_are_found_exactly(
+        server, settings, monkeypatch):
+    """Sealed blocks keep a rare token in its shared row, and a block sealed before shared
+    rows (schema 12: every token a row of its own) is read as it is: a query finds each
+    token's messages, a word prefix the words it begins, from both kinds of block, and the
+    index offers no other candidates. The vocabulary holds only words with rows of their own;
+    a recall takes a message out of both kinds; the index stays what a rebuild makes."""
+    from tortoise import Tortoise
+
+    from app.model.database import connection_name, fetch_all
+    from app.service import access
+    from app.service.search import mysql_blocks, mysql_index
+
+    alice = await register(server)
+    bob = await register(server)
+    await befriend(alice, bob)
+    old = await send_texts(server, alice, 10, bob.id, ["deployment 旧块 会议", "design 旧块"])
+    # The first block, sealed as schema 12 sealed blocks.
+    connection = Tortoise.get_connection(connection_name())
+    block = mysql_blocks.block_of(old[-1])
+    await insert_fillers(old[-1] + 1, mysql_blocks.last_id_of(block) + 1)
+    read = await mysql_index._block_rows(  # noqa: SLF001
+        connection, mysql_blocks.first_id_of(block), mysql_blocks.last_id_of(block))
+    with monkeypatch.context() as patch:
+        patch.setattr(mysql_blocks, "SHARED_BELOW", 0)
+        stored = mysql_blocks.posting_rows(read, mysql_index.conv_keys)
+    assert not any(mysql_blocks.is_shared(name) for name, _ in stored)
+    await mysql_blocks.seal(connection, mysql_blocks.statements(block, stored))
+    for statement in mysql_index._vocabulary_statements(mysql_blocks.words_of(stored)):  # noqa: SLF001
+        await connection.execute_query(statement)
+    await mysql_index._set_indexed_up_to(connection, mysql_blocks.last_id_of(block))  # noqa: SLF001
+    new = await send_texts(server, alice, 10, bob.id, ["deployment 新块 会议", "deploy 新块 会计"])
+    assert mysql_blocks.block_of(new[0]) == block + 1
+    await seal_blocks_through(server, new[-1])
+    names = {(r["token"], int(r["block"])) for r in await fetch_all(
+        "SELECT token, block FROM im_search_block WHERE block IN (?, ?)", [block, block + 1])}
+    assert {("deployment", block), ("design", block), ("会议", block)} <= names
+    assert {("~de", block + 1), ("~会", block + 1), ("filler", block + 1)} <= names
+    assert not {("deployment", block + 1), ("~de", block), ("会议", block + 1)} & names
+    words = {r["token"] for r in await fetch_all("SELECT token FROM im_search_word")}
+    assert {"deployment", "design", "filler"} <= words and "deploy" not in words
+
+    readable = await access.readable(alice.id, None, None)
+
+    async def candidates(q: str) -> list[int]:
+        return await mysql_index.candidates(readable, parse_query(q, 100), 2**62, 50, 5000)
+
+    expected = {"deploy": [new[1], new[0], old[0]], "deployment": [new[0], old[0]],
+                "des": [old[1]], "会议": [new[0], old[0]], "会计": [new[1]], "会": [
+                    new[1], new[0], old[0]], "块": [*reversed(new), *reversed(old)],
+                "dex": [], "会谈": [], "deploy 会议": [new[0], old[0]]}
+    for q, ids in expected.items():
+        assert await candidates(q) == ids, q
+        assert await found_ids(bob, q) == ids, q
+    ws = await factories.connect(server, alice)
+    try:
+        for recalled in (old[0], new[0]):
+            await _change(ws, {"cmd": 110, "ref": recalled})
+    finally:
+        await ws.close()
+    assert await candidates("deploy") == await found_ids(bob, "deploy") == [new[1]]
+    assert await candidates("会议") == await candidates("deployment") == []
+    assert await token_rows(server) == await rebuilt_index(server, settings)
+    assert await found_ids(bob, "块") == [new[1], old[1]]
+    await close_all(alice, bob)
 
 
 def test_posting_rows_give_back_each_conversations_ids_up_to_a_bound():

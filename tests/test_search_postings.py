@@ -24,8 +24,13 @@ def c_module() -> ModuleType:
 
 
 def both(rows: list[dict[str, Any]]) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
-    return (mysql_index._c_posting_rows(c_module(), rows),  # noqa: SLF001
-            mysql_blocks.posting_rows(rows, mysql_index.conv_keys))
+    return (mysql_index._c_posting_rows(c_module(), as_lists(rows)),  # noqa: SLF001
+            mysql_blocks.posting_rows(as_lists(rows), mysql_index.conv_keys))
+
+
+def as_lists(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows as the sealer reads them (lists of mysql_blocks.COLUMNS)."""
+    return [[row[column] for column in mysql_blocks.COLUMNS] for row in rows]
 
 
 def message(message_id: int, content: Any, *, cmd: int = CMD_GROUP, sender: int = 1,
@@ -116,20 +121,21 @@ def test_a_blocks_first_and_last_ids_and_a_later_block():
 
 def test_rows_that_are_not_message_rows_are_refused():
     module = c_module()
-    for rows, error in (([("not", "a dict")], TypeError), ([message(1, 5)], TypeError),
-                        ([message("x", "text")], TypeError), (5, TypeError),
-                        ([dict(message(1, "text"), media=None)], TypeError)):
-        with pytest.raises(error):
+    for rows in ([("not", "a row")], [message(1, "text")], as_lists([message(1, 5)]),
+                 as_lists([message("x", "text")]), 5, [[*as_lists([message(1, "x")])[0], 8]],
+                 as_lists([dict(message(1, "text"), media=None)])):
+        with pytest.raises(TypeError):
             mysql_index._c_posting_rows(module, rows)  # noqa: SLF001
     shared = (mysql_blocks.SHARED_BELOW, mysql_blocks.SHARED_MARK)
     for block_size in (0, 32768):  # 2 x 32,768 offsets would not fit a row's uint16 counts
         with pytest.raises(ValueError):
             module.posting_rows([], block_size, CMD_GROUP, 2**31, 32, [], *shared)
     with pytest.raises(TypeError):
-        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [(1, "x")],
-                            *shared)
+        module.posting_rows(as_lists([message(1, "text")]), 16, CMD_GROUP, 2**31, 32,
+                            [(1, "x")], *shared)
     with pytest.raises(TypeError):  # the shared rows' mark is a str
-        module.posting_rows([message(1, "text")], 16, CMD_GROUP, 2**31, 32, [], 64, b"~")
+        module.posting_rows(as_lists([message(1, "text")]), 16, CMD_GROUP, 2**31, 32, [], 64,
+                            b"~")
     with pytest.raises(TypeError):
         module.load_fold_table([("A", "a")])
 
@@ -145,7 +151,7 @@ def test_a_c_module_that_differs_from_python_is_not_used(monkeypatch, caplog):
     try:
         assert not mysql_index.postings_in_c()
         assert "posting rows in Python (the C module differs" in caplog.text
-        rows = [message(1, "会议 deploy")]
+        rows = as_lists([message(1, "会议 deploy")])
         assert mysql_index.posting_rows(rows) == python_rows(rows, mysql_index.conv_keys)[1:]
     finally:
         mysql_index._c_postings.cache_clear()  # noqa: SLF001

@@ -1,10 +1,10 @@
 /* app.service.search._postings: a block's posting rows for MySQL/MariaDB's search index, in C.
  *
  * What it computes is app/service/search/mysql_blocks.py's `posting_rows()` in Python, byte for
- * byte: for each text message of a block (im_message rows as dicts, in id order) its
- * conversation keys (mysql_index.conv_keys) and its tokens (text.tokens_of: every CJK character
- * and pair of neighbouring CJK characters of a run, every other word cut at MAX_TOKEN
- * characters), then for each token, in code point order, its postings encoded as
+ * byte: for each text message of a block (im_message rows as lists of mysql_blocks.COLUMNS, in
+ * id order) its conversation keys (mysql_index.conv_keys) and its tokens (text.tokens_of: every
+ * CJK character and pair of neighbouring CJK characters of a run, every other word cut at
+ * MAX_TOKEN characters), then for each token, in code point order, its postings encoded as
  * mysql_blocks.encode writes them, each in a row of its own or, when under `shared_below`
  * bytes, in its shared row (mysql_blocks.stored_rows); the rows in name order. The Python twin
  * stays the definition: tests/test_search_postings.py compares the two on generated rows of
@@ -74,7 +74,19 @@ typedef struct {
      * Open addressing; a key of 0 is an empty slot. */
     Slot *slots;
     Py_ssize_t slot_count, slots_used;
+    /* Words the same way, by a hash of their characters (kept in `pool` to tell apart). */
+    struct WordSlot *words;
+    Py_ssize_t word_slot_count, words_used;
+    Py_UCS4 *pool;
+    Py_ssize_t pool_used, pool_capacity;
 } Tokens;
+
+/* A word's slot: a hash of its characters (0: an empty slot), its position in `all`, and
+ * where its characters are in the pool. */
+typedef struct WordSlot {
+    uint64_t hash;
+    Py_ssize_t position, text_at, length;
+} WordSlot;
 
 typedef struct {
     Py_UCS4 *low, *high;
@@ -272,6 +284,8 @@ static void free_tokens(Tokens *tokens) {
     for (Py_ssize_t i = 0; i < tokens->count; i++) free(tokens->all[i].items);
     free(tokens->all);
     free(tokens->slots);
+    free(tokens->words);
+    free(tokens->pool);
     Py_XDECREF(tokens->index);
 }
 
@@ -351,6 +365,72 @@ static Postings *cjk_postings_of(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t
     return made;
 }
 
+/* FNV-1a over the code points; never 0 (an empty slot). */
+static uint64_t word_hash(const Py_UCS4 *text, Py_ssize_t length) {
+    uint64_t hash = 0xCBF29CE484222325ULL;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        hash ^= text[i];
+        hash *= 0x100000001B3ULL;
+    }
+    return hash | 1;
+}
+
+static size_t word_start(uint64_t hash, Py_ssize_t slot_count) {
+    return (size_t)(hash ^ (hash >> 29)) & ((size_t)slot_count - 1);
+}
+
+static int grow_words(Tokens *tokens) {
+    Py_ssize_t count = tokens->word_slot_count ? 2 * tokens->word_slot_count : 4096;
+    WordSlot *grown = calloc((size_t)count, sizeof(WordSlot));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < tokens->word_slot_count; i++) {
+        if (tokens->words[i].hash == 0) continue;
+        size_t at = word_start(tokens->words[i].hash, count);
+        while (grown[at].hash != 0) at = (at + 1) & ((size_t)count - 1);
+        grown[at] = tokens->words[i];
+    }
+    free(tokens->words);
+    tokens->words = grown;
+    tokens->word_slot_count = count;
+    return 0;
+}
+
+/* The postings of the word of `length` characters at `start` of `text`. */
+static Postings *word_postings_of(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t start,
+                                  Py_ssize_t length) {
+    if (2 * (tokens->words_used + 1) > tokens->word_slot_count && grow_words(tokens))
+        return NULL;
+    const Py_UCS4 *word = text + start;
+    uint64_t hash = word_hash(word, length);
+    size_t mask = (size_t)tokens->word_slot_count - 1, at = word_start(hash, tokens->word_slot_count);
+    for (; tokens->words[at].hash != 0; at = (at + 1) & mask) {
+        WordSlot *slot = &tokens->words[at];
+        if (slot->hash == hash && slot->length == length &&
+            memcmp(tokens->pool + slot->text_at, word, (size_t)length * sizeof(Py_UCS4)) == 0)
+            return &tokens->all[slot->position];
+    }
+    if (tokens->pool_used + length > tokens->pool_capacity) {
+        Py_ssize_t capacity = tokens->pool_capacity ? 2 * tokens->pool_capacity : 65536;
+        while (capacity < tokens->pool_used + length) capacity *= 2;
+        Py_UCS4 *grown = realloc(tokens->pool, (size_t)capacity * sizeof(Py_UCS4));
+        if (grown == NULL) return (Postings *)PyErr_NoMemory();
+        tokens->pool = grown;
+        tokens->pool_capacity = capacity;
+    }
+    PyObject *token = token_of(text, start, start + length);
+    if (token == NULL) return NULL;
+    Postings *made = postings_of(tokens, token);
+    Py_DECREF(token);
+    if (made == NULL) return NULL;
+    memcpy(tokens->pool + tokens->pool_used, word, (size_t)length * sizeof(Py_UCS4));
+    tokens->words[at] = (WordSlot){hash, made - tokens->all, tokens->pool_used, length};
+    tokens->pool_used += length;
+    tokens->words_used++;
+    return made;
+}
 
 /* Notes that message `message` (keys: `key_count`) has the token (NULL: finding it failed). */
 static int note(Postings *postings, Tokens *tokens, Marks *marks, Py_ssize_t message,
@@ -395,22 +475,25 @@ static int add_text(Tokens *tokens, const Py_UCS4 *text, Py_ssize_t length, cons
             }
         } else {
             Py_ssize_t stop = end - at > max_token ? at + max_token : end;
-            PyObject *token = token_of(text, at, stop);
-            if (token == NULL) return -1;
-            Postings *postings = postings_of(tokens, token);
-            Py_DECREF(token);
-            if (note(postings, tokens, marks, message, key_count)) return -1;
+            if (note(word_postings_of(tokens, text, at, stop - at), tokens, marks, message,
+                     key_count))
+                return -1;
         }
         at = end;
     }
     return 0;
 }
 
-/* A dict row's integer column; -1 with an exception set when missing or not an int. */
-static int column(PyObject *row, const char *name, long long *value) {
-    PyObject *item = PyDict_GetItemString(row, name);
-    if (item == NULL || !PyLong_Check(item)) {
-        PyErr_Format(PyExc_TypeError, "row[%s] is not an int", name);
+/* A row's columns, in the order of mysql_blocks.COLUMNS. */
+enum { ID, CMD, SENDER_ID, DST_USER_ID, COMMUNITY_ID, MEDIA, CONTENT, COLUMNS };
+static const char *column_names[COLUMNS] = {"id", "cmd", "sender_id", "dst_user_id",
+                                            "community_id", "media", "content"};
+
+/* A row's integer column; -1 with an exception set when not an int. */
+static int column(PyObject *row, int index, long long *value) {
+    PyObject *item = PySequence_Fast_GET_ITEM(row, index);
+    if (!PyLong_Check(item)) {
+        PyErr_Format(PyExc_TypeError, "row[%d] (%s) is not an int", index, column_names[index]);
         return -1;
     }
     *value = PyLong_AsLongLong(item);
@@ -420,13 +503,13 @@ static int column(PyObject *row, const char *name, long long *value) {
 /* mysql_index.conv_keys of a row; answers how many keys (0-2) or -1 on failure. */
 static int conv_keys(PyObject *row, long long group_cmd, long long pair, int64_t *keys) {
     long long cmd, community, sender, receiver;
-    if (column(row, "cmd", &cmd)) return -1;
+    if (column(row, CMD, &cmd)) return -1;
     if (cmd == group_cmd) {
-        if (column(row, "community_id", &community)) return -1;
+        if (column(row, COMMUNITY_ID, &community)) return -1;
         keys[0] = community;
         return 1;
     }
-    if (column(row, "sender_id", &sender) || column(row, "dst_user_id", &receiver)) return -1;
+    if (column(row, SENDER_ID, &sender) || column(row, DST_USER_ID, &receiver)) return -1;
     if (sender >= pair || receiver >= pair) return 0;
     keys[0] = -(sender * pair + receiver);
     if (sender == receiver) return 1;
@@ -641,7 +724,7 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
         return NULL;
     }
     Ranges cjk = {NULL, NULL, 0};
-    Tokens tokens = {NULL, 0, 0, PyDict_New(), NULL, 0, 0};
+    Tokens tokens = {NULL, 0, 0, PyDict_New(), NULL, 0, 0, NULL, 0, 0, NULL, 0, 0};
     Marks marks = {NULL, 0, 0};
     Message *messages = NULL;
     Py_ssize_t message_count = 0;
@@ -649,7 +732,7 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
     if (tokens.index == NULL || shared == NULL || read_ranges(cjk_ranges, &cjk) ||
         make_bmp_kinds(&cjk))
         goto done;
-    sequence = PySequence_Fast(rows, "rows: a sequence of dicts");
+    sequence = PySequence_Fast(rows, "rows: a sequence of lists");
     if (sequence == NULL) goto done;
     messages = malloc((size_t)(PySequence_Fast_GET_SIZE(sequence) + 1) * sizeof(Message));
     if (messages == NULL) {
@@ -658,14 +741,15 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sequence); i++) {
         PyObject *row = PySequence_Fast_GET_ITEM(sequence, i);
-        if (!PyDict_Check(row)) {
-            PyErr_SetString(PyExc_TypeError, "rows: a sequence of dicts");
+        if ((!PyList_Check(row) && !PyTuple_Check(row)) ||
+            PySequence_Fast_GET_SIZE(row) != COLUMNS) {
+            PyErr_Format(PyExc_TypeError, "rows: lists of %d columns", COLUMNS);
             goto done;
         }
         long long media, message_id;
-        if (column(row, "media", &media)) goto done;
-        PyObject *content = PyDict_GetItemString(row, "content");
-        if (media != 1 || content == NULL || content == Py_None) continue;
+        if (column(row, MEDIA, &media)) goto done;
+        PyObject *content = PySequence_Fast_GET_ITEM(row, CONTENT);
+        if (media != 1 || content == Py_None) continue;
         if (!PyUnicode_Check(content)) {
             PyErr_SetString(PyExc_TypeError, "row[content] is not a str");
             goto done;
@@ -673,7 +757,7 @@ static PyObject *posting_rows(PyObject *self, PyObject *args) {
         if (PyUnicode_GET_LENGTH(content) == 0) continue;
         Message *message = &messages[message_count];
         message->key_count = conv_keys(row, group_cmd, pair, message->keys);
-        if (message->key_count < 0 || column(row, "id", &message_id)) goto done;
+        if (message->key_count < 0 || column(row, ID, &message_id)) goto done;
         Py_ssize_t folded_length;
         Py_UCS4 *folded = fold_text(content, &folded_length);
         if (folded == NULL) goto done;

@@ -80,8 +80,8 @@ STATEMENT_ROWS = 20_000
 # A block is sealed once the message after it is this old: a hole in its ids is then no
 # transaction still to commit (an id an INSERT IGNORE used up, a message deleted).
 GAP_GRACE_MS = 5000
-_BLOCK_SQL = ("SELECT id, cmd, sender_id, dst_user_id, community_id, media, content "
-              "FROM im_message WHERE id > %s AND id <= %s ORDER BY id")
+_BLOCK_SQL = (f"SELECT {', '.join(mysql_blocks.COLUMNS)} FROM im_message "
+              "WHERE id > %s AND id <= %s ORDER BY id")
 # Tail rows read per round of a query at most (the first round reads twice the candidates
 # asked for, each next one twice as many as the last).
 _TAIL_PAGE = 500
@@ -270,15 +270,17 @@ async def _changed_between(connection: BaseDBAsyncClient, first: int, last: int)
         _CHANGED_SQL, [first, last])})
 
 
-async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Any]) -> None:
-    """After sealing a block from `rows` as they were read: the messages an edit or a recall
-    changed (maybe after the read) leave the block with the text read, and have their text as
-    it is now in the table of edited texts, where an edit puts it (after `forget` only this
-    puts it back)."""
-    changed = set(await _changed_between(connection, rows[0]["id"], rows[-1]["id"])
-                  ) if rows else set()
+async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Sequence[Any]]
+                            ) -> None:
+    """After sealing a block from `rows` (lists of mysql_blocks.COLUMNS) as they were read:
+    the messages an edit or a recall changed (maybe after the read) leave the block with the
+    text read, and have their text as it is now in the table of edited texts, where an edit
+    puts it (after `forget` only this puts it back)."""
+    changed = set(await _changed_between(connection, rows[0][0], rows[-1][0])) if rows else set()
     if changed:
-        await _locked(connection, _remove_from_blocks, [r for r in rows if int(r["id"]) in changed])
+        await _locked(connection, _remove_from_blocks, [
+            dict(zip(mysql_blocks.COLUMNS, row, strict=True)) for row in rows
+            if int(row[0]) in changed])
         await index_again(connection, sorted(changed))
 
 
@@ -320,7 +322,7 @@ def sealable(after: Any | None, now: int) -> bool:
 
 # Rows _c_postings checks the C module against the Python definition on: one-to-one, group,
 # to oneself, no text, and text of every kind of character text.py tells apart.
-_SAMPLE_ROWS = [
+_SAMPLE_ROWS = [[row[column] for column in mysql_blocks.COLUMNS] for row in (
     {"id": 1, "cmd": CMD_SINGLE, "sender_id": 7, "dst_user_id": 9, "community_id": None,
      "media": 1, "content": "明天的会议改到三点，Q3 预算 deploy 到 Production"},
     {"id": 2, "cmd": CMD_GROUP, "sender_id": 9, "dst_user_id": None, "community_id": 4,
@@ -329,7 +331,7 @@ _SAMPLE_ROWS = [
      "media": 1, "content": "会议 会议 note_to self"},
     {"id": 4, "cmd": CMD_GROUP, "sender_id": 7, "dst_user_id": None, "community_id": 4,
      "media": 2, "content": "/resource/picture.png"},
-]
+)]
 
 
 @functools.cache
@@ -389,20 +391,21 @@ def _prepared_block(block: int, rows: Sequence[Any]) -> tuple[list[str], list[st
             _vocabulary_statements(mysql_blocks.words_of(posting)))
 
 
-# A block's rows as one JSON document: the driver parses each row's columns in Python (≈ 6 µs
-# a message), ujson the document in ≈ 1.5 (bench/NOTES.md). MariaDB cuts JSON_ARRAYAGG at
-# group_concat_max_len (1 MiB by default), hence the statement's own; a document cut short or
-# refused all the same (max_allowed_packet) is read again row by row.
-_BLOCK_JSON_SQL = ("SELECT COUNT(*) AS messages, JSON_ARRAYAGG(JSON_OBJECT('id', id, 'cmd', cmd, "
-                   "'sender_id', sender_id, 'dst_user_id', dst_user_id, 'community_id', "
-                   "community_id, 'media', media, 'content', content)) AS document "
+# A block's rows as one JSON document of lists: the driver parses each row's columns in Python
+# (≈ 6 µs a message), ujson the document of objects in ≈ 1.5, of lists in ≈ 0.5 (bench/NOTES.md).
+# MariaDB cuts JSON_ARRAYAGG at group_concat_max_len (1 MiB by default), hence the statement's
+# own; a document cut short or refused all the same (max_allowed_packet) is read again row by
+# row.
+_BLOCK_JSON_SQL = (f"SELECT COUNT(*) AS messages, JSON_ARRAYAGG(JSON_ARRAY("
+                   f"{', '.join(mysql_blocks.COLUMNS)})) AS document "
                    "FROM im_message WHERE id > %s AND id <= %s")
 JSON_LIMIT = 1 << 30
 
 
 async def _block_rows(connection: BaseDBAsyncClient, first: int, last: int
-                      ) -> list[dict[str, Any]]:
-    """The im_message rows of ids `first`..`last`, in id order."""
+                      ) -> list[list[Any]]:
+    """The im_message rows of ids `first`..`last` as lists of mysql_blocks.COLUMNS, in id
+    order."""
     sql = _BLOCK_JSON_SQL
     if _says_mariadb(await connection.execute_query_dict(_VERSION_SQL)):
         sql = f"SET STATEMENT group_concat_max_len = {JSON_LIMIT:d} FOR {sql}"
@@ -416,8 +419,9 @@ async def _block_rows(connection: BaseDBAsyncClient, first: int, last: int
     if not isinstance(rows, list) or len(rows) != int(found["messages"]):
         log.info("search: block %d-%d read row by row (its JSON document was cut short)",
                  first, last)
-        return await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])
-    rows.sort(key=operator.itemgetter("id"))
+        return [[row[column] for column in mysql_blocks.COLUMNS] for row in
+                await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])]
+    rows.sort(key=operator.itemgetter(0))
     return rows
 
 
