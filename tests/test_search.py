@@ -331,7 +331,7 @@ async def token_rows(server: Any) -> list[tuple[Any, ...]]:
         "SELECT token, conv, message_id FROM im_search_token")}
     for row in await fetch_all("SELECT token, block, postings FROM im_search_block"):
         name, blob = row["token"], bytes(row["postings"])
-        # A shared row holds tokens of one or two messages, each with its postings.
+        # A shared row holds tokens of a few messages, each with its postings.
         entries = SharedRow.read(blob).entries() if is_shared(name) else [(name, blob)]
         base = first_id_of(int(row["block"]))
         for token, postings in entries:
@@ -782,7 +782,7 @@ def test_a_blocks_upserts_hold_at_most_500_rows_each_every_row_once_in_order():
 
 
 def test_shared_rows_give_each_tokens_postings_and_only_theirs():
-    """A block's tokens of one or two messages share a row by their first characters (a CJK
+    """A block's tokens of a few messages share a row by their first characters (a CJK
     token's first, a word's first two); reading one gives back each token's postings, and a
     term takes only its own token's (or, as a word prefix, those of the words it begins)."""
     from app.service.search.mysql_blocks import (

@@ -86,7 +86,7 @@ def test_generated_chat_makes_the_same_rows():
         assert c_rows == python_rows, round_number
     names = {name for name, _ in c_rows}
     assert names >= {"会", "会议", "q3", "deploy", "abc123", "a" * 32}
-    # Tokens of one or two messages are in shared rows (a word by its first two characters),
+    # Tokens of a few messages are in shared rows (a word by its first two characters),
     # the others in rows of their own.
     assert {"~de", "~q3", "~x2", "~σί"} <= names, sorted(names)
     assert_shared_rows(c_rows, ("~de", "~x2"))

@@ -8,9 +8,9 @@ costs about one row, written once, where a B-tree of (token, conversation, messa
 ~40 of them for a group message and ~80 for a one-to-one one, each at a random place of a table
 far larger than the buffer pool's share of it (bench/NOTES.md, "MariaDB's write path").
 
-Most of a block's tokens are in one or two of its messages (numbers, names, rare words and
-pairs): a row each would be most of the rows, and inserting a row costs the database more
-than the bytes in it. A token whose row would be under SHARED_BELOW bytes goes instead into its
+Most of a block's tokens are in a few of its messages (numbers, names, rare words and pairs):
+a row each would be most of the rows, and inserting a row costs the database more than the
+bytes in it. A token whose row would be under SHARED_BELOW bytes goes instead into its
 block's shared row of its first characters (`shared_name`: "~" and its first CJK character, or
 a word's first two), which holds each such token and its postings, tokens in order; the
 vocabulary (mysql_index) then holds only the words with rows of their own, since a query's
@@ -114,10 +114,12 @@ def decode(blob: bytes) -> tuple[array, array, array]:
     return keys, starts, _read("H", blob[at + 2 * (count + 1):])
 
 
-# A token whose row would be smaller than this many bytes (a one-to-one message alone makes
-# 30, a group message 18) is stored in its block's shared row instead (bench/NOTES.md: each
-# row inserted cost MariaDB ≈ 5 µs, whatever its size).
-SHARED_BELOW = 64
+# A token whose row would be smaller than this many bytes is stored in its block's shared row
+# instead: a one-to-one message makes 30 bytes and each one more of another pair 24, a group
+# message 18 and each one more of the group 2 (bench/NOTES.md: each row inserted cost MariaDB
+# ≈ 5 µs whatever its size; at 128 a block of varied chat has a row for every ten messages,
+# the largest shared row ≈ 7 KB).
+SHARED_BELOW = 128
 # A shared row's name begins with it; no token does (tokens are letters and digits).
 SHARED_MARK = "~"
 
