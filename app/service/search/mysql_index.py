@@ -321,7 +321,8 @@ def sealable(after: Any | None, now: int) -> bool:
 
 
 # Rows _c_postings checks the C module against the Python definition on: one-to-one, group,
-# to oneself, no text, and text of every kind of character text.py tells apart.
+# to oneself, no text, text of every kind of character text.py tells apart (in shared rows),
+# and words and pairs common enough for rows of their own.
 _SAMPLE_ROWS = [[row[column] for column in mysql_blocks.COLUMNS] for row in (
     {"id": 1, "cmd": CMD_SINGLE, "sender_id": 7, "dst_user_id": 9, "community_id": None,
      "media": 1, "content": "明天的会议改到三点，Q3 预算 deploy 到 Production"},
@@ -331,6 +332,9 @@ _SAMPLE_ROWS = [[row[column] for column in mysql_blocks.COLUMNS] for row in (
      "media": 1, "content": "会议 会议 note_to self"},
     {"id": 4, "cmd": CMD_GROUP, "sender_id": 7, "dst_user_id": None, "community_id": 4,
      "media": 2, "content": "/resource/picture.png"},
+    *({"id": number, "cmd": CMD_GROUP, "sender_id": 7, "dst_user_id": None,
+       "community_id": number % 3 + 4, "media": 1, "content": f"每周例会 weekly sync {number}"}
+      for number in range(5, 105)),
 )]
 
 
