@@ -1,12 +1,13 @@
 """MySQL/MariaDB's search index proper: posting lists sealed per block of message ids.
 
 Every BLOCK consecutive message ids make a block. Once all of a block's messages are stored
-(mysql_index decides when), the block is sealed: one row per token of its texts
+(mysql_index decides when), the block is sealed: a row per token of its texts
 (text.tokens_of), holding the ids of that token's messages grouped by conversation key
-(mysql_index.conv_keys: the group, or the one-to-one pair seen from each side). A message then
-costs about one row, written once, where a B-tree of (token, conversation, message) rows took
-~40 of them for a group message and ~80 for a one-to-one one, each at a random place of a table
-far larger than the buffer pool's share of it (bench/NOTES.md, "MariaDB's write path").
+(mysql_index.conv_keys: the group, or the one-to-one pair seen from each side), the rare
+tokens together in shared rows (below). A message then costs about a tenth of a row, written
+once, where a B-tree of (token, conversation, message) rows took ~40 of them for a group
+message and ~80 for a one-to-one one, each at a random place of a table far larger than the
+buffer pool's share of it (bench/NOTES.md, "MariaDB's write path").
 
 Most of a block's tokens are in a few of its messages (numbers, names, rare words and pairs):
 a row each would be most of the rows, and inserting a row costs the database more than the

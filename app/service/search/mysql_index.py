@@ -14,7 +14,7 @@ Where a message is found (newest first, the three merged):
   came in the last GAP_GRACE_MS;
 - sealed blocks (mysql_blocks.py): once every message up to a block's end is stored (its
   next message is GAP_GRACE_MS old: an id below it then belongs to no transaction still to
-  commit), the indexer writes the block's posting rows, about one row a message;
+  commit), the indexer writes the block's posting rows, about a row for every ten messages;
 - `im_search_token` (token, conv, message_id) for texts an edit changed: every edit writes its
   new text's tokens there (and a recall or a further edit takes them out), so an edit is found
   whether its message was sealed before, after or while it happened. Edits are rare: this is
