@@ -28,9 +28,7 @@ def both(rows: list[dict[str, Any]]) -> tuple[list[tuple[str, bytes]], list[tupl
             mysql_blocks.posting_rows(as_lists(rows), mysql_index.conv_keys))
 
 
-def as_lists(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """Rows as the sealer reads them (lists of mysql_blocks.COLUMNS)."""
-    return [[row[column] for column in mysql_blocks.COLUMNS] for row in rows]
+as_lists = mysql_blocks.as_lists  # rows as the sealer reads them
 
 
 def message(message_id: int, content: Any, *, cmd: int = CMD_GROUP, sender: int = 1,

@@ -66,6 +66,16 @@ Postings = dict[int, list[int]]
 COLUMNS = ("id", "cmd", "sender_id", "dst_user_id", "community_id", "media", "content")
 
 
+def as_lists(rows: Iterable[Any]) -> list[list[Any]]:
+    """im_message rows (dicts) as lists of COLUMNS."""
+    return [[row[column] for column in COLUMNS] for row in rows]
+
+
+def as_dicts(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Lists of COLUMNS as im_message rows (dicts)."""
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+
+
 def block_of(message_id: int) -> int:
     return (message_id - 1) // BLOCK
 
@@ -229,8 +239,7 @@ def posting_rows(rows: Sequence[Sequence[Any]], conv_keys: Callable[[Any], list[
     im_message rows in id order as lists of COLUMNS. The definition of what _postings.c
     computes (mysql_index takes the C one where it was built)."""
     postings: dict[str, Postings] = defaultdict(lambda: defaultdict(list))
-    for message_id, keys, tokens in _texts([dict(zip(COLUMNS, row, strict=True))
-                                            for row in rows], conv_keys):
+    for message_id, keys, tokens in _texts(as_dicts(rows), conv_keys):
         offset = (message_id - 1) % BLOCK
         for token in tokens:
             for key in keys:

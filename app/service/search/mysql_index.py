@@ -278,9 +278,8 @@ async def _index_changed_in(connection: BaseDBAsyncClient, rows: Sequence[Sequen
     puts it (after `forget` only this puts it back)."""
     changed = set(await _changed_between(connection, rows[0][0], rows[-1][0])) if rows else set()
     if changed:
-        await _locked(connection, _remove_from_blocks, [
-            dict(zip(mysql_blocks.COLUMNS, row, strict=True)) for row in rows
-            if int(row[0]) in changed])
+        await _locked(connection, _remove_from_blocks, mysql_blocks.as_dicts(
+            row for row in rows if int(row[0]) in changed))
         await index_again(connection, sorted(changed))
 
 
@@ -323,7 +322,7 @@ def sealable(after: Any | None, now: int) -> bool:
 # Rows _c_postings checks the C module against the Python definition on: one-to-one, group,
 # to oneself, no text, text of every kind of character text.py tells apart (in shared rows),
 # and words and pairs common enough for rows of their own.
-_SAMPLE_ROWS = [[row[column] for column in mysql_blocks.COLUMNS] for row in (
+_SAMPLE_ROWS = mysql_blocks.as_lists((
     {"id": 1, "cmd": CMD_SINGLE, "sender_id": 7, "dst_user_id": 9, "community_id": None,
      "media": 1, "content": "明天的会议改到三点，Q3 预算 deploy 到 Production"},
     {"id": 2, "cmd": CMD_GROUP, "sender_id": 9, "dst_user_id": None, "community_id": 4,
@@ -335,7 +334,7 @@ _SAMPLE_ROWS = [[row[column] for column in mysql_blocks.COLUMNS] for row in (
     *({"id": number, "cmd": CMD_GROUP, "sender_id": 7, "dst_user_id": None,
        "community_id": number % 3 + 4, "media": 1, "content": f"每周例会 weekly sync {number}"}
       for number in range(5, 105)),
-)]
+))
 
 
 @functools.cache
@@ -423,8 +422,8 @@ async def _block_rows(connection: BaseDBAsyncClient, first: int, last: int
     if not isinstance(rows, list) or len(rows) != int(found["messages"]):
         log.info("search: block %d-%d read row by row (its JSON document was cut short)",
                  first, last)
-        return [[row[column] for column in mysql_blocks.COLUMNS] for row in
-                await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last])]
+        return mysql_blocks.as_lists(
+            await connection.execute_query_dict(_BLOCK_SQL, [first - 1, last]))
     rows.sort(key=operator.itemgetter(0))
     return rows
 
